@@ -1,0 +1,1 @@
+//! Dispatcher host services shared by ced and ctrl-exec-api.

@@ -1,0 +1,167 @@
+//! File-system helpers: atomic writes with modes, private directories and
+//! advisory locks.
+//!
+//! Invariant: a file written here is either the old content or the new
+//! content, never a mix: bytes go to a fresh temporary file in the same
+//! directory (created with its final mode, so a key is never briefly world
+//! readable), which is fsynced and renamed over the target; the directory is
+//! then fsynced so the rename survives a crash. Callers add the path to errors.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{flock, FlockOperation};
+
+/// Writes `bytes` to `path` atomically with permission bits `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = write_temp(path, bytes, mode)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
+    sync_parent(path);
+    Ok(())
+}
+
+/// Like [`write_atomic`] but fails with `AlreadyExists` instead of replacing
+/// an existing file (used for keys that must never be overwritten silently).
+pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let tmp = write_temp(path, bytes, mode)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    linked?;
+    sync_parent(path);
+    Ok(())
+}
+
+fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let mut nonce = [0u8; 6];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce)
+        .map_err(|_| io::Error::other("no randomness"))?;
+    let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
+    let tmp = path.with_file_name(format!(".{}.{suffix}.tmp", name.to_string_lossy()));
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    let written = file
+        .write_all(bytes)
+        .and_then(|_| file.set_permissions(fs::Permissions::from_mode(mode)))
+        .and_then(|_| file.sync_all());
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(tmp)
+}
+
+fn sync_parent(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+}
+
+/// Creates `dir` and its missing parents; new directories get `mode`.
+pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new().recursive(true).mode(mode).create(dir)
+}
+
+/// An exclusive advisory lock (`flock`), released when dropped or when the
+/// holding process dies, so a crashed holder never leaves a lock behind.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+/// Takes the lock at `path` without waiting; `Ok(None)` when someone holds it.
+/// The lock file is created with `mode` and never followed through a symlink.
+pub fn try_lock(path: &Path, mode: u32) -> io::Result<Option<FileLock>> {
+    let file = open_lock_file(path, mode)?;
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(FileLock { _file: file })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Takes the lock at `path`, waiting for the holder (for short critical
+/// sections such as registry updates).
+pub fn lock(path: &Path, mode: u32) -> io::Result<FileLock> {
+    let file = open_lock_file(path, mode)?;
+    flock(&file, FlockOperation::LockExclusive)?;
+    Ok(FileLock { _file: file })
+}
+
+/// Whether another holder has the lock at `path` (missing file: not held).
+pub fn is_locked(path: &Path) -> bool {
+    let Ok(file) = OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path) else {
+        return false;
+    };
+    match flock(&file, FlockOperation::NonBlockingLockShared) {
+        Ok(()) => false,
+        Err(_) => true,
+    }
+}
+
+fn open_lock_file(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(mode)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("fsx-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn atomic_write_sets_mode_and_replaces() {
+        let dir = scratch("atomic");
+        let p = dir.join("key");
+        write_atomic(&p, b"one", 0o600).unwrap();
+        write_atomic(&p, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp files left");
+    }
+
+    #[test]
+    fn write_new_refuses_existing() {
+        let dir = scratch("new");
+        let p = dir.join("ca.key");
+        write_new_atomic(&p, b"a", 0o600).unwrap();
+        let e = write_new_atomic(&p, b"b", 0o600).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"a");
+    }
+
+    #[test]
+    fn lock_excludes_second_holder_until_dropped() {
+        let dir = scratch("lock");
+        let p = dir.join("h--s.lock");
+        let held = try_lock(&p, 0o660).unwrap().expect("first lock");
+        assert!(try_lock(&p, 0o660).unwrap().is_none());
+        assert!(is_locked(&p));
+        drop(held);
+        assert!(!is_locked(&p));
+        assert!(try_lock(&p, 0o660).unwrap().is_some());
+    }
+}

@@ -1,0 +1,29 @@
+//! ctrl-exec: run allowlisted scripts on a fleet of agent hosts over mutual TLS.
+//!
+//! One library, one multicall binary. The roles (`dispatcher`, `agent`, `api`)
+//! each own one module with a `main(args) -> ExitCode` entry point; they never
+//! import each other. What two roles need lives in the shared modules:
+//! `net` (bounded HTTP/1.x over TLS), `pki`, `conf`, `hook`, `proc`, `log`,
+//! `fsx`, `time`, `rt`, and `control` (the dispatcher host's registry, fan-out
+//! engine, run store and locks, shared by `ced` and `ctrl-exec-api`).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod api;
+pub mod conf;
+pub mod control;
+pub mod dispatcher;
+pub mod fsx;
+pub mod hook;
+pub mod json;
+pub mod log;
+pub mod net;
+pub mod pki;
+pub mod proc;
+pub mod rt;
+pub mod time;
+
+/// The version every role reports (`--version`, `/ping`, `/health`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

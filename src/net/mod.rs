@@ -1,0 +1,1 @@
+//! The shared network stack.

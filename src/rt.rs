@@ -1,0 +1,58 @@
+//! The async runtime: one executor driven by the main thread.
+//!
+//! Every role calls [`block_on`] once from `main`; tasks are spawned with
+//! [`spawn`]. The child-process reaper runs as a task on the same executor, so
+//! no extra thread is started for it. [`deadline`] races a future against a
+//! fixed instant and is the only way the code waits on anything outside the
+//! process.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_executor::Executor;
+use async_io::Timer;
+use futures_lite::FutureExt;
+
+static EXECUTOR: Executor<'static> = Executor::new();
+
+/// Runs `fut` to completion on the calling thread, driving spawned tasks too.
+pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
+    let driver = EXECUTOR.spawn(async_process::driver());
+    let out = async_io::block_on(EXECUTOR.run(fut));
+    drop(driver);
+    out
+}
+
+/// Spawns a task on the role's executor. Dropping the returned task cancels it.
+pub fn spawn<T: Send + 'static>(
+    fut: impl Future<Output = T> + Send + 'static,
+) -> async_executor::Task<T> {
+    EXECUTOR.spawn(fut)
+}
+
+/// The error of a future that did not finish before its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimedOut;
+
+/// Runs `fut` until `at`; a deadline in the past still lets a ready future win.
+pub async fn deadline<T>(at: Instant, fut: impl Future<Output = T>) -> Result<T, TimedOut> {
+    async { Ok(fut.await) }
+        .or(async {
+            Timer::at(at).await;
+            Err(TimedOut)
+        })
+        .await
+}
+
+/// Like [`deadline`] with a duration from now; `None` waits forever.
+pub async fn timeout<T>(limit: Option<Duration>, fut: impl Future<Output = T>) -> Result<T, TimedOut> {
+    match limit {
+        Some(d) => deadline(Instant::now() + d, fut).await,
+        None => Ok(fut.await),
+    }
+}
+
+/// Waits without blocking the executor.
+pub async fn sleep(d: Duration) {
+    Timer::after(d).await;
+}
