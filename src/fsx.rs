@@ -44,7 +44,11 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
         .map_err(|_| io::Error::other("no randomness"))?;
     let suffix: String = nonce.iter().map(|b| format!("{b:02x}")).collect();
     let tmp = path.with_file_name(format!(".{}.{suffix}.tmp", name.to_string_lossy()));
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)?;
     let written = file
         .write_all(bytes)
         .and_then(|_| file.set_permissions(fs::Permissions::from_mode(mode)))
@@ -58,7 +62,11 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
 
 fn sync_parent(path: &Path) {
     if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
@@ -77,7 +85,14 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
 /// holding process dies, so a crashed holder never leaves a lock behind.
 #[derive(Debug)]
 pub struct FileLock {
-    _file: File,
+    file: File,
+}
+
+impl FileLock {
+    /// The locked file, for recording who holds it.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
 }
 
 /// Takes the lock at `path` without waiting; `Ok(None)` when someone holds it.
@@ -85,7 +100,7 @@ pub struct FileLock {
 pub fn try_lock(path: &Path, mode: u32) -> io::Result<Option<FileLock>> {
     let file = open_lock_file(path, mode)?;
     match flock(&file, FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => Ok(Some(FileLock { _file: file })),
+        Ok(()) => Ok(Some(FileLock { file })),
         Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
         Err(e) => Err(e.into()),
     }
@@ -96,12 +111,16 @@ pub fn try_lock(path: &Path, mode: u32) -> io::Result<Option<FileLock>> {
 pub fn lock(path: &Path, mode: u32) -> io::Result<FileLock> {
     let file = open_lock_file(path, mode)?;
     flock(&file, FlockOperation::LockExclusive)?;
-    Ok(FileLock { _file: file })
+    Ok(FileLock { file })
 }
 
 /// Whether another holder has the lock at `path` (missing file: not held).
 pub fn is_locked(path: &Path) -> bool {
-    let Ok(file) = OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32).open(path) else {
+    let Ok(file) = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+    else {
         return false;
     };
     match flock(&file, FlockOperation::NonBlockingLockShared) {
@@ -139,7 +158,10 @@ mod tests {
         write_atomic(&p, b"one", 0o600).unwrap();
         write_atomic(&p, b"two", 0o600).unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"two");
-        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert_eq!(fs::read_dir(&dir).unwrap().count(), 1, "no temp files left");
     }
 

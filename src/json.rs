@@ -63,7 +63,9 @@ pub fn get_i64(o: &Object, key: &str) -> Option<i64> {
     match o.get(key) {
         Some(Value::Number(Number::U64(n))) => i64::try_from(*n).ok(),
         Some(Value::Number(Number::I64(n))) => Some(*n),
-        Some(Value::Number(Number::F64(f))) if f.fract() == 0.0 && f.abs() < 9e15 => Some(*f as i64),
+        Some(Value::Number(Number::F64(f))) if f.fract() == 0.0 && f.abs() < 9e15 => {
+            Some(*f as i64)
+        }
         _ => None,
     }
 }

@@ -33,6 +33,12 @@ static BACKEND: OnceLock<Backend> = OnceLock::new();
 
 /// Sets the role's ident and target. Later calls are ignored.
 pub fn init(ident: &'static str, target: Target) {
+    init_with_level(ident, target, log::LevelFilter::Info);
+}
+
+/// Like [`init`], keeping only lines at `level` or above (the interactive CLI
+/// shows warnings and errors on stderr, not every action).
+pub fn init_with_level(ident: &'static str, target: Target, level: log::LevelFilter) {
     let syslog = match target {
         Target::Syslog => UnixDatagram::unbound()
             .and_then(|s| s.connect("/dev/log").map(|_| s))
@@ -41,7 +47,7 @@ pub fn init(ident: &'static str, target: Target) {
     };
     if BACKEND.set(Backend { ident, syslog }).is_ok() {
         let _ = log::set_logger(&LOGGER);
-        log::set_max_level(log::LevelFilter::Info);
+        log::set_max_level(level);
     }
 }
 
@@ -69,10 +75,13 @@ pub fn line(action: &str, fields: &[(&str, &str)]) -> String {
     push_value(&mut out, action);
     for (key, value) in sorted {
         out.push(' ');
-        out.extend(
-            key.chars()
-                .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c.to_ascii_uppercase() } else { '_' }),
-        );
+        out.extend(key.chars().map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        }));
         out.push('=');
         push_value(&mut out, value);
     }
@@ -130,7 +139,12 @@ impl log::Log for Logger {
                 return;
             }
         }
-        let _ = writeln!(std::io::stderr().lock(), "{}: {}", backend.ident, record.args());
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "{}: {}",
+            backend.ident,
+            record.args()
+        );
     }
 
     fn flush(&self) {}
@@ -143,7 +157,10 @@ mod tests {
     #[test]
     fn action_first_then_sorted_keys() {
         assert_eq!(
-            line("run", &[("SCRIPT", "backup"), ("EXIT", "0"), ("PEER", "10.0.0.1")]),
+            line(
+                "run",
+                &[("SCRIPT", "backup"), ("EXIT", "0"), ("PEER", "10.0.0.1")]
+            ),
             "ACTION=run EXIT=0 PEER=10.0.0.1 SCRIPT=backup"
         );
     }

@@ -29,7 +29,10 @@ fn main() -> ExitCode {
             }
             Some(first) if lookup(first).is_some() => name = rest.remove(0),
             None | Some("-h" | "--help") if name == MULTICALL => {
-                eprintln!("usage: {MULTICALL} <role> [args...]\nroles: {}", role_names());
+                eprintln!(
+                    "usage: {MULTICALL} <role> [args...]\nroles: {}",
+                    role_names()
+                );
                 return ExitCode::from(if rest.is_empty() { 2 } else { 0 });
             }
             _ => {}
@@ -38,7 +41,10 @@ fn main() -> ExitCode {
     match lookup(&name) {
         Some(entry) => entry(rest),
         None => {
-            eprintln!("{MULTICALL}: unknown role '{name}' (roles: {})", role_names());
+            eprintln!(
+                "{MULTICALL}: unknown role '{name}' (roles: {})",
+                role_names()
+            );
             ExitCode::from(127)
         }
     }
@@ -50,9 +56,16 @@ fn basename(argv0: &str) -> String {
 }
 
 fn lookup(name: &str) -> Option<Entry> {
-    ROLES.iter().find(|(names, _)| names.contains(&name)).map(|(_, entry)| *entry)
+    ROLES
+        .iter()
+        .find(|(names, _)| names.contains(&name))
+        .map(|(_, entry)| *entry)
 }
 
 fn role_names() -> String {
-    ROLES.iter().flat_map(|(names, _)| names.iter().copied()).collect::<Vec<_>>().join(", ")
+    ROLES
+        .iter()
+        .flat_map(|(names, _)| names.iter().copied())
+        .collect::<Vec<_>>()
+        .join(", ")
 }

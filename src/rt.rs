@@ -45,7 +45,10 @@ pub async fn deadline<T>(at: Instant, fut: impl Future<Output = T>) -> Result<T,
 }
 
 /// Like [`deadline`] with a duration from now; `None` waits forever.
-pub async fn timeout<T>(limit: Option<Duration>, fut: impl Future<Output = T>) -> Result<T, TimedOut> {
+pub async fn timeout<T>(
+    limit: Option<Duration>,
+    fut: impl Future<Output = T>,
+) -> Result<T, TimedOut> {
     match limit {
         Some(d) => deadline(Instant::now() + d, fut).await,
         None => Ok(fut.await),

@@ -1,4 +1,461 @@
-//! Role module (being written).
+//! `ctrl-exec-agent` (`cea`): the agent role.
+//!
+//! Modes: `serve` (the mTLS listener), `request-pairing`, `pairing-status`,
+//! `self-check`, `self-ping`, and the service helpers `paired` and
+//! `cert-staged`. Arguments are parsed into [`Args`] without I/O; the mode
+//! then loads agent.conf and does its work, returning an [`AgentError`] that
+//! `main` prints once.
+
+mod jobs;
+mod limits;
+mod pairing;
+mod runner;
+mod schema;
+mod serve;
+mod trust;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-/// Role entry point.
-pub fn main(_args: Vec<String>) -> ExitCode { ExitCode::FAILURE }
+use std::time::{Duration, Instant};
+
+use crate::conf::{self, AgentConf};
+use crate::json;
+use crate::net::{client, http::Conn, limits::Limits, tls};
+use crate::{log, pki, rt, time, VERSION};
+
+pub use limits::EXIT_CONFIG;
+
+const DEFAULT_CONFIG: &str = "/etc/ctrl-exec-agent/agent.conf";
+const DEFAULT_ALLOWLIST: &str = "/etc/ctrl-exec-agent/scripts.conf";
+const DEFAULT_PAIRING_PORT: u16 = 7444;
+
+const USAGE: &str = "Usage: ctrl-exec-agent <mode> [options]
+
+Modes:
+  serve                         run the agent (mTLS listener)
+  request-pairing --dispatcher <host> [--port <n>] [--lookup-by ip|hostname]
+                  [--ca-fingerprint sha256:<hex>] [--background [--timeout <s>]]
+  pairing-status                show whether this agent is paired
+  self-check                    check config, allowlist and certificates offline
+  self-ping                     connect to the local agent over mTLS
+  paired | cert-staged          exit 0 if paired / a renewed certificate is staged
+
+Options:
+  --config <path>      agent config (default /etc/ctrl-exec-agent/agent.conf)
+  --allowlist <path>   script allowlist (default /etc/ctrl-exec-agent/scripts.conf)
+  --version            print the version
+";
+
+/// Errors of the agent role, each knowing its exit code.
+#[derive(Debug)]
+pub enum AgentError {
+    /// Bad invocation.
+    Usage(String),
+    /// agent.conf, the allowlist or the trust files are unusable (exit 78).
+    Config(String),
+    /// A certificate, key or CA file is missing (exit 78 for serve).
+    NotPaired(String),
+    /// Pairing: no decision before the timeout (exit 2).
+    PairTimeout(String),
+    /// Pairing: the operator denied the request (exit 3).
+    PairDenied(String),
+    /// Anything else (exit 1).
+    Failed(String),
+}
+
+impl AgentError {
+    /// The process exit code for this error.
+    pub fn code(&self) -> u8 {
+        match self {
+            AgentError::Usage(_) => 2,
+            AgentError::Config(_) | AgentError::NotPaired(_) => EXIT_CONFIG,
+            AgentError::PairTimeout(_) => 2,
+            AgentError::PairDenied(_) => 3,
+            AgentError::Failed(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for AgentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AgentError::Usage(m) | AgentError::Failed(m) | AgentError::PairTimeout(m) | AgentError::PairDenied(m) => {
+                write!(f, "{m}")
+            }
+            AgentError::Config(m) => write!(f, "cannot start - configuration error: {m}"),
+            AgentError::NotPaired(path) => write!(
+                f,
+                "cannot start - this agent has not been paired yet (missing {path}); run: ctrl-exec-agent request-pairing --dispatcher <dispatcher-host>"
+            ),
+        }
+    }
+}
+
+/// Parsed command line, no I/O done yet.
+#[derive(Debug)]
+struct Args {
+    mode: String,
+    config: PathBuf,
+    allowlist: PathBuf,
+    dispatcher: Option<String>,
+    port: Option<u16>,
+    lookup_by: Option<String>,
+    background: bool,
+    background_child: bool,
+    timeout: Option<u64>,
+    ca_fingerprint: Option<String>,
+}
+
+/// Entry point of the agent role.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let mut pargs = pico_args::Arguments::from_vec(args.into_iter().map(Into::into).collect());
+    if pargs.contains(["-h", "--help"]) {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if pargs.contains("--version") {
+        println!("ctrl-exec-agent {VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    let parsed = match parse_args(pargs) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return fail(&e),
+    };
+    match run_mode(parsed) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &AgentError) -> ExitCode {
+    eprintln!("ctrl-exec-agent: {e}");
+    ExitCode::from(e.code())
+}
+
+fn parse_args(mut p: pico_args::Arguments) -> Result<Option<Args>, AgentError> {
+    let usage = |e: pico_args::Error| AgentError::Usage(format!("{e}\n{USAGE}"));
+    let config: Option<PathBuf> = p.opt_value_from_str("--config").map_err(usage)?;
+    let allowlist: Option<PathBuf> = p.opt_value_from_str("--allowlist").map_err(usage)?;
+    let dispatcher: Option<String> = p.opt_value_from_str("--dispatcher").map_err(usage)?;
+    let port: Option<u16> = p.opt_value_from_str("--port").map_err(usage)?;
+    let lookup_by: Option<String> = p.opt_value_from_str("--lookup-by").map_err(usage)?;
+    let timeout: Option<u64> = p.opt_value_from_str("--timeout").map_err(usage)?;
+    let ca_fingerprint: Option<String> = p.opt_value_from_str("--ca-fingerprint").map_err(usage)?;
+    let background = p.contains("--background");
+    let background_child = p.contains("--background-child");
+    let mode: Option<String> = p.opt_free_from_str().map_err(usage)?;
+    let rest = p.finish();
+    if let Some(extra) = rest.first() {
+        return Err(AgentError::Usage(format!(
+            "unexpected argument '{}'\n{USAGE}",
+            extra.to_string_lossy()
+        )));
+    }
+    let Some(mode) = mode else { return Ok(None) };
+    Ok(Some(Args {
+        mode,
+        config: config.unwrap_or_else(|| DEFAULT_CONFIG.into()),
+        allowlist: allowlist.unwrap_or_else(|| DEFAULT_ALLOWLIST.into()),
+        dispatcher,
+        port,
+        lookup_by,
+        background,
+        background_child,
+        timeout,
+        ca_fingerprint,
+    }))
+}
+
+fn load_conf(path: &Path) -> Result<AgentConf, AgentError> {
+    AgentConf::load(path).map_err(|e| AgentError::Config(e.to_string()))
+}
+
+fn init_log(conf: &AgentConf) {
+    log::init(
+        "ctrl-exec-agent",
+        if conf.syslog {
+            log::Target::Syslog
+        } else {
+            log::Target::Stderr
+        },
+    );
+}
+
+fn run_mode(a: Args) -> Result<u8, AgentError> {
+    match a.mode.as_str() {
+        "serve" => {
+            let conf = load_conf(&a.config)?;
+            init_log(&conf);
+            serve::serve(conf, a.allowlist).map(|_| 0)
+        }
+        "request-pairing" => request_pairing(a),
+        "pairing-status" => {
+            let conf = load_conf(&a.config)
+                .map_err(|e| AgentError::Failed(format!("Config error: {e}")))?;
+            match paired_expiry(&conf) {
+                Ok(expiry) => {
+                    println!("Paired. Certificate expires: {expiry}");
+                    Ok(0)
+                }
+                Err(reason) => {
+                    println!("Not paired. Reason: {reason}");
+                    Ok(1)
+                }
+            }
+        }
+        "self-check" => self_check(&a),
+        "self-ping" => self_ping(&a),
+        "paired" => Ok(match AgentConf::load(&a.config) {
+            Ok(conf) if [&conf.cert, &conf.key, &conf.ca].iter().all(|p| p.exists()) => 0,
+            _ => 1,
+        }),
+        "cert-staged" => Ok(match AgentConf::load(&a.config) {
+            Ok(conf) if conf.cert_staging_path.exists() => 0,
+            _ => 1,
+        }),
+        other => Err(AgentError::Usage(format!(
+            "Unknown mode '{other}'\n{USAGE}"
+        ))),
+    }
+}
+
+fn request_pairing(a: Args) -> Result<u8, AgentError> {
+    let dispatcher = a.dispatcher.clone().ok_or_else(|| {
+        AgentError::Usage("--dispatcher <host> required for request-pairing".into())
+    })?;
+    if let Some(lb) = &a.lookup_by {
+        if lb != "ip" && lb != "hostname" {
+            return Err(AgentError::Usage(
+                "--lookup-by must be 'ip' or 'hostname'".into(),
+            ));
+        }
+    }
+    let wait = match a.timeout {
+        Some(t) if t == 0 || t > limits::PAIRING_BACKGROUND_MAX_SECS => {
+            return Err(AgentError::Usage(format!(
+                "--timeout must be between 1 and {} seconds",
+                limits::PAIRING_BACKGROUND_MAX_SECS
+            )))
+        }
+        Some(t) => Duration::from_secs(t),
+        None if a.background || a.background_child => limits::PAIRING_BACKGROUND_DEFAULT,
+        None => limits::PAIRING_WAIT,
+    };
+    let ca_fingerprint = match &a.ca_fingerprint {
+        Some(text) => Some(pki::normalise_fingerprint(text).ok_or_else(|| {
+            AgentError::Usage(format!(
+                "--ca-fingerprint '{text}' is not a SHA-256 fingerprint (sha256:<64 hex>)"
+            ))
+        })?),
+        None => None,
+    };
+    let conf = load_conf(&a.config)?;
+    init_log(&conf);
+    if a.background && !a.background_child {
+        return spawn_background(&a);
+    }
+    let req = pairing::Request {
+        dispatcher,
+        port: a.port.unwrap_or(DEFAULT_PAIRING_PORT),
+        lookup_by: a.lookup_by.clone(),
+        background: a.background || a.background_child,
+        wait,
+        ca_fingerprint,
+    };
+    pairing::request_pairing(&conf, &req).map(|_| 0)
+}
+
+/// `--background`: run the exchange in a detached copy of this process, print
+/// the request id it reports, and return at once.
+fn spawn_background(a: &Args) -> Result<u8, AgentError> {
+    use std::io::BufRead;
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe()
+        .map_err(|e| AgentError::Failed(format!("cannot find own executable: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg0("ctrl-exec-agent")
+        .arg("request-pairing")
+        .arg("--background-child");
+    cmd.arg("--config").arg(&a.config);
+    if let Some(d) = &a.dispatcher {
+        cmd.arg("--dispatcher").arg(d);
+    }
+    if let Some(p) = a.port {
+        cmd.arg("--port").arg(p.to_string());
+    }
+    if let Some(lb) = &a.lookup_by {
+        cmd.arg("--lookup-by").arg(lb);
+    }
+    if let Some(t) = a.timeout {
+        cmd.arg("--timeout").arg(t.to_string());
+    }
+    if let Some(fp) = &a.ca_fingerprint {
+        cmd.arg("--ca-fingerprint").arg(fp);
+    }
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .process_group(0);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| AgentError::Failed(format!("cannot start background pairing: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| AgentError::Failed("no pipe to background pairing".into()))?;
+    let mut line = String::new();
+    let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+    let reqid = line.trim();
+    if reqid.is_empty() {
+        let status = child
+            .wait()
+            .map_err(|e| AgentError::Failed(e.to_string()))?;
+        return Ok(status.code().unwrap_or(1).clamp(1, 255) as u8);
+    }
+    println!("{reqid}");
+    Ok(0)
+}
+
+fn paired_expiry(conf: &AgentConf) -> Result<String, String> {
+    for p in [&conf.cert, &conf.key, &conf.ca] {
+        if !p.exists() {
+            return Err(format!("missing file: {}", p.display()));
+        }
+    }
+    let pem = std::fs::read_to_string(&conf.cert)
+        .map_err(|_| format!("cannot parse cert: {}", conf.cert.display()))?;
+    pki::cert_info_pem(&pem)
+        .map(|i| time::openssl_date(i.not_after))
+        .map_err(|_| format!("cannot parse cert: {}", conf.cert.display()))
+}
+
+fn self_check(a: &Args) -> Result<u8, AgentError> {
+    println!("Checking config...");
+    let conf = match AgentConf::load(&a.config) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("  Config error: {e}");
+            return Ok(1);
+        }
+    };
+    println!("  Config OK (port {})", conf.port);
+    let allowlist = match conf::load_allowlist(&a.allowlist, &conf.script_dirs) {
+        Ok(l) => l,
+        Err(e) => {
+            println!("  Allowlist error: {e}");
+            return Ok(1);
+        }
+    };
+    println!("  Allowlist OK ({} scripts)", allowlist.scripts.len());
+    for w in &allowlist.warnings {
+        println!("  Allowlist warning: {w}");
+    }
+    match paired_expiry(&conf) {
+        Ok(expiry) => println!("  Certs OK (expires {expiry})"),
+        Err(reason) => println!("  Certs: NOT paired - {reason}"),
+    }
+    let mut undefined = Vec::new();
+    for s in allowlist.scripts.values() {
+        let state = if serve::is_executable(&s.path) {
+            "ok"
+        } else {
+            "NOT EXECUTABLE"
+        };
+        println!(
+            "  Script '{}': {}  (profile: {}) [{state}]",
+            s.name,
+            s.path.display(),
+            s.profile
+        );
+        if s.profile != "default" && !conf.profiles.contains_key(&s.profile) {
+            undefined.push(format!("{} -> {}", s.name, s.profile));
+        }
+    }
+    if !undefined.is_empty() {
+        println!(
+            "  Profile error: undefined profile(s) referenced: {}",
+            undefined.join(", ")
+        );
+    }
+    println!("Self-check complete.");
+    Ok(0)
+}
+
+fn self_ping(a: &Args) -> Result<u8, AgentError> {
+    println!("Checking config...");
+    let conf =
+        load_conf(&a.config).map_err(|e| AgentError::Failed(format!("Config error: {e}")))?;
+    println!("  Config OK (port {})", conf.port);
+    let expiry = match paired_expiry(&conf) {
+        Ok(e) => e,
+        Err(reason) => {
+            println!("  Paired: no - {reason}");
+            println!("  Cannot self-ping: agent not paired.");
+            return Ok(1);
+        }
+    };
+    println!("  Paired: yes (cert expires {expiry})");
+    let (cert, key, ca) = serve::read_material(&conf)?;
+    let identity =
+        tls::Identity::from_pem(&cert, &key).map_err(|e| AgentError::Failed(e.to_string()))?;
+    let ca_der = pki::pem_certs(&ca).into_iter().next().unwrap_or_default();
+    let config =
+        tls::mtls_client(&identity, &ca_der).map_err(|e| AgentError::Failed(e.to_string()))?;
+    let host = if conf.bind == "0.0.0.0" || conf.bind == "::" {
+        "127.0.0.1".to_string()
+    } else {
+        conf.bind.clone()
+    };
+    println!("Connecting to {host}:{}...", conf.port);
+    let deadline = Instant::now() + limits::SELF_PING_TIMEOUT;
+    let outcome = rt::block_on(async {
+        let tcp = client::connect_tcp(&host, conf.port, deadline).await;
+        if tcp.is_err() {
+            return Err(format!(
+                "  Port {}: not listening - is the agent running?",
+                conf.port
+            ));
+        }
+        drop(tcp);
+        println!("  Port {}: listening", conf.port);
+        let stream = client::connect_tls(&host, conf.port, config, deadline)
+            .await
+            .map_err(|e| format!("  mTLS handshake failed: {e}"))?;
+        println!("  mTLS handshake: OK");
+        let body = json::to_string(&json::object([("reqid", json::str(pki::random_hex(8)))]));
+        let mut conn = Conn::new(stream);
+        conn.write_request("POST", "/ping", &host, Some(body.as_bytes()), deadline)
+            .await
+            .map_err(|e| format!("  Ping failed: {e}"))?;
+        conn.read_response(&Limits::default(), deadline)
+            .await
+            .map_err(|e| format!("  Ping failed: {e}"))
+    });
+    match outcome {
+        Err(msg) => {
+            println!("{msg}");
+            Ok(1)
+        }
+        Ok(resp) => {
+            let text = String::from_utf8_lossy(&resp.body).into_owned();
+            let code = if resp.status == 403 && text.contains("serial mismatch") {
+                println!("  Ping response: 403 serial mismatch (expected - agent is running and enforcing policy)");
+                0
+            } else if resp.status == 200 && text.contains("\"status\":\"ok\"") {
+                println!("  Ping response: OK");
+                0
+            } else {
+                println!("  Ping response: unexpected - {text}");
+                1
+            };
+            if code == 0 {
+                println!("Self-ping complete.");
+            }
+            Ok(code)
+        }
+    }
+}

@@ -1,4 +1,227 @@
-//! Role module (being written).
+//! `ctrl-exec-dispatcher` (`ced`): the operator's command line.
+//!
+//! Options may come before or after the mode; everything after a literal
+//! `--` is passed to the script untouched. Arguments are parsed into [`Args`]
+//! without I/O; each mode then loads `ctrl-exec.conf` and runs. Errors carry
+//! their exit code and are printed once by [`main`].
+
+mod agents;
+mod ca;
+mod output;
+mod pairing;
+mod run;
+
+use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
-/// Role entry point.
-pub fn main(_args: Vec<String>) -> ExitCode { ExitCode::FAILURE }
+
+use crate::conf::DispatcherConf;
+use crate::{log, VERSION};
+
+const DEFAULT_CONFIG: &str = "/etc/ctrl-exec/ctrl-exec.conf";
+
+const USAGE: &str = "Usage: ctrl-exec-dispatcher <mode> [options] [args]
+
+Modes:
+  run <host>[:<port>] [<host>...] <script> [-- <arg>...] [--async] [--json]
+  status <reqid> [--json]            wait <reqid> [--timeout <s>] [--json]
+  ping <host>[:<port>] [<host>...] [--json]
+  pairing-mode [start|stop] [--timeout <1-600>] [--port <n>]
+  list-requests                      approve <reqid> [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]
+  deny <reqid>                       setup-ca        setup-ctrl-exec
+  list-agents [--json] [--tags k=v[,k=v...]]
+  edit-agent <name> [--rename <new>] [--ip <addr>] [--agent-port <n>] [--lookup-by ip|hostname]
+  unpair <hostname>                  list-locks [--json]
+
+Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), --username <s>,
+         --token <s> (default $ENVEXEC_TOKEN), --version
+";
+
+/// Errors of the dispatcher CLI.
+#[derive(Debug)]
+pub enum CliError {
+    /// Bad invocation (exit 2).
+    Usage(String),
+    /// The operation failed (exit 1).
+    Failed(String),
+}
+
+impl fmt::Display for CliError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CliError::Usage(m) | CliError::Failed(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl CliError {
+    fn code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+/// Parsed command line.
+#[derive(Debug, Default)]
+pub struct Args {
+    /// The mode word.
+    pub mode: String,
+    /// Positional words after the mode.
+    pub words: Vec<String>,
+    /// Words after `--`.
+    pub script_args: Vec<String>,
+    /// `--config`.
+    pub config: PathBuf,
+    /// `--json`.
+    pub json: bool,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--username` (default `$USER`).
+    pub username: String,
+    /// `--token` (default `$ENVEXEC_TOKEN`).
+    pub token: String,
+    /// `--lookup-by`.
+    pub lookup_by: Option<String>,
+    /// `--agent-port`.
+    pub agent_port: Option<String>,
+    /// `--ip`.
+    pub ip: Option<String>,
+    /// `--rename`.
+    pub rename: Option<String>,
+    /// `--tags`.
+    pub tags: Option<String>,
+    /// `--async`.
+    pub detach: bool,
+    /// `--timeout`.
+    pub timeout: Option<String>,
+    /// Internal: run the pairing session as the background child.
+    pub pairing_child: bool,
+}
+
+/// Entry point of the dispatcher CLI.
+pub fn main(args: Vec<String>) -> ExitCode {
+    let parsed = match parse(args) {
+        Ok(ParseResult::Help) => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(ParseResult::Version) => {
+            println!("ctrl-exec-dispatcher {VERSION}");
+            return ExitCode::SUCCESS;
+        }
+        Ok(ParseResult::Run(a)) => *a,
+        Err(e) => return fail(&e),
+    };
+    match run_mode(parsed) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &CliError) -> ExitCode {
+    eprintln!("ced: {e}");
+    ExitCode::from(e.code())
+}
+
+enum ParseResult {
+    Help,
+    Version,
+    Run(Box<Args>),
+}
+
+fn parse(mut all: Vec<String>) -> Result<ParseResult, CliError> {
+    let script_args = match all.iter().position(|a| a == "--") {
+        Some(i) => {
+            let rest = all.split_off(i + 1);
+            all.pop();
+            rest
+        }
+        None => Vec::new(),
+    };
+    let mut p = pico_args::Arguments::from_vec(all.into_iter().map(Into::into).collect());
+    if p.contains(["-h", "--help"]) {
+        return Ok(ParseResult::Help);
+    }
+    if p.contains("--version") {
+        return Ok(ParseResult::Version);
+    }
+    let usage = |e: pico_args::Error| CliError::Usage(e.to_string());
+    let mut a = Args {
+        config: p
+            .opt_value_from_str("--config")
+            .map_err(usage)?
+            .unwrap_or_else(|| DEFAULT_CONFIG.into()),
+        json: p.contains("--json"),
+        port: p.opt_value_from_str("--port").map_err(usage)?,
+        username: p
+            .opt_value_from_str("--username")
+            .map_err(usage)?
+            .unwrap_or_else(|| std::env::var("USER").unwrap_or_default()),
+        token: p
+            .opt_value_from_str("--token")
+            .map_err(usage)?
+            .unwrap_or_else(|| std::env::var("ENVEXEC_TOKEN").unwrap_or_default()),
+        lookup_by: p.opt_value_from_str("--lookup-by").map_err(usage)?,
+        agent_port: p.opt_value_from_str("--agent-port").map_err(usage)?,
+        ip: p.opt_value_from_str("--ip").map_err(usage)?,
+        rename: p.opt_value_from_str("--rename").map_err(usage)?,
+        tags: p.opt_value_from_str("--tags").map_err(usage)?,
+        detach: p.contains("--async"),
+        timeout: p.opt_value_from_str("--timeout").map_err(usage)?,
+        pairing_child: p.contains("--pairing-child"),
+        script_args,
+        ..Args::default()
+    };
+    let mut words: Vec<String> = p
+        .finish()
+        .into_iter()
+        .map(|w| w.to_string_lossy().into_owned())
+        .collect();
+    if let Some(opt) = words.iter().find(|w| w.starts_with("--")) {
+        return Err(CliError::Usage(format!("unknown option '{opt}'\n{USAGE}")));
+    }
+    if words.is_empty() {
+        return Err(CliError::Usage(format!("no mode given\n{USAGE}")));
+    }
+    a.mode = words.remove(0);
+    a.words = words;
+    Ok(ParseResult::Run(Box::new(a)))
+}
+
+/// Loads the config named by `--config`.
+pub fn load_conf(a: &Args) -> Result<DispatcherConf, CliError> {
+    let conf = DispatcherConf::load(&a.config).map_err(|e| CliError::Failed(e.to_string()))?;
+    // On a terminal every action line would drown the output: stderr gets
+    // warnings and errors; syslog (when configured) gets every action.
+    match conf.syslog {
+        true => log::init("ctrl-exec-dispatcher", log::Target::Syslog),
+        false => log::init_with_level(
+            "ctrl-exec-dispatcher",
+            log::Target::Stderr,
+            ::log::LevelFilter::Warn,
+        ),
+    }
+    Ok(conf)
+}
+
+fn run_mode(a: Args) -> Result<u8, CliError> {
+    match a.mode.as_str() {
+        "run" => run::run(&a),
+        "status" => run::status(&a, false),
+        "wait" => run::status(&a, true),
+        "ping" => run::ping(&a),
+        "pairing-mode" => pairing::pairing_mode(&a),
+        "list-requests" => pairing::list_requests(&a),
+        "approve" => pairing::approve(&a),
+        "deny" => pairing::deny(&a),
+        "setup-ca" => ca::setup_ca(&a),
+        "setup-ctrl-exec" => ca::setup_dispatcher(&a),
+        "list-agents" => agents::list_agents(&a),
+        "edit-agent" => agents::edit_agent(&a),
+        "unpair" => agents::unpair(&a),
+        "list-locks" => agents::list_locks(&a),
+        other => Err(CliError::Usage(format!("Unknown mode '{other}'\n{USAGE}"))),
+    }
+}

@@ -1,0 +1,38 @@
+//! The agent's fixed bounds and defaults, in one place. Configurable ones
+//! (script timeout, output cap, `max_children`, `stdin_timeout`) have their
+//! defaults in `conf`; transport bounds are in `net::limits`.
+
+use std::time::Duration;
+
+/// `PATH` given to every script: fixed, so the caller cannot steer lookups.
+pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Variables copied from the agent's own environment into a script's; nothing
+/// else passes (no `LD_*`, `BASH_ENV`, `IFS`, ...).
+pub const KEPT_ENV: &[&str] = &["HOME", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME"];
+
+/// How long `self-ping` waits for its own agent.
+pub const SELF_PING_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `request-pairing` waits for the TCP connection to the listener.
+pub const PAIRING_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an interactive `request-pairing` waits for the operator (the
+/// listener gives up after 600 s; this is a little longer).
+pub const PAIRING_WAIT: Duration = Duration::from_secs(660);
+
+/// Default wait of `request-pairing --background`.
+pub const PAIRING_BACKGROUND_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Upper bound of `request-pairing --background --timeout`.
+pub const PAIRING_BACKGROUND_MAX_SECS: u64 = 600;
+
+/// Async job records older than this are purged.
+pub const RESULT_TTL: Duration = Duration::from_secs(86_400);
+
+/// How long SIGTERM waits for requests in flight before exiting.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The exit code of configuration errors (EX_CONFIG), which service managers
+/// are told not to restart on.
+pub const EXIT_CONFIG: u8 = 78;

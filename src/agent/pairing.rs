@@ -1,0 +1,321 @@
+//! `cea request-pairing`: send a CSR to the dispatcher's pairing listener and
+//! wait for the operator's decision on the same connection.
+//!
+//! Nothing is stored unless the approval is consistent: the nonce echoes
+//! ours, the certificate carries our public key and name and was issued by
+//! the CA that came with it, the pairing listener's own certificate was issued
+//! by that CA too, and — with `--ca-fingerprint` — that CA is the pinned one
+//! (checked during the handshake when the listener presents its CA, and again
+//! before storing).
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::agent::limits::PAIRING_CONNECT_TIMEOUT;
+use crate::agent::{trust, AgentError};
+use crate::conf::AgentConf;
+use crate::json::{self, Object, Value};
+use crate::net::client::{self, ClientError};
+use crate::net::http::Conn;
+use crate::net::limits::Limits;
+use crate::net::tls::{self, PairingVerifier};
+use crate::{fsx, log, pki};
+
+/// What `request-pairing` was asked to do.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The dispatcher host.
+    pub dispatcher: String,
+    /// Its pairing port.
+    pub port: u16,
+    /// `ip` or `hostname`, suggested to the dispatcher.
+    pub lookup_by: Option<String>,
+    /// Print only the request id and wait quietly.
+    pub background: bool,
+    /// How long to wait for the decision.
+    pub wait: Duration,
+    /// Normalised pinned CA fingerprint.
+    pub ca_fingerprint: Option<String>,
+}
+
+/// Runs the pairing exchange and stores the result.
+pub fn request_pairing(conf: &AgentConf, req: &Request) -> Result<(), AgentError> {
+    if !valid_hostname(&conf.hostname) {
+        return Err(AgentError::Usage(format!(
+            "agent name '{}' is not usable (letters, digits, '.', '-', '_'; set 'hostname' in agent.conf)",
+            conf.hostname
+        )));
+    }
+    for path in [
+        &conf.cert,
+        &conf.key,
+        &conf.ca,
+        &conf.trusted_dispatchers_path,
+    ] {
+        check_writable(path)?;
+    }
+    let key_pem = pki::generate_key_pem().map_err(|e| AgentError::Failed(e.to_string()))?;
+    let csr_pem =
+        pki::make_csr(&key_pem, &conf.hostname).map_err(|e| AgentError::Failed(e.to_string()))?;
+    let code = pki::pairing_code(csr_pem.as_bytes());
+    let nonce = pki::random_hex(16);
+    if !req.background {
+        println!("Generating key and CSR for '{}'...", conf.hostname);
+        println!("Pairing code: {code}");
+        println!("  Verify this code matches the ctrl-exec display before approving.");
+        println!();
+        println!(
+            "Connecting to ctrl-exec at {} for pairing...",
+            req.dispatcher
+        );
+    }
+    let verifier = Arc::new(PairingVerifier::new(req.ca_fingerprint.clone()));
+    let approved = crate::rt::block_on(exchange(conf, req, &csr_pem, &nonce, verifier.clone()))?;
+    store(
+        conf,
+        req,
+        &key_pem,
+        &nonce,
+        &approved,
+        &verifier.presented_chain(),
+    )?;
+    if !req.background {
+        println!("Pairing complete. Certificates stored.");
+        println!("Start the agent with:  ctrl-exec-agent serve   (or: sudo systemctl enable --now ctrl-exec-agent)");
+        println!(
+            "If it is already running, restart it (or send SIGHUP) to load the new certificate."
+        );
+        println!("Then verify with: ctrl-exec-agent self-ping");
+    }
+    Ok(())
+}
+
+async fn exchange(
+    conf: &AgentConf,
+    req: &Request,
+    csr_pem: &str,
+    nonce: &str,
+    verifier: Arc<PairingVerifier>,
+) -> Result<Object, AgentError> {
+    let target = format!("{}:{}", req.dispatcher, req.port);
+    let config = tls::pairing_client(verifier).map_err(|e| AgentError::Failed(e.to_string()))?;
+    let connect_deadline = Instant::now() + PAIRING_CONNECT_TIMEOUT;
+    let stream = client::connect_tls(&req.dispatcher, req.port, config, connect_deadline).await.map_err(|e| {
+        AgentError::Failed(match e {
+            ClientError::Resolve => format!("Pairing failed: could not resolve ctrl-exec hostname '{}'.", req.dispatcher),
+            ClientError::Refused | ClientError::Unreachable | ClientError::ConnectTimeout => format!(
+                "Pairing failed: could not connect to ctrl-exec at {target}. Is 'ctrl-exec-dispatcher pairing-mode' running there?"
+            ),
+            ClientError::Tls(_) if req.ca_fingerprint.is_some() => format!(
+                "Pairing failed: the dispatcher at {target} does not present the CA given with --ca-fingerprint - refusing to pair."
+            ),
+            _ => format!("Pairing failed: reached {target}, but it is not responding as a pairing listener ({e})."),
+        })
+    })?;
+    let local_ip = stream
+        .get_ref()
+        .0
+        .get_ref()
+        .local_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let mut body = Object::new();
+    body.insert("hostname".into(), json::str(&conf.hostname));
+    body.insert("csr".into(), json::str(csr_pem));
+    body.insert("nonce".into(), json::str(nonce));
+    if let Some(lb) = &req.lookup_by {
+        body.insert("lookup_by".into(), json::str(lb));
+    }
+    body.insert("port".into(), json::int(conf.port as i64));
+    if !local_ip.is_empty() {
+        body.insert("ip".into(), json::str(&local_ip));
+    }
+    let body = json::to_string(&Value::Object(body));
+    let raw = format!(
+        "POST /pair HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let limits = Limits::default();
+    let mut conn = Conn::new(stream);
+    let not_listener = |e: &dyn std::fmt::Display| {
+        AgentError::Failed(format!("Pairing failed: reached {target}, but it is not responding as a pairing listener ({e})."))
+    };
+    conn.write_raw(raw.as_bytes(), Instant::now() + limits.write_timeout)
+        .await
+        .map_err(|e| not_listener(&e))?;
+    let ack = conn
+        .read_response(&limits, Instant::now() + PAIRING_CONNECT_TIMEOUT * 6)
+        .await
+        .map_err(|e| not_listener(&e))?;
+    let ack =
+        json::parse_object(&ack.body).ok_or_else(|| not_listener(&"unreadable acknowledgement"))?;
+    match json::get_str(&ack, "status") {
+        Some("pending") => {}
+        Some("error") => {
+            return Err(AgentError::Failed(format!(
+                "Pairing failed: {}",
+                json::get_str(&ack, "reason").unwrap_or("error")
+            )))
+        }
+        _ => return Err(not_listener(&"unexpected acknowledgement")),
+    }
+    let pair_reqid = json::get_str(&ack, "reqid").unwrap_or("").to_string();
+    if req.background {
+        println!("{pair_reqid}");
+        let _ = std::io::stdout().flush();
+    } else {
+        println!("Request {pair_reqid} queued; waiting for the operator to approve it...");
+    }
+    let final_msg = match conn.read_response(&limits, Instant::now() + req.wait).await {
+        Ok(r) => r,
+        Err(crate::net::http::HttpError::TimedOut(_)) => {
+            log::warn(
+                "pair-timeout",
+                &[("DISPATCHER_HOST", &req.dispatcher), ("REQID", &pair_reqid)],
+            );
+            return Err(AgentError::PairTimeout(format!(
+                "Pairing timed out after {}s waiting for approval (request {pair_reqid}).",
+                req.wait.as_secs()
+            )));
+        }
+        Err(e) => {
+            return Err(AgentError::Failed(format!(
+                "Pairing failed: connection lost while waiting ({e})."
+            )))
+        }
+    };
+    let result = json::parse_object(&final_msg.body)
+        .ok_or_else(|| AgentError::Failed("Pairing failed: unreadable pairing result".into()))?;
+    if json::get_str(&result, "status") != Some("approved") {
+        let reason = json::get_str(&result, "reason")
+            .unwrap_or("denied")
+            .to_string();
+        log::warn(
+            "pair-denied",
+            &[("DISPATCHER_HOST", &req.dispatcher), ("REASON", &reason)],
+        );
+        return Err(AgentError::PairDenied(format!("Pairing failed: {reason}")));
+    }
+    if json::get_str(&result, "nonce") != Some(nonce) {
+        return Err(AgentError::Failed(
+            "Pairing failed: nonce mismatch in pairing result".into(),
+        ));
+    }
+    Ok(result)
+}
+
+fn store(
+    conf: &AgentConf,
+    req: &Request,
+    key_pem: &str,
+    _nonce: &str,
+    approved: &Object,
+    presented: &[Vec<u8>],
+) -> Result<(), AgentError> {
+    let fail = |m: String| AgentError::Failed(format!("Pairing failed: {m}; nothing was stored."));
+    let cert_pem = json::get_str(approved, "cert").unwrap_or("");
+    let ca_pem = json::get_str(approved, "ca").unwrap_or("");
+    let ca_der = pki::pem_certs(ca_pem)
+        .into_iter()
+        .next()
+        .ok_or_else(|| fail("no CA certificate in the approval".into()))?;
+    let cert_der = pki::pem_certs(cert_pem)
+        .into_iter()
+        .next()
+        .ok_or_else(|| fail("no certificate in the approval".into()))?;
+    let ca_fp = pki::sha256_hex(&ca_der);
+    if let Some(pin) = &req.ca_fingerprint {
+        if &ca_fp != pin {
+            return Err(fail(format!(
+                "the dispatcher's CA sha256:{ca_fp} does not match --ca-fingerprint"
+            )));
+        }
+    }
+    match presented.first() {
+        Some(leaf) if pki::verify_issued_by(leaf, &ca_der) => {}
+        _ => {
+            return Err(fail(
+                "the pairing listener's certificate was not issued by the CA it sent".into(),
+            ))
+        }
+    }
+    if !pki::verify_issued_by(&cert_der, &ca_der) {
+        return Err(fail(
+            "the issued certificate does not chain to the CA sent with it".into(),
+        ));
+    }
+    let info = pki::cert_info_der(&cert_der).map_err(|e| fail(e.to_string()))?;
+    let key_fp = pki::key_spki_sha256(key_pem).map_err(|e| fail(e.to_string()))?;
+    if info.spki_sha256 != key_fp {
+        return Err(fail("the issued certificate is for a different key".into()));
+    }
+    if info.cn != conf.hostname {
+        return Err(fail(format!(
+            "the issued certificate names '{}', not '{}'",
+            info.cn, conf.hostname
+        )));
+    }
+    let serial_text = json::get_str(approved, "dispatcher_serial").unwrap_or("");
+    let serial = pki::canonical_serial(serial_text)
+        .ok_or_else(|| fail(format!("invalid dispatcher serial '{serial_text}'")))?;
+    let id = match json::get_str(approved, "dispatcher_id") {
+        Some(id) if !id.is_empty() => id.to_string(),
+        _ => serial.clone(),
+    };
+    if !trust::valid_dispatcher_id(&id) {
+        return Err(fail(format!("invalid dispatcher id '{id}'")));
+    }
+    let write = |path: &Path, bytes: &[u8], mode: u32| {
+        fsx::write_atomic(path, bytes, mode)
+            .map_err(|e| AgentError::Failed(format!("cannot write {}: {e}", path.display())))
+    };
+    write(&conf.key, key_pem.as_bytes(), 0o600)?;
+    write(&conf.cert, cert_pem.as_bytes(), 0o644)?;
+    write(&conf.ca, ca_pem.as_bytes(), 0o644)?;
+    trust::add_trusted(&conf.trusted_dispatchers_path, &serial, &id).map_err(|e| {
+        AgentError::Failed(format!(
+            "cannot write {}: {e}",
+            conf.trusted_dispatchers_path.display()
+        ))
+    })?;
+    log::info(
+        "pair-complete",
+        &[
+            ("DISPATCHER", &id),
+            ("DISPATCHER_HOST", &req.dispatcher),
+            ("STATUS", "approved"),
+        ],
+    );
+    Ok(())
+}
+
+/// Fails before any network traffic when a file cannot be written.
+fn check_writable(path: &Path) -> Result<(), AgentError> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let denied = || {
+        AgentError::Failed(format!(
+            "Cannot write to '{}' - re-run as root or with sudo",
+            dir.display()
+        ))
+    };
+    fsx::ensure_dir(dir, 0o750).map_err(|_| denied())?;
+    let probe = dir.join(format!(".ctrl-exec-write-test-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|_| denied())?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Whether `name` can be a registry key (`^[A-Za-z0-9][A-Za-z0-9._-]*$`).
+pub fn valid_hostname(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 253
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}

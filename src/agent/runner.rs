@@ -1,0 +1,153 @@
+//! Runs one allowlisted script: no shell, a clean environment, the request
+//! context as JSON on stdin, both output streams drained concurrently through
+//! a cap, and a run deadline that kills the script's whole process group.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::agent::limits::{KEPT_ENV, SCRIPT_PATH};
+use crate::json::{self, Value};
+use crate::proc::{self, Env, Exit, Spec};
+use crate::{log, time};
+
+/// Who asked for a run, and with what.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The allowlist name.
+    pub script: String,
+    /// Arguments, passed to exec as they are.
+    pub args: Vec<String>,
+    /// The dispatcher's request id.
+    pub reqid: String,
+    /// Advisory identity forwarded by the dispatcher.
+    pub username: String,
+    /// Advisory token forwarded by the dispatcher (scripts receive it on stdin).
+    pub token: String,
+    /// The dispatcher's IP.
+    pub peer_ip: String,
+    /// The dispatcher id from the trusted map.
+    pub dispatcher: String,
+}
+
+impl Context {
+    /// The JSON written to the script's stdin.
+    pub fn stdin_json(&self) -> String {
+        json::to_string(&json::object([
+            ("script", json::str(&self.script)),
+            ("args", json::str_array(&self.args)),
+            ("reqid", json::str(&self.reqid)),
+            ("peer_ip", json::str(&self.peer_ip)),
+            ("username", json::str(&self.username)),
+            ("token", json::str(&self.token)),
+            ("dispatcher", json::str(&self.dispatcher)),
+            ("timestamp", json::str(time::iso8601(time::now()))),
+        ]))
+    }
+}
+
+/// Bounds for one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Time to deliver the stdin context before closing stdin.
+    pub stdin_timeout: Duration,
+    /// Run time before the process group is killed.
+    pub run_timeout: Duration,
+    /// Bytes kept per output stream.
+    pub max_output: usize,
+}
+
+/// What a run produced, in the reply's terms.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// 0-255 exit status; 126 killed by a signal; 127 could not exec; -1 timed out.
+    pub exit: i64,
+    /// Captured stdout (lossy UTF-8), at most the cap.
+    pub stdout: String,
+    /// Captured stderr (lossy UTF-8), at most the cap.
+    pub stderr: String,
+    /// Stdout went past the cap.
+    pub stdout_truncated: bool,
+    /// Stderr went past the cap.
+    pub stderr_truncated: bool,
+    /// The signal that ended the script, if any.
+    pub signal: Option<i32>,
+    /// Set when the run deadline killed the script.
+    pub error: Option<String>,
+}
+
+impl Outcome {
+    /// The reply fields beyond `script`/`reqid`: `exit, stdout, stderr`, plus
+    /// the additive `stdout_truncated`, `stderr_truncated`, and `error`/
+    /// `timed_out`/`signal` when they apply.
+    pub fn fields(&self) -> Vec<(&'static str, Value)> {
+        let mut f = vec![
+            ("exit", json::int(self.exit)),
+            ("stdout", json::str(&self.stdout)),
+            ("stderr", json::str(&self.stderr)),
+            ("stdout_truncated", Value::Bool(self.stdout_truncated)),
+            ("stderr_truncated", Value::Bool(self.stderr_truncated)),
+        ];
+        if let Some(sig) = self.signal {
+            f.push(("signal", json::int(sig as i64)));
+        }
+        if let Some(e) = &self.error {
+            f.push(("error", json::str(e)));
+            f.push(("timed_out", Value::Bool(true)));
+        }
+        f
+    }
+}
+
+/// Runs `path` for `ctx` under `bounds`.
+pub async fn run(path: &Path, ctx: &Context, bounds: Bounds) -> Outcome {
+    let mut env = vec![("PATH".to_string(), SCRIPT_PATH.to_string())];
+    for key in KEPT_ENV {
+        if let Ok(v) = std::env::var(key) {
+            env.push((key.to_string(), v));
+        }
+    }
+    let spec = Spec {
+        program: path.to_path_buf(),
+        args: ctx.args.clone(),
+        env: Env::Clean(env),
+        stdin: ctx.stdin_json().into_bytes(),
+        stdin_timeout: bounds.stdin_timeout,
+        deadline: Instant::now() + bounds.run_timeout,
+        capture: Some(bounds.max_output),
+    };
+    let out = proc::run(spec).await;
+    if out.stdin_unwritten > 0 {
+        log::warn(
+            "stdin-timeout",
+            &[
+                ("BYTES", &out.stdin_unwritten.to_string()),
+                ("REQID", &ctx.reqid),
+                ("SCRIPT", &ctx.script),
+            ],
+        );
+    }
+    let mut stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (exit, signal) = match out.exit {
+        _ if out.timed_out => (-1, None),
+        Exit::Code(c) => (c as i64, None),
+        Exit::Signal(s) => (126, Some(s)),
+        Exit::SpawnFailed(e) => {
+            stderr.push_str(&format!("cannot execute '{}': {e}\n", path.display()));
+            (127, None)
+        }
+    };
+    Outcome {
+        exit,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr,
+        stdout_truncated: out.stdout_truncated,
+        stderr_truncated: out.stderr_truncated,
+        signal,
+        error: out.timed_out.then(|| {
+            format!(
+                "script timed out after {}s and was killed",
+                bounds.run_timeout.as_secs()
+            )
+        }),
+    }
+}

@@ -1,0 +1,167 @@
+//! The agent's trust files: the trusted-dispatcher map and the revocation list.
+//!
+//! Both are keyed on certificate serials in minimal lowercase hex
+//! ([`pki::canonical_serial`]). Matching is on the exact serial: an all-digit
+//! serial is hex here, so serials 0x10 and 0x0a never alias (the original read
+//! all-digit strings as decimal, which let one certificate pass for another).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::Path;
+
+use crate::{fsx, log, pki};
+
+/// Serial -> dispatcher id.
+pub type TrustedMap = BTreeMap<String, String>;
+
+/// Whether `id` is a valid dispatcher id (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).
+pub fn valid_dispatcher_id(id: &str) -> bool {
+    let b = id.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
+/// Parses the trusted map text; malformed lines are skipped with a warning.
+pub fn parse_trusted(text: &str) -> TrustedMap {
+    let mut map = TrustedMap::new();
+    for raw in text.lines() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut parts = line.splitn(2, char::is_whitespace);
+        let (serial, id) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or("").trim(),
+        );
+        match pki::canonical_serial(serial) {
+            Some(s) if valid_dispatcher_id(id) => {
+                map.insert(s, id.to_string());
+            }
+            _ => log::warn(
+                "config-warn",
+                &[
+                    ("ENTRY", line),
+                    ("MSG", "malformed trusted-dispatcher line skipped"),
+                ],
+            ),
+        }
+    }
+    map
+}
+
+/// Reads the trusted map; a missing file is an empty map (every gated
+/// endpoint then answers 403: fail closed).
+pub fn load_trusted(path: &Path) -> io::Result<TrustedMap> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(parse_trusted(&text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(TrustedMap::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Renders the map in the original's file format.
+pub fn render_trusted(map: &TrustedMap) -> String {
+    let mut out = String::from(
+        "# ctrl-exec trusted dispatchers: <serial> <id>, one per line.\n# Managed by pairing - do not edit by hand.\n",
+    );
+    for (serial, id) in map {
+        out.push_str(&format!("{serial} {id}\n"));
+    }
+    out
+}
+
+/// Adds or updates one entry, writing the file atomically (mode 0644).
+pub fn add_trusted(path: &Path, serial: &str, id: &str) -> io::Result<()> {
+    let mut map = load_trusted(path)?;
+    map.insert(serial.to_string(), id.to_string());
+    if let Some(dir) = path.parent() {
+        fsx::ensure_dir(dir, 0o750)?;
+    }
+    fsx::write_atomic(path, render_trusted(&map).as_bytes(), 0o644)
+}
+
+/// Parses the revocation list: one serial per line in any accepted form,
+/// `#` comments (whole-line or trailing). Unparsable lines are skipped with
+/// a warning.
+pub fn parse_revoked(text: &str) -> BTreeSet<String> {
+    let mut set = BTreeSet::new();
+    for raw in text.lines() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        match pki::canonical_serial(line) {
+            Some(s) => {
+                set.insert(s);
+            }
+            None => log::warn(
+                "config-warn",
+                &[
+                    ("ENTRY", line),
+                    ("MSG", "unparsable revoked serial skipped"),
+                ],
+            ),
+        }
+    }
+    set
+}
+
+/// Reads the revocation list; a missing file revokes nothing.
+pub fn load_revoked(path: &Path) -> io::Result<BTreeSet<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(parse_revoked(&text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            log::info(
+                "revoked-serials-absent",
+                &[
+                    ("PATH", &path.display().to_string()),
+                    ("REASON", "no such file"),
+                ],
+            );
+            Ok(BTreeSet::new())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trusted_map_round_trips_and_skips_garbage() {
+        let map = parse_trusted("# c\n0A dispatcher-1\nzz bad\n10 other # note\n ff \n");
+        assert_eq!(map.get("a").map(String::as_str), Some("dispatcher-1"));
+        assert_eq!(map.get("10").map(String::as_str), Some("other"));
+        assert_eq!(map.len(), 2);
+        assert_eq!(parse_trusted(&render_trusted(&map)), map);
+    }
+
+    #[test]
+    fn serials_never_alias() {
+        let map = parse_trusted("10 d1\n");
+        assert!(map.contains_key("10"));
+        assert!(!map.contains_key("a"), "0x10 must not match 0x0a");
+    }
+
+    #[test]
+    fn revocation_forms() {
+        let set = parse_revoked("0A\nAA:BB\n0x1f\nserial=10\n26 # trailing comment\n");
+        for s in ["a", "aabb", "1f", "10", "26"] {
+            assert!(set.contains(s), "{s}");
+        }
+        assert!(!set.contains("1a"));
+    }
+
+    #[test]
+    fn dispatcher_ids() {
+        assert!(valid_dispatcher_id("ctrl-1.example_x"));
+        assert!(!valid_dispatcher_id("-x"));
+        assert!(!valid_dispatcher_id(""));
+        assert!(!valid_dispatcher_id(&"a".repeat(65)));
+    }
+}

@@ -1,0 +1,131 @@
+//! The OpenAPI documents: the static one embedded in the binary, and the
+//! live one generated per request from the registry and agent discovery.
+
+use std::collections::BTreeMap;
+
+use crate::api::{error_body, routes, Api};
+use crate::control::ops;
+use crate::control::registry::{self, Registry};
+use crate::json::{self, Object, Value};
+use crate::{time, VERSION};
+
+/// Script variants by schema_version ("" for none): (hosts, schema).
+type Variants = BTreeMap<String, (Vec<String>, Option<Value>)>;
+
+const SPEC: &str = include_str!("openapi.json");
+
+/// The static document with the release version filled in.
+pub fn static_spec() -> String {
+    SPEC.replace("@VERSION@", VERSION)
+}
+
+/// `GET /openapi-live.json`: the static document plus host and script enums
+/// and `x-ctrl-exec-scripts`, from live discovery of every registered agent.
+pub async fn live(api: &Api) -> (u16, Value) {
+    let Some(Value::Object(mut spec)) = json::parse(static_spec().as_bytes()) else {
+        return (
+            500,
+            error_body("server error", Some("cannot parse base spec")),
+        );
+    };
+    let registry = Registry::new(&api.conf.registry_dir);
+    let names = registry.names().unwrap_or_default();
+    let targets = registry::resolve(&registry, &names, None).unwrap_or_default();
+    let caps = ops::capabilities(&api.engine, &targets).await;
+    routes::refresh_tags(&registry, &caps);
+    // script name -> schema_version (or "") -> (hosts, schema)
+    let mut scripts: BTreeMap<String, Variants> = BTreeMap::new();
+    for (host, c) in &caps {
+        let Value::Object(c) = c else { continue };
+        if json::get_str(c, "status") != Some("ok") {
+            continue;
+        }
+        let Some(Value::Array(list)) = c.get("scripts") else {
+            continue;
+        };
+        for s in list.iter() {
+            let Value::Object(s) = s else { continue };
+            let Some(name) = json::get_str(s, "name") else {
+                continue;
+            };
+            let version = json::get_str(s, "schema_version").unwrap_or("").to_string();
+            let entry = scripts
+                .entry(name.to_string())
+                .or_default()
+                .entry(version)
+                .or_insert((Vec::new(), None));
+            entry.0.push(host.clone());
+            if entry.1.is_none() {
+                entry.1 = s.get("schema").cloned();
+            }
+        }
+    }
+    let host_enum = if names.is_empty() {
+        Value::Null
+    } else {
+        json::str_array(&names)
+    };
+    if let Some(Value::Object(components)) = spec.get_mut("components") {
+        if let Some(Value::Object(schemas)) = components.get_mut("schemas") {
+            for schema in ["PingRequest", "RunRequest", "DiscoveryRequest"] {
+                set_hosts_enum(schemas.get_mut(schema), &host_enum);
+            }
+            if !scripts.is_empty() {
+                let names: Vec<String> = scripts.keys().cloned().collect();
+                if let Some(Value::Object(run)) = schemas.get_mut("RunRequest") {
+                    if let Some(Value::Object(props)) = run.get_mut("properties") {
+                        if let Some(Value::Object(script)) = props.get_mut("script") {
+                            script.insert("enum".into(), json::str_array(&names));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !scripts.is_empty() {
+        let mut x = Object::new();
+        for (name, versions) in scripts {
+            let variants: Vec<Value> = versions
+                .into_iter()
+                .map(|(version, (mut hosts, schema))| {
+                    hosts.sort();
+                    let mut v = Object::new();
+                    v.insert("hosts".into(), json::str_array(&hosts));
+                    if !version.is_empty() {
+                        v.insert("schema_version".into(), json::str(version));
+                    }
+                    if let Some(s) = schema {
+                        v.insert("schema".into(), s);
+                    }
+                    Value::Object(v)
+                })
+                .collect();
+            x.insert(name, Value::Array(variants.into_iter().collect()));
+        }
+        spec.insert("x-ctrl-exec-scripts".into(), Value::Object(x));
+    }
+    if let Some(Value::Object(info)) = spec.get_mut("info") {
+        let base = VERSION.split('+').next().unwrap_or(VERSION);
+        info.insert(
+            "version".into(),
+            json::str(format!("{base}+{}", time::now())),
+        );
+    }
+    (200, Value::Object(spec))
+}
+
+fn set_hosts_enum(schema: Option<&mut Value>, hosts: &Value) {
+    let Some(Value::Object(schema)) = schema else {
+        return;
+    };
+    let Some(Value::Object(props)) = schema.get_mut("properties") else {
+        return;
+    };
+    let Some(Value::Object(h)) = props.get_mut("hosts") else {
+        return;
+    };
+    let Some(Value::Object(items)) = h.get_mut("items") else {
+        return;
+    };
+    items.insert("enum".into(), hosts.clone());
+}

@@ -1,0 +1,198 @@
+//! Registry and lock views: `list-agents`, `edit-agent`, `unpair`,
+//! `list-locks`.
+
+use std::collections::BTreeMap;
+
+use crate::control::locks::Locks;
+use crate::control::registry::{Registry, RegistryError};
+use crate::dispatcher::{load_conf, output, pairing, Args, CliError};
+use crate::json::{self, Object, Value};
+use crate::{log, time};
+
+/// `ced list-agents`.
+pub fn list_agents(a: &Args) -> Result<u8, CliError> {
+    let conf = load_conf(a)?;
+    let filter = match &a.tags {
+        Some(spec) => Some(
+            parse_tag_filter(spec)
+                .map_err(|e| CliError::Usage(format!("Invalid --tags filter: {e}")))?,
+        ),
+        None => None,
+    };
+    let agents = Registry::new(&conf.registry_dir).list().map_err(|e| match e {
+        RegistryError::Io(_, ref io) if io.kind() == std::io::ErrorKind::PermissionDenied => CliError::Failed(
+            "Cannot access agent registry: permission denied.\nTry: sudo ctrl-exec-dispatcher list-agents".into(),
+        ),
+        other => CliError::Failed(other.to_string()),
+    })?;
+    if agents.is_empty() {
+        println!("No registered agents.");
+        return Ok(0);
+    }
+    let agents: Vec<_> = agents
+        .into_iter()
+        .filter(|ag| {
+            filter
+                .as_ref()
+                .is_none_or(|f| f.iter().all(|(k, v)| ag.tags.get(k) == Some(v)))
+        })
+        .collect();
+    if agents.is_empty() {
+        println!("No agents match the tag filter.");
+        return Ok(0);
+    }
+    if a.json {
+        println!(
+            "{}",
+            json::to_string(&Value::Array(
+                agents.iter().map(|ag| ag.to_json()).collect()
+            ))
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<30}  {:<16}  {:<5}  {:<8}  {:<22}  {:<24}  DAYS LEFT",
+        "HOSTNAME", "IP", "PORT", "LOOKUP", "PAIRED", "CERT EXPIRY"
+    );
+    println!("{}", "-".repeat(112));
+    let now = time::now();
+    for ag in &agents {
+        let days = time::parse_openssl_date(&ag.expiry)
+            .map(|t| (t - now).div_euclid(86_400).to_string())
+            .unwrap_or_else(|| "?".into());
+        let q = |s: &str| {
+            if s.is_empty() {
+                "?".to_string()
+            } else {
+                s.to_string()
+            }
+        };
+        println!(
+            "{:<30}  {:<16}  {:<5}  {:<8}  {:<22}  {:<24}  {}",
+            ag.hostname,
+            q(&ag.ip),
+            ag.port,
+            ag.lookup_by,
+            q(&ag.paired),
+            q(&ag.expiry),
+            days
+        );
+    }
+    Ok(0)
+}
+
+fn parse_tag_filter(spec: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut out = BTreeMap::new();
+    for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                out.insert(k.trim().to_string(), v.trim().to_string());
+            }
+            _ => return Err(format!("invalid tag filter '{pair}' (expected key=value)")),
+        }
+    }
+    if out.is_empty() {
+        return Err("empty tag filter (expected key=value[,key=value...])".into());
+    }
+    Ok(out)
+}
+
+/// `ced edit-agent`.
+pub fn edit_agent(a: &Args) -> Result<u8, CliError> {
+    let [name] = a.words.as_slice() else {
+        return Err(CliError::Usage(
+            "Usage: ctrl-exec-dispatcher edit-agent <name> [--rename <new>] [--ip <addr>] [--agent-port <n>] [--lookup-by ip|hostname]".into(),
+        ));
+    };
+    if a.rename.is_none() && a.ip.is_none() && a.agent_port.is_none() && a.lookup_by.is_none() {
+        return Err(CliError::Usage(
+            "Nothing to change. Pass at least one of --rename, --ip, --agent-port, --lookup-by."
+                .into(),
+        ));
+    }
+    let overrides = pairing::Overrides::from_args(a)?;
+    if a.ip.as_deref() == Some("") {
+        return Err(CliError::Usage("--ip must not be empty".into()));
+    }
+    let conf = load_conf(a)?;
+    let registry = Registry::new(&conf.registry_dir);
+    let edit_err = |e: RegistryError| CliError::Failed(format!("Edit failed: {e}"));
+    let mut current = name.clone();
+    if let Some(new) = &a.rename {
+        registry.rename(name, new).map_err(edit_err)?;
+        current = new.clone();
+    }
+    let agent = registry
+        .update(&current, |ag| {
+            if let Some(ip) = &overrides.ip {
+                ag.ip = ip.clone();
+            }
+            if let Some(p) = overrides.port {
+                ag.port = p;
+            }
+            if let Some(lb) = &overrides.lookup_by {
+                ag.lookup_by = lb.clone();
+            }
+        })
+        .map_err(edit_err)?;
+    log::info("edit-agent", &[("AGENT", &agent.hostname)]);
+    if a.json {
+        println!("{}", json::to_string(&agent.to_json()));
+    } else {
+        println!("Updated agent '{}'.", agent.hostname);
+        if current != *name {
+            println!("  renamed from: {name}");
+        }
+        println!("  ip:        {}", agent.ip);
+        println!("  port:      {}", agent.port);
+        println!("  lookup_by: {}", agent.lookup_by);
+    }
+    Ok(0)
+}
+
+/// `ced unpair`.
+pub fn unpair(a: &Args) -> Result<u8, CliError> {
+    let [name] = a.words.as_slice() else {
+        return Err(CliError::Usage(
+            "Usage: ctrl-exec-dispatcher unpair <hostname>".into(),
+        ));
+    };
+    let conf = load_conf(a)?;
+    let agent = Registry::new(&conf.registry_dir)
+        .remove(name)
+        .map_err(|e| CliError::Failed(format!("Unpair failed: {e}")))?;
+    log::info("unpair", &[("AGENT", name), ("EXPIRY", &agent.expiry)]);
+    println!("Unregistered '{name}'.");
+    println!(
+        "WARNING: Agent certificate remains valid until: {}",
+        agent.expiry
+    );
+    println!("Decommission the agent promptly or add its serial to the revocation list.");
+    Ok(0)
+}
+
+/// `ced list-locks`.
+pub fn list_locks(a: &Args) -> Result<u8, CliError> {
+    let conf = load_conf(a)?;
+    let held = Locks::new(&conf.locks_dir()).held();
+    if held.is_empty() {
+        println!("No locks currently held.");
+        return Ok(0);
+    }
+    if a.json {
+        let locks: Vec<Value> = held
+            .iter()
+            .map(|(h, s)| json::object([("host", json::str(h)), ("script", json::str(s))]))
+            .collect();
+        let mut o = Object::new();
+        o.insert("locks".into(), Value::Array(locks.into_iter().collect()));
+        println!("{}", output::cli_ok(o));
+    } else {
+        println!("{:<30}  SCRIPT", "HOST");
+        println!("{}", "-".repeat(50));
+        for (h, s) in held {
+            println!("{h:<30}  {s}");
+        }
+    }
+    Ok(0)
+}
