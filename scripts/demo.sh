@@ -13,6 +13,8 @@ for r in ced cea ctrl-exec-api; do ln -s "$BIN" "$ROOT/bin/$r"; done
 export PATH="$ROOT/bin:$PATH"
 PIDS=()
 cleanup() {
+    # KEEP_RUNNING=1 (used by scripts/bench.sh) leaves the agents and the API up.
+    [ "${KEEP_RUNNING:-0}" = 1 ] && return 0
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     ced --config "$DCONF" pairing-mode stop >/dev/null 2>&1 || true
 }
@@ -142,5 +144,10 @@ http() { # METHOD PATH [BODY]: a plain HTTP/1.0 request over bash's /dev/tcp
 say "GET http://$API/health";    http GET /health
 say "POST http://$API/run";      http POST /run '{"hosts":["web1","db1"],"script":"hello","args":["via the API"]}'
 say "GET http://$API/discovery"; DISCOVERY=$(http GET /discovery); echo "${DISCOVERY:0:600} ..."
+cat > "$ROOT/env" <<ENV
+DCONF=$DCONF
+API=$API
+AGENT_PIDS="${PIDS[*]}"
+ENV
 echo
 echo "Demo deployment left in $ROOT (logs in $ROOT/logs); all demo processes stopped."

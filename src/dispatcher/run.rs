@@ -213,6 +213,7 @@ pub fn status(a: &Args, wait: bool) -> Result<u8, CliError> {
     };
     let conf = load_conf(a)?;
     let store = RunStore::new(&conf.runs_dir());
+    store.purge();
     let not_found = || {
         if a.json {
             let mut o = Object::new();
