@@ -297,8 +297,11 @@ fn spawn_background(a: &Args) -> Result<u8, AgentError> {
     if let Some(fp) = &a.ca_fingerprint {
         cmd.arg("--ca-fingerprint").arg(fp);
     }
+    // The detached child must not hold the caller's stderr open (a caller
+    // capturing output would wait for it); it logs to syslog when configured.
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .process_group(0);
     let mut child = cmd
         .spawn()

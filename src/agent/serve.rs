@@ -333,6 +333,13 @@ async fn handle(agent: &Agent, tcp: Async<TcpStream>, ip: IpAddr) {
         .and_then(|der| pki::cert_info_der(&der).ok())
         .map(|i| i.serial)
         .unwrap_or_default();
+    if snap.trusted.contains_key(&serial) && !snap.revoked.contains(&serial) {
+        // A trusted dispatcher's bursts (fan-outs, polling) must not trip the
+        // volume rule, which exists for unauthenticated floods.
+        if let Ok(mut l) = agent.limiter.lock() {
+            l.forgive(ip);
+        }
+    }
     let mut conn = Conn::new(stream);
     let (status, body) = if snap.revoked.contains(&serial) {
         log::warn("revoked-cert", &[("PEER", &peer), ("SERIAL", &serial)]);

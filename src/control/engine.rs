@@ -34,6 +34,11 @@ pub struct Reply {
     pub rtt: Duration,
 }
 
+/// Largest agent reply read: a run result carries stdout and stderr, each up
+/// to the agent's `max_output_bytes` (default 1 MiB) and JSON-escaped, so the
+/// 1 MiB request-body limit would refuse ordinary capped output.
+pub const MAX_AGENT_REPLY_BYTES: usize = 64 << 20;
+
 /// The shared client side of the dispatcher host.
 pub struct Engine {
     tls: Arc<ClientConfig>,
@@ -59,7 +64,10 @@ impl Engine {
             tls,
             read_timeout: conf.read_timeout,
             slots: Arc::new(Semaphore::new(conf.max_parallel.max(1))),
-            limits: Limits::default(),
+            limits: Limits {
+                max_body_bytes: MAX_AGENT_REPLY_BYTES,
+                ..Limits::default()
+            },
         }))
     }
 

@@ -414,8 +414,18 @@ fn read_pidfile(path: &Path) -> Option<(i32, u16)> {
 }
 
 fn alive(pid: i32) -> bool {
-    rustix::process::Pid::from_raw(pid)
-        .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
+    // An exited child not yet reaped by its new parent (a slow or absent init
+    // in a container) still answers kill(0); it no longer serves.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false);
+    !zombie
+        && rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p).is_ok())
 }
 
 fn start_background(

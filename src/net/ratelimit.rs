@@ -132,6 +132,15 @@ impl RateLimiter {
         None
     }
 
+    /// Forgets the connections recorded for `ip` (the caller proved to be a
+    /// legitimate peer, so its bursts must not count towards a block).
+    pub fn forgive(&mut self, ip: IpAddr) {
+        if let Some(e) = self.table.get_mut(&ip) {
+            e.conns.clear();
+            e.fails.clear();
+        }
+    }
+
     /// Forgets everything (on reload).
     pub fn clear(&mut self) {
         self.table.clear();
@@ -240,6 +249,16 @@ mod tests {
             rl.connection(ip(1), t0 + Duration::from_secs(311)),
             Decision::Allow
         );
+    }
+
+    #[test]
+    fn forgiven_peer_is_not_blocked_by_its_bursts() {
+        let mut rl = RateLimiter::new(rule(2), None, DEFAULT_CAPACITY);
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(rl.connection(ip(1), t0), Decision::Allow);
+            rl.forgive(ip(1));
+        }
     }
 
     #[test]

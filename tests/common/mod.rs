@@ -1,0 +1,981 @@
+//! The integration-test harness: one fixture directory per test, the real
+//! binary behind `ced`, `cea` and `ctrl-exec-api` links, real pairing, servers
+//! on port 0 read back from their stdout, daemons killed on drop.
+//!
+//! Nothing here sleeps to synchronise: [`eventually`] polls a condition with
+//! short backoff until a deadline and reports the last state it saw.
+
+#![allow(dead_code)]
+
+use std::fmt;
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ctrl_exec::json::{self, Number, Value};
+use ctrl_exec::net::http::{Conn, Response};
+use ctrl_exec::net::limits::Limits;
+use ctrl_exec::net::{client, tls};
+use ctrl_exec::{pki, rt};
+
+/// The multicall binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_ctrl-exec");
+
+/// How long a one-shot command may take before the test fails.
+pub const CMD_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a daemon may take to print its listening line.
+pub const START_TIMEOUT: Duration = Duration::from_secs(15);
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+// ------------------------------------------------------------------------------------------
+// Polling
+
+/// Polls `probe` with short backoff until it returns `Ok` or `within` passes;
+/// on timeout panics with `what` and the last state the probe reported.
+pub fn eventually<T>(
+    what: &str,
+    within: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let start = Instant::now();
+    let deadline = start + within;
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    panic!(
+                        "timed out after {within:?} waiting for {what}; last state seen:\n{last}"
+                    );
+                }
+                std::thread::sleep(pause.min(deadline - now));
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Command output
+
+/// A finished command with everything a failure report needs.
+pub struct Out {
+    /// The command line, quoted.
+    pub cmd: String,
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Captured stdout (lossy UTF-8).
+    pub stdout: String,
+    /// Captured stderr (lossy UTF-8).
+    pub stderr: String,
+    /// How long it ran.
+    pub elapsed: Duration,
+}
+
+impl Out {
+    /// The exit code (`None` when killed by a signal).
+    pub fn code(&self) -> Option<i32> {
+        self.status.code()
+    }
+
+    /// Stdout parsed as one JSON value; panics with the report when it is not.
+    pub fn json(&self) -> Value {
+        json::parse(self.stdout.trim().as_bytes())
+            .unwrap_or_else(|| panic!("stdout is not JSON\n{self}"))
+    }
+}
+
+impl fmt::Display for Out {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "command: {}\nstatus:  {} (after {:?})\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
+            self.cmd, self.status, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+fn describe(cmd: &Command) -> String {
+    let mut s = shell_quote(&cmd.get_program().to_string_lossy());
+    for a in cmd.get_args() {
+        s.push(' ');
+        s.push_str(&shell_quote(&a.to_string_lossy()));
+    }
+    s
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || b"-_./:=@+,".contains(&c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// Sends `signal` (e.g. `HUP`, `KILL`) to `pid` with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let st = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill(1)");
+    assert!(st.success(), "kill -{signal} {pid} failed: {st}");
+}
+
+/// Peak resident set (VmHWM, KiB) of a live process.
+pub fn vm_hwm_kib(pid: u32) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    text.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status:\n{text}"))
+}
+
+// ------------------------------------------------------------------------------------------
+// Fixture
+
+/// A daemon the fixture started and kills on drop.
+struct Daemon {
+    what: String,
+    child: Child,
+}
+
+/// One agent: its files, and once serving, its port and pid.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// The agent's hostname (its registry name).
+    pub name: String,
+    /// Its directory inside the fixture.
+    pub dir: PathBuf,
+    /// agent.conf.
+    pub conf: PathBuf,
+    /// scripts.conf.
+    pub allowlist: PathBuf,
+    /// The directory its scripts live in (its only script_dir).
+    pub scripts_dir: PathBuf,
+    /// Its state_dir.
+    pub state_dir: PathBuf,
+    /// Its revoked_serials file.
+    pub revoked: PathBuf,
+    /// Where `cea serve` writes its log (stderr).
+    pub log: PathBuf,
+    /// The bound port once serving (0 before).
+    pub port: u16,
+    /// The serving process id once serving (0 before).
+    pub pid: u32,
+}
+
+impl Agent {
+    /// The trusted-dispatcher map pairing writes.
+    pub fn trusted_map(&self) -> PathBuf {
+        self.state_dir.join("ctrl-exec-dispatchers")
+    }
+
+    /// What the agent has logged so far.
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Writes `<scripts_dir>/<name>.sh` and appends its allowlist line.
+    /// `name` may carry annotations after a space (`"slow timeout=1"`).
+    pub fn add_script(&self, name: &str, body: &str) {
+        let (bare, annotations) = name.split_once(' ').unwrap_or((name, ""));
+        let path = self.scripts_dir.join(format!("{bare}.sh"));
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&self.allowlist)
+            .expect("open allowlist");
+        writeln!(f, "{bare} = {} {annotations}", path.display()).expect("append allowlist");
+    }
+
+    /// How many log lines carry `ACTION=<action>`.
+    pub fn log_count(&self, action: &str) -> usize {
+        let word = format!("ACTION={action}");
+        self.log_text()
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w == word))
+            .count()
+    }
+}
+
+/// One test's world: a directory with links to the binary, a dispatcher, its
+/// agents and daemons. Kept on failure, removed on success.
+pub struct Fixture {
+    /// The test's name.
+    pub name: String,
+    /// The fixture directory.
+    pub dir: PathBuf,
+    /// The dispatcher's ctrl-exec.conf.
+    pub conf: PathBuf,
+    daemons: Mutex<Vec<Daemon>>,
+    pairing_port: Mutex<Option<u16>>,
+    ca_fingerprint: Mutex<String>,
+}
+
+impl Fixture {
+    /// Creates `<tmp>/ctrl-exec-it/<name>-<pid>-<n>` with `bin/{ced,cea,ctrl-exec-api}`.
+    pub fn new(name: &str) -> Fixture {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let dir = std::env::temp_dir()
+            .join("ctrl-exec-it")
+            .join(format!("{name}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("bin")).expect("create fixture dir");
+        for link in ["ced", "cea", "ctrl-exec-api"] {
+            symlink(BIN, dir.join("bin").join(link)).expect("link binary");
+        }
+        Fixture {
+            name: name.to_string(),
+            conf: dir.join("dispatcher").join("ctrl-exec.conf"),
+            dir,
+            daemons: Mutex::new(Vec::new()),
+            pairing_port: Mutex::new(None),
+            ca_fingerprint: Mutex::new(String::new()),
+        }
+    }
+
+    /// A path inside the fixture.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    /// A command for one of the links (`ced`, `cea`, `ctrl-exec-api`), run in
+    /// the fixture directory with a predictable environment.
+    pub fn cmd(&self, role: &str) -> Command {
+        let mut c = Command::new(self.dir.join("bin").join(role));
+        c.current_dir(&self.dir)
+            .env_remove("ENVEXEC_TOKEN")
+            .env("USER", "tester")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `cmd` to completion (at most `CMD_TIMEOUT`), capturing its output.
+    pub fn run(&self, cmd: Command) -> Out {
+        self.run_within(cmd, CMD_TIMEOUT)
+    }
+
+    /// Runs `cmd` to completion within `limit`; kills it and fails the test past that.
+    pub fn run_within(&self, mut cmd: Command, limit: Duration) -> Out {
+        let desc = describe(&cmd);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let start = Instant::now();
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(limit) {
+            Ok(Ok(o)) => Out {
+                cmd: desc,
+                status: o.status,
+                stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                elapsed: start.elapsed(),
+            },
+            Ok(Err(e)) => panic!("waiting for {desc} failed: {e}"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+                panic!("{desc} did not finish within {limit:?}\n{}", self.report());
+            }
+        }
+    }
+
+    /// `ced --config <conf> <args>`.
+    pub fn ced(&self, args: &[&str]) -> Out {
+        let mut c = self.cmd("ced");
+        c.arg("--config").arg(&self.conf).args(args);
+        self.run(c)
+    }
+
+    /// Like [`Fixture::ced`], failing the test unless it exits 0.
+    pub fn ced_ok(&self, args: &[&str]) -> Out {
+        let out = self.ced(args);
+        self.expect_success(&out);
+        out
+    }
+
+    /// Fails the test with the full report unless `out` exited 0.
+    pub fn expect_success(&self, out: &Out) {
+        if !out.status.success() {
+            panic!("command failed\n{out}\n{}", self.report());
+        }
+    }
+
+    /// The fixture listing and the tail of every log in it.
+    pub fn report(&self) -> String {
+        let mut s = format!("fixture: {}\n", self.dir.display());
+        let mut files = Vec::new();
+        walk(&self.dir, &mut files);
+        for f in &files {
+            s.push_str(&format!(
+                "  {}\n",
+                f.strip_prefix(&self.dir).unwrap_or(f).display()
+            ));
+        }
+        for f in files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "log" || e == "out"))
+        {
+            let text = fs::read_to_string(f).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(15)..];
+            s.push_str(&format!(
+                "--- tail of {} ---\n{}\n",
+                f.display(),
+                tail.join("\n")
+            ));
+        }
+        s
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Dispatcher
+
+    /// Writes ctrl-exec.conf (everything inside the fixture, listeners on
+    /// 127.0.0.1 port 0, plus `extra` lines) and runs `setup-ca` and
+    /// `setup-ctrl-exec`.
+    pub fn dispatcher(&self, extra: &str) {
+        let d = self.dir.join("dispatcher");
+        fs::create_dir_all(&d).expect("create dispatcher dir");
+        let conf = format!(
+            "cert = {d}/ctrl-exec.crt\nkey = {d}/ctrl-exec.key\nca = {d}/ca.crt\nca_dir = {d}\n\
+             state_dir = {d}/state\npairing_bind = 127.0.0.1\napi_bind = 127.0.0.1\napi_port = 0\n\
+             dispatcher_id = it-dispatcher\n{extra}\n",
+            d = d.display()
+        );
+        fs::write(&self.conf, conf).expect("write ctrl-exec.conf");
+        let out = self.ced_ok(&["setup-ca"]);
+        let fp = out
+            .stdout
+            .split_whitespace()
+            .find(|w| w.starts_with("sha256:") && w.len() == 71)
+            .unwrap_or_else(|| panic!("no CA fingerprint in setup-ca output\n{out}"))
+            .to_string();
+        *self.ca_fingerprint.lock().unwrap() = fp;
+        self.ced_ok(&["setup-ctrl-exec"]);
+    }
+
+    /// Appends `line` to ctrl-exec.conf (each `ced` run and a newly started API reads it).
+    pub fn append_conf(&self, line: &str) {
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&self.conf)
+            .expect("open ctrl-exec.conf");
+        writeln!(f, "{line}").expect("append to ctrl-exec.conf");
+    }
+
+    /// Writes an executable `sh` script at `rel` inside the fixture; returns its path.
+    pub fn script(&self, rel: &str, body: &str) -> PathBuf {
+        let path = self.dir.join(rel);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).expect("create script dir");
+        }
+        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+        path
+    }
+
+    /// The CA fingerprint `setup-ca` printed (`sha256:<hex>`).
+    pub fn ca_fingerprint(&self) -> String {
+        self.ca_fingerprint.lock().unwrap().clone()
+    }
+
+    /// The dispatcher's CA certificate PEM.
+    pub fn ca_pem(&self) -> String {
+        read(&self.dir.join("dispatcher/ca.crt"))
+    }
+
+    /// The dispatcher's CA key PEM.
+    pub fn ca_key_pem(&self) -> String {
+        read(&self.dir.join("dispatcher/ca.key"))
+    }
+
+    /// The dispatcher's own certificate and key PEM.
+    pub fn dispatcher_identity(&self) -> (String, String) {
+        (
+            read(&self.dir.join("dispatcher/ctrl-exec.crt")),
+            read(&self.dir.join("dispatcher/ctrl-exec.key")),
+        )
+    }
+
+    /// The pairing port, starting background pairing mode on first use.
+    pub fn pairing_port(&self) -> u16 {
+        let mut port = self.pairing_port.lock().unwrap();
+        if let Some(p) = *port {
+            return p;
+        }
+        let out = self.ced_ok(&["pairing-mode", "start", "--port", "0", "--timeout", "120"]);
+        let p = out
+            .stdout
+            .split("on port ")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("no 'on port N' in pairing-mode output\n{out}"));
+        *port = Some(p);
+        p
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Agents
+
+    /// Writes an agent's files without pairing it: agent.conf (`port = 0`,
+    /// `bind = 127.0.0.1`, every path inside the fixture, the limiter off
+    /// unless `extra_conf` says otherwise, plus `extra_conf`) and its scripts.
+    /// Script names may carry allowlist annotations after a space.
+    pub fn agent_files(&self, name: &str, scripts: &[(&str, &str)], extra_conf: &str) -> Agent {
+        let dir = self.dir.join("agents").join(sanitise(name));
+        let scripts_dir = dir.join("scripts");
+        fs::create_dir_all(&scripts_dir).expect("create agent dir");
+        let a = Agent {
+            name: name.to_string(),
+            conf: dir.join("agent.conf"),
+            allowlist: dir.join("scripts.conf"),
+            state_dir: dir.join("state"),
+            revoked: dir.join("revoked-serials"),
+            log: dir.join("agent.log"),
+            scripts_dir,
+            dir,
+            port: 0,
+            pid: 0,
+        };
+        let limiter = if extra_conf.contains("rate_limit_disable") {
+            ""
+        } else {
+            "rate_limit_disable = 1\n"
+        };
+        let conf = format!(
+            "port = 0\nbind = 127.0.0.1\nhostname = {name}\ncert = {d}/agent.crt\nkey = {d}/agent.key\n\
+             ca = {d}/ca.crt\nstate_dir = {d}/state\nrevoked_serials = {d}/revoked-serials\n\
+             script_dirs = {s}\n{limiter}{extra_conf}\n",
+            d = a.dir.display(),
+            s = a.scripts_dir.display(),
+        );
+        fs::write(&a.conf, conf).expect("write agent.conf");
+        fs::write(&a.allowlist, "").expect("write scripts.conf");
+        for (script, body) in scripts {
+            a.add_script(script, body);
+        }
+        a
+    }
+
+    /// `cea --config <agent.conf> request-pairing --dispatcher 127.0.0.1 --port <pairing port> <extra>`.
+    pub fn request_pairing_cmd(&self, agent: &Agent, extra: &[&str]) -> Command {
+        let port = self.pairing_port();
+        let mut c = self.cmd("cea");
+        c.arg("--config")
+            .arg(&agent.conf)
+            .args(["request-pairing", "--dispatcher", "127.0.0.1", "--port"])
+            .arg(port.to_string())
+            .args(extra);
+        c
+    }
+
+    /// Pairs `agent` for real: background request (pinned to the CA), approve,
+    /// wait until its trusted map is written.
+    pub fn pair(&self, agent: &Agent) {
+        let fp = self.ca_fingerprint();
+        let mut c = self.request_pairing_cmd(
+            agent,
+            &["--ca-fingerprint", &fp, "--background", "--timeout", "60"],
+        );
+        // The detached child inherits stderr: a file, so nothing waits on its pipe.
+        let errlog = agent.dir.join("request-pairing.log");
+        c.stderr(fs::File::create(&errlog).expect("create pairing log"));
+        let desc = describe(&c);
+        let start = Instant::now();
+        let o = c
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
+        let out = Out {
+            cmd: desc,
+            status: o.status,
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: read(&errlog),
+            elapsed: start.elapsed(),
+        };
+        self.expect_success(&out);
+        let reqid = out.stdout.trim().to_string();
+        assert!(
+            reqid.len() == 16 && reqid.bytes().all(|c| c.is_ascii_hexdigit()),
+            "background request-pairing did not print a request id\n{out}"
+        );
+        self.ced_ok(&["approve", &reqid]);
+        let map = agent.trusted_map();
+        eventually(
+            "the agent's trusted map",
+            Duration::from_secs(30),
+            || match fs::read_to_string(&map) {
+                Ok(t) if t.contains("it-dispatcher") => Ok(()),
+                Ok(t) => Err(format!("{} holds {t:?}", map.display())),
+                Err(e) => Err(format!(
+                    "{}: {e}; pairing log: {}",
+                    map.display(),
+                    read(&errlog)
+                )),
+            },
+        );
+    }
+
+    /// Starts `cea serve` for `agent`, reads its bound port and records it in
+    /// the dispatcher's registry with `ced edit-agent --agent-port`.
+    pub fn serve(&self, agent: &mut Agent) {
+        let mut c = self.cmd("cea");
+        c.arg("--config")
+            .arg(&agent.conf)
+            .arg("--allowlist")
+            .arg(&agent.allowlist)
+            .arg("serve");
+        let (pid, addr) = self.daemon(
+            &format!("agent {}", agent.name),
+            c,
+            &agent.log,
+            "ctrl-exec-agent listening on ",
+        );
+        agent.pid = pid;
+        agent.port = port_of(&addr);
+        self.ced_ok(&[
+            "edit-agent",
+            &agent.name,
+            "--agent-port",
+            &agent.port.to_string(),
+        ]);
+    }
+
+    /// Writes, pairs and serves an agent: the usual way a test gets one.
+    pub fn agent(&self, name: &str, scripts: &[(&str, &str)], extra_conf: &str) -> Agent {
+        let mut a = self.agent_files(name, scripts, extra_conf);
+        self.pair(&a);
+        self.serve(&mut a);
+        a
+    }
+
+    /// Sends SIGHUP and waits until the agent logged one more reload.
+    pub fn reload(&self, agent: &Agent) {
+        let before = agent.log_count("reload");
+        signal(agent.pid, "HUP");
+        eventually(
+            "the agent to log its reload",
+            Duration::from_secs(10),
+            || {
+                let n = agent.log_count("reload");
+                if n > before {
+                    Ok(())
+                } else {
+                    Err(format!("{n} reloads logged:\n{}", agent.log_text()))
+                }
+            },
+        );
+    }
+
+    // --------------------------------------------------------------------------------------
+    // API
+
+    /// Starts `ctrl-exec-api` and returns its port.
+    pub fn api(&self) -> u16 {
+        let mut c = self.cmd("ctrl-exec-api");
+        c.arg("--config").arg(&self.conf);
+        let log = self.dir.join("api.log");
+        let (_, addr) = self.daemon("api", c, &log, "ctrl-exec API listening on ");
+        port_of(&addr)
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Daemons
+
+    /// Spawns a daemon (stdout piped, stderr to `log`), kept for `Drop`, and
+    /// returns its pid and the word after `marker` in its stdout.
+    pub fn daemon(&self, what: &str, mut cmd: Command, log: &Path, marker: &str) -> (u32, String) {
+        let desc = describe(&cmd);
+        cmd.stdout(Stdio::piped())
+            .stderr(fs::File::create(log).expect("create daemon log"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+        let pid = child.id();
+        let stdout = child.stdout.take().expect("piped stdout");
+        self.daemons.lock().unwrap().push(Daemon {
+            what: what.to_string(),
+            child,
+        });
+        let (tx, rx) = mpsc::channel::<String>();
+        // Reads every line (so the daemon never blocks on a full pipe) and
+        // forwards them while anyone listens.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.split(marker).nth(1) {
+                        let word = rest.split_whitespace().next().unwrap_or("").to_string();
+                        return (pid, word);
+                    }
+                    seen.push(line);
+                }
+                Err(e) => panic!(
+                    "{what} ({desc}) printed no '{marker}' line within {START_TIMEOUT:?} ({e:?}); stdout so far: {seen:?}\n--- log ---\n{}\n{}",
+                    read(log),
+                    self.report()
+                ),
+            }
+        }
+    }
+
+    /// Kills the daemon with `pid` now (SIGKILL) and reaps it.
+    pub fn kill(&self, pid: u32) {
+        let mut ds = self.daemons.lock().unwrap();
+        if let Some(i) = ds.iter().position(|d| d.child.id() == pid) {
+            let mut d = ds.remove(i);
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+        }
+    }
+
+    /// Whether the daemon `pid` is still running (its exit status if not).
+    pub fn exited(&self, pid: u32) -> Option<ExitStatus> {
+        let mut ds = self.daemons.lock().unwrap();
+        ds.iter_mut()
+            .find(|d| d.child.id() == pid)
+            .and_then(|d| d.child.try_wait().ok().flatten())
+    }
+
+    // --------------------------------------------------------------------------------------
+    // Talking to an agent directly over TLS
+
+    /// One request to an agent's port over TLS as `client` (see
+    /// [`ClientCert`]), verifying the agent against the fixture's CA.
+    pub fn agent_request(
+        &self,
+        port: u16,
+        client: &ClientCert,
+        method: &str,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Result<Response, String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ca_der = pki::pem_certs(&self.ca_pem()).remove(0);
+        let config = match client {
+            ClientCert::None => tls::pairing_client(Arc::new(tls::PairingVerifier::new(None))),
+            ClientCert::Pem { cert, key } => {
+                let id = tls::Identity::from_pem(cert, key).map_err(|e| e.to_string())?;
+                tls::mtls_client(&id, &ca_der)
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        rt::block_on(async {
+            let stream = client::connect_tls("127.0.0.1", port, config, deadline)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            client::exchange(
+                stream,
+                method,
+                path,
+                "127.0.0.1",
+                body,
+                &Limits::default(),
+                deadline,
+            )
+            .await
+            .map_err(|e| format!("exchange: {e}"))
+        })
+    }
+
+    /// Raw bytes to an agent's port over TLS as the dispatcher; the reply.
+    pub fn agent_raw(&self, port: u16, bytes: &[u8]) -> Result<Response, String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let ca_der = pki::pem_certs(&self.ca_pem()).remove(0);
+        let (cert, key) = self.dispatcher_identity();
+        let id = tls::Identity::from_pem(&cert, &key).map_err(|e| e.to_string())?;
+        let config = tls::mtls_client(&id, &ca_der).map_err(|e| e.to_string())?;
+        rt::block_on(async {
+            let stream = client::connect_tls("127.0.0.1", port, config, deadline)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let mut conn = Conn::new(stream);
+            conn.write_raw(bytes, deadline)
+                .await
+                .map_err(|e| format!("write: {e}"))?;
+            conn.read_response(&Limits::default(), deadline)
+                .await
+                .map_err(|e| format!("read: {e}"))
+        })
+    }
+
+    /// The dispatcher's identity as a [`ClientCert`].
+    pub fn dispatcher_cert(&self) -> ClientCert {
+        let (cert, key) = self.dispatcher_identity();
+        ClientCert::Pem { cert, key }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let daemons = std::mem::take(&mut *self.daemons.lock().unwrap_or_else(|p| p.into_inner()));
+        for mut d in daemons {
+            let _ = d.child.kill();
+            let _ = d.child.wait();
+            let _ = &d.what;
+        }
+        let started = self
+            .pairing_port
+            .lock()
+            .map(|p| p.is_some())
+            .unwrap_or(true);
+        if started {
+            let _ = Command::new(self.dir.join("bin/ced"))
+                .arg("--config")
+                .arg(&self.conf)
+                .args(["pairing-mode", "stop"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if std::thread::panicking() {
+            eprintln!("fixture kept for inspection: {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Which certificate a direct TLS client presents.
+pub enum ClientCert {
+    /// No client certificate at all.
+    None,
+    /// This certificate and key (PEM).
+    Pem {
+        /// Certificate PEM.
+        cert: String,
+        /// Key PEM.
+        key: String,
+    },
+}
+
+fn sanitise(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() {
+        "_".into()
+    } else {
+        s
+    }
+}
+
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in listening address {addr:?}"))
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = fs::read_dir(dir) else { return };
+    let mut entries: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() && !p.is_symlink() {
+            walk(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Plain HTTP for the API
+
+/// One HTTP reply: status, raw head and body.
+pub struct HttpReply {
+    /// The status code.
+    pub status: u16,
+    /// The status line and headers.
+    pub head: String,
+    /// The body bytes.
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body as JSON; panics with the reply when it is not.
+    pub fn json(&self) -> Value {
+        json::parse(&self.body).unwrap_or_else(|| panic!("body is not JSON: {self}"))
+    }
+}
+
+impl fmt::Display for HttpReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}\n\n{}", self.head, self.text())
+    }
+}
+
+/// Sends `bytes` to 127.0.0.1:`port` and reads the reply to EOF.
+pub fn http_raw(port: u16, bytes: &[u8]) -> HttpReply {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to API");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    s.write_all(bytes).expect("send request");
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)
+        .unwrap_or_else(|e| panic!("reading reply failed after {} bytes: {e}", buf.len()));
+    parse_reply(&buf)
+}
+
+/// Parses a raw HTTP/1.x reply.
+pub fn parse_reply(buf: &[u8]) -> HttpReply {
+    let split = buf
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head in reply {:?}", String::from_utf8_lossy(buf)));
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line in {head:?}"));
+    HttpReply {
+        status,
+        head,
+        body: buf[split + 4..].to_vec(),
+    }
+}
+
+/// A request with `Content-Length` when there is a body, plus `headers`.
+pub fn http(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> HttpReply {
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    if let Some(b) = body {
+        req.push_str(b);
+    }
+    http_raw(port, req.as_bytes())
+}
+
+/// `GET path`.
+pub fn get(port: u16, path: &str) -> HttpReply {
+    http(port, "GET", path, &[], None)
+}
+
+/// `POST path` with a JSON body.
+pub fn post(port: u16, path: &str, body: &str) -> HttpReply {
+    http(port, "POST", path, &[], Some(body))
+}
+
+// ------------------------------------------------------------------------------------------
+// JSON navigation
+
+/// The value at a dotted path (`results.0.stdout`); array indices are numbers.
+pub fn jget<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = v;
+    for part in path.split('.').filter(|p| !p.is_empty()) {
+        cur = match cur {
+            Value::Object(o) => o.get(part)?,
+            Value::Array(a) => a.get(part.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(cur)
+}
+
+/// The string at `path`.
+pub fn jstr<'a>(v: &'a Value, path: &str) -> Option<&'a str> {
+    match jget(v, path)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The integer at `path`.
+pub fn jint(v: &Value, path: &str) -> Option<i64> {
+    match jget(v, path)? {
+        Value::Number(Number::I64(n)) => Some(*n),
+        Value::Number(Number::U64(n)) => i64::try_from(*n).ok(),
+        _ => None,
+    }
+}
+
+/// The boolean at `path`.
+pub fn jbool(v: &Value, path: &str) -> Option<bool> {
+    match jget(v, path)? {
+        Value::Bool(b) => Some(*b),
+        _ => None,
+    }
+}
+
+/// The array at `path`.
+pub fn jarr<'a>(v: &'a Value, path: &str) -> Option<&'a [Value]> {
+    match jget(v, path)? {
+        Value::Array(a) => Some(a),
+        _ => None,
+    }
+}
+
+/// Compact JSON text of `v`, for messages.
+pub fn jtext(v: &Value) -> String {
+    json::to_string(v)
+}
+
+/// A JSON string literal for `s`.
+pub fn jquote(s: &str) -> String {
+    json::to_string(&json::str(s))
+}

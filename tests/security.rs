@@ -1,0 +1,231 @@
+//! The agent's gates (TLS, revocation, trusted serials, agent identity,
+//! slow clients, request limits) and the dispatcher's auth hook.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::{jstr, ClientCert, Fixture};
+use ctrl_exec::pki;
+
+const PING: &[u8] = br#"{"reqid":"00000000000000ab"}"#;
+
+/// A paired, serving agent `web1` with a `hello` script.
+fn fixture(name: &str) -> (Fixture, common::Agent) {
+    let f = Fixture::new(name);
+    f.dispatcher("");
+    let a = f.agent("web1", &[("hello", "echo hello from web1")], "");
+    (f, a)
+}
+
+#[test]
+fn agent_gives_no_reply_to_a_client_without_certificate() {
+    let (f, a) = fixture("sec_nocert");
+    let r = f.agent_request(a.port, &ClientCert::None, "POST", "/ping", Some(PING));
+    assert!(
+        r.is_err(),
+        "a client without certificate got a reply: {:?}",
+        r.map(|r| r.status)
+    );
+    // The real dispatcher still gets through.
+    let ok = f.agent_request(a.port, &f.dispatcher_cert(), "POST", "/ping", Some(PING));
+    assert_eq!(ok.map(|r| r.status), Ok(200));
+}
+
+#[test]
+fn agent_gives_no_reply_to_a_certificate_from_another_ca() {
+    let (f, a) = fixture("sec_otherca");
+    let (ca, ca_key) = pki::create_ca(1).unwrap();
+    let (cert, key) = pki::issue_key_and_cert(&ca, &ca_key, "it-dispatcher", 1).unwrap();
+    let r = f.agent_request(
+        a.port,
+        &ClientCert::Pem { cert, key },
+        "POST",
+        "/ping",
+        Some(PING),
+    );
+    assert!(
+        r.is_err(),
+        "a foreign-CA client got a reply: {:?}",
+        r.map(|r| r.status)
+    );
+    assert!(
+        a.log_text().contains("ACTION=tls-failure"),
+        "{}",
+        a.log_text()
+    );
+}
+
+#[test]
+fn revoked_dispatcher_serial_is_forbidden_after_reload() {
+    let (f, a) = fixture("sec_revoked");
+    f.ced_ok(&["run", "web1", "hello"]);
+    let (cert, _) = f.dispatcher_identity();
+    let serial = pki::cert_info_pem(&cert).unwrap().serial;
+    std::fs::write(&a.revoked, format!("# revoked by the test\n{serial}\n")).unwrap();
+    f.reload(&a);
+    let out = f.ced(&["run", "web1", "hello"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stdout.contains("forbidden: certificate revoked"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("hello from web1"), "{out}");
+}
+
+#[test]
+fn untrusted_serial_from_the_same_ca_gets_serial_mismatch() {
+    let (f, a) = fixture("sec_serial");
+    let (cert, key) =
+        pki::issue_key_and_cert(&f.ca_pem(), &f.ca_key_pem(), "it-dispatcher", 1).unwrap();
+    let client = ClientCert::Pem { cert, key };
+    let body = br#"{"script":"hello","args":[],"reqid":"00000000000000ac"}"#;
+    for (method, path, body) in [
+        ("POST", "/run", Some(&body[..])),
+        ("POST", "/ping", Some(PING)),
+        ("GET", "/result/00000000000000ac", None),
+    ] {
+        let r = f
+            .agent_request(a.port, &client, method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let text = String::from_utf8_lossy(&r.body).into_owned();
+        assert_eq!(r.status, 403, "{method} {path}: {text}");
+        assert!(text.contains("serial mismatch"), "{method} {path}: {text}");
+    }
+    assert_eq!(a.log_count("run"), 0, "nothing may run: {}", a.log_text());
+}
+
+#[test]
+fn agent_presenting_a_different_key_than_recorded_is_refused() {
+    let f = Fixture::new("sec_agentkey");
+    f.dispatcher("");
+    f.agent("web1", &[("hello", "echo web1")], "");
+    let b = f.agent("db1", &[("hello", "echo db1")], "");
+    f.ced_ok(&["run", "db1", "hello"]);
+    assert_eq!(b.log_count("run"), 1);
+
+    f.ced_ok(&["edit-agent", "web1", "--agent-port", &b.port.to_string()]);
+    let out = f.ced(&["run", "web1", "hello"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(
+        out.stdout.contains("different key") || out.stderr.contains("different key"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("db1\n"), "{out}");
+    assert_eq!(
+        b.log_count("run"),
+        1,
+        "db1 must not run web1's request: {}",
+        b.log_text()
+    );
+}
+
+#[test]
+fn stalled_clients_do_not_block_other_requests() {
+    let (f, a) = fixture("sec_slowloris");
+    // One connection that sends nothing, one stuck halfway through a ClientHello.
+    let _silent = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    let mut half = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    half.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01])
+        .unwrap();
+    let out = f.ced_ok(&["run", "web1", "hello"]);
+    assert!(out.stdout.contains("hello from web1"), "{out}");
+    assert!(
+        out.elapsed < Duration::from_secs(5),
+        "a run behind two stalled connections took {:?}",
+        out.elapsed
+    );
+}
+
+/// `POST /ping` with `n` header lines in all (the Host line included).
+fn request_with_headers(n: usize) -> Vec<u8> {
+    let mut req = format!(
+        "POST /ping HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n",
+        PING.len()
+    );
+    for i in 2..n {
+        req.push_str(&format!("X-Filler-{i}: {i}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut bytes = req.into_bytes();
+    bytes.extend_from_slice(PING);
+    bytes
+}
+
+#[test]
+fn agent_refuses_oversize_headers_and_body_at_the_edge() {
+    let (f, a) = fixture("sec_agentlimits");
+    let at = f.agent_raw(a.port, &request_with_headers(32)).unwrap();
+    assert_eq!(
+        at.status,
+        200,
+        "32 header lines are allowed: {}",
+        String::from_utf8_lossy(&at.body)
+    );
+    let over = f.agent_raw(a.port, &request_with_headers(33)).unwrap();
+    assert_eq!(over.status, 431, "{}", String::from_utf8_lossy(&over.body));
+
+    let big = b"POST /run HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 1048577\r\n\r\n";
+    let r = f.agent_raw(a.port, big).unwrap();
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("request too large"));
+}
+
+/// A fixture whose dispatcher uses `hook` (an sh body) as its auth hook.
+fn hooked(name: &str, hook: &str, extra: &str) -> Fixture {
+    let (f, _a) = fixture(name);
+    let path = f.script("auth-hook", hook);
+    f.append_conf(&format!("auth_hook = {}\n{extra}", path.display()));
+    f
+}
+
+#[test]
+fn auth_hook_exit_0_allows_the_run() {
+    let f = hooked(
+        "sec_hook_allow",
+        r#"[ "$ENVEXEC_ACTION" = run ] && [ "$ENVEXEC_SCRIPT" = hello ] && exit 0; exit 1"#,
+        "",
+    );
+    let out = f.ced_ok(&["run", "web1", "hello", "--json"]);
+    assert_eq!(
+        jstr(&out.json(), "results.0.stdout"),
+        Some("hello from web1\n")
+    );
+}
+
+#[test]
+fn auth_hook_exit_2_denies_with_bad_credentials() {
+    let f = hooked("sec_hook_deny", "exit 2", "");
+    let out = f.ced(&["run", "web1", "hello"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("Denied: bad credentials"), "{out}");
+    assert!(!out.stdout.contains("hello from web1"), "{out}");
+}
+
+#[test]
+fn auth_hook_past_its_timeout_denies_promptly() {
+    let f = hooked(
+        "sec_hook_timeout",
+        "sleep 30; exit 0",
+        "auth_hook_timeout = 1",
+    );
+    let out = f.ced(&["run", "web1", "hello"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("Denied"), "{out}");
+    assert!(
+        out.elapsed < Duration::from_secs(6),
+        "a 1 s hook timeout took {:?}",
+        out.elapsed
+    );
+}
+
+#[test]
+fn auth_hook_killed_by_a_signal_denies() {
+    let f = hooked("sec_hook_crash", "kill -KILL $$; exit 0", "");
+    let out = f.ced(&["run", "web1", "hello"]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stderr.contains("Denied"), "{out}");
+    assert!(!out.stdout.contains("hello from web1"), "{out}");
+}
