@@ -858,13 +858,31 @@ impl fmt::Display for HttpReply {
 
 /// Sends `bytes` to 127.0.0.1:`port` and reads the reply to EOF.
 pub fn http_raw(port: u16, bytes: &[u8]) -> HttpReply {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to API");
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    s.write_all(bytes).expect("send request");
+    try_http_raw(port, bytes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Like [`http_raw`], reporting a failed exchange instead of panicking.
+pub fn try_http_raw(port: u16, bytes: &[u8]) -> Result<HttpReply, String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(bytes)
+        .map_err(|e| format!("send request: {e}"))?;
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf)
-        .unwrap_or_else(|e| panic!("reading reply failed after {} bytes: {e}", buf.len()));
-    parse_reply(&buf)
+    s.read_to_end(&mut buf).map_err(|e| {
+        format!(
+            "reading reply failed after {} bytes ({:?}): {e}",
+            buf.len(),
+            String::from_utf8_lossy(&buf)
+        )
+    })?;
+    Ok(parse_reply(&buf))
+}
+
+/// Connects to 127.0.0.1:`port`, sends nothing and reads what the server
+/// says unprompted (an overload answer) to EOF.
+pub fn http_unprompted(port: u16) -> HttpReply {
+    http_raw(port, b"")
 }
 
 /// Parses a raw HTTP/1.x reply.
