@@ -214,12 +214,21 @@ fn hundred_mib_of_output_is_truncated_with_bounded_agent_memory() {
     let v = out.json();
     assert_eq!(jint(&v, "results.0.exit"), Some(0), "{}", out.stderr);
     assert_eq!(jbool(&v, "results.0.stdout_truncated"), Some(true));
+    assert_eq!(
+        jstr(&v, "results.0.stderr"),
+        Some("done\n"),
+        "the writer ran to the end, so the agent drained all 100 MiB"
+    );
     let len = jstr(&v, "results.0.stdout").map(str::len).unwrap_or(0);
     assert!(
         len > 0 && len <= 1 << 20,
         "stdout is capped at max_output_bytes, got {len}"
     );
     let after = vm_hwm_kib(a.pid);
+    eprintln!(
+        "agent VmHWM {before} KiB -> {after} KiB; run took {:?}",
+        out.elapsed
+    );
     assert!(
         after < 64 * 1024,
         "agent peak RSS {after} KiB (was {before} KiB before the run) must stay under 64 MiB"

@@ -72,6 +72,8 @@ pub fn eventually<T>(
 pub struct Out {
     /// The command line, quoted.
     pub cmd: String,
+    /// The directory it ran in.
+    pub cwd: String,
     /// Its exit status.
     pub status: ExitStatus,
     /// Captured stdout (lossy UTF-8).
@@ -99,10 +101,16 @@ impl fmt::Display for Out {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "command: {}\nstatus:  {} (after {:?})\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
-            self.cmd, self.status, self.elapsed, self.stdout, self.stderr
+            "command: {}\ncwd:     {}\nstatus:  {} (after {:?})\n--- stdout ---\n{}\n--- stderr ---\n{}\n--------------",
+            self.cmd, self.cwd, self.status, self.elapsed, self.stdout, self.stderr
         )
     }
+}
+
+fn cwd_of(cmd: &Command) -> String {
+    cmd.get_current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| ".".into())
 }
 
 fn describe(cmd: &Command) -> String {
@@ -274,6 +282,7 @@ impl Fixture {
     /// Runs `cmd` to completion within `limit`; kills it and fails the test past that.
     pub fn run_within(&self, mut cmd: Command, limit: Duration) -> Out {
         let desc = describe(&cmd);
+        let cwd = cwd_of(&cmd);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let start = Instant::now();
         let child = cmd
@@ -287,6 +296,7 @@ impl Fixture {
         match rx.recv_timeout(limit) {
             Ok(Ok(o)) => Out {
                 cmd: desc,
+                cwd,
                 status: o.status,
                 stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
                 stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
@@ -506,6 +516,7 @@ impl Fixture {
         let errlog = agent.dir.join("request-pairing.log");
         c.stderr(fs::File::create(&errlog).expect("create pairing log"));
         let desc = describe(&c);
+        let cwd = cwd_of(&c);
         let start = Instant::now();
         let o = c
             .stdout(Stdio::piped())
@@ -513,6 +524,7 @@ impl Fixture {
             .unwrap_or_else(|e| panic!("cannot run {desc}: {e}"));
         let out = Out {
             cmd: desc,
+            cwd,
             status: o.status,
             stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
             stderr: read(&errlog),
