@@ -932,6 +932,17 @@ fn annotation(tok: &str) -> Option<(&str, &str)> {
     (!k.is_empty() && k.bytes().all(|c| c.is_ascii_lowercase() || c == b'_')).then_some((k, v))
 }
 
+/// Whether `name` can name an agent: its certificate CN, its registry key and
+/// registry file name (`^[A-Za-z0-9][A-Za-z0-9._-]*$`, at most 253 bytes).
+pub fn valid_agent_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 253
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
 /// Whether `name` is a valid script name: `^[A-Za-z0-9_-]+$`, at most 255 chars.
 pub fn valid_script_name(name: &str) -> bool {
     !name.is_empty()

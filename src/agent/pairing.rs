@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::limits::PAIRING_CONNECT_TIMEOUT;
 use crate::agent::{trust, AgentError};
-use crate::conf::AgentConf;
+use crate::conf::{self, AgentConf};
 use crate::json::{self, Object, Value};
 use crate::net::client::{self, ClientError};
 use crate::net::http::Conn;
@@ -42,7 +42,7 @@ pub struct Request {
 
 /// Runs the pairing exchange and stores the result.
 pub fn request_pairing(conf: &AgentConf, req: &Request) -> Result<(), AgentError> {
-    if !valid_hostname(&conf.hostname) {
+    if !conf::valid_agent_name(&conf.hostname) {
         return Err(AgentError::Usage(format!(
             "agent name '{}' is not usable (letters, digits, '.', '-', '_'; set 'hostname' in agent.conf)",
             conf.hostname
@@ -308,14 +308,4 @@ fn check_writable(path: &Path) -> Result<(), AgentError> {
     std::fs::write(&probe, b"").map_err(|_| denied())?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
-}
-
-/// Whether `name` can be a registry key (`^[A-Za-z0-9][A-Za-z0-9._-]*$`).
-pub fn valid_hostname(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 253
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
 }

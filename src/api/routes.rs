@@ -213,6 +213,15 @@ fn resolve(api: &Api, hosts: &[String]) -> Result<Vec<Target>, Reply> {
     })
 }
 
+/// The `ping` authorisation shared by `/ping` and `/discovery`, then host
+/// resolution.
+async fn ping_targets(ctx: &Ctx<'_>, hosts: &[String]) -> Result<Vec<Target>, Reply> {
+    let mut r = auth::request("ping", &ctx.peer, &ctx.body_str("username"), &ctx.token());
+    r.hosts = hosts.to_vec();
+    ctx.check(r).await?;
+    resolve(ctx.api, hosts)
+}
+
 fn ok_with(fields: Vec<(&str, Value)>) -> Value {
     let mut o = Object::new();
     o.insert("ok".into(), Value::Bool(true));
@@ -227,12 +236,7 @@ async fn ping(ctx: &Ctx<'_>) -> Reply {
         Ok(h) => h,
         Err(r) => return r,
     };
-    let mut r = auth::request("ping", &ctx.peer, &ctx.body_str("username"), &ctx.token());
-    r.hosts = hosts.clone();
-    if let Err(denied) = ctx.check(r).await {
-        return denied;
-    }
-    let targets = match resolve(ctx.api, &hosts) {
+    let targets = match ping_targets(ctx, &hosts).await {
         Ok(t) => t,
         Err(r) => return r,
     };
@@ -369,12 +373,7 @@ async fn discovery(ctx: &Ctx<'_>) -> Reply {
     if hosts.is_empty() {
         return (200, ok_with(vec![("hosts", Value::Object(Object::new()))]));
     }
-    let mut r = auth::request("ping", &ctx.peer, &ctx.body_str("username"), &ctx.token());
-    r.hosts = hosts.clone();
-    if let Err(denied) = ctx.check(r).await {
-        return denied;
-    }
-    let targets = match resolve(ctx.api, &hosts) {
+    let targets = match ping_targets(ctx, &hosts).await {
         Ok(t) => t,
         Err(r) => return r,
     };

@@ -159,15 +159,8 @@ impl fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
-/// Whether `name` can be a registry key (`^[A-Za-z0-9][A-Za-z0-9._-]*$`).
-pub fn valid_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 253
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
-}
+/// Whether `name` can be a registry key (see [`conf::valid_agent_name`]).
+pub use crate::conf::valid_agent_name as valid_name;
 
 /// The registry directory.
 #[derive(Debug, Clone)]

@@ -177,6 +177,16 @@ pub fn cli_ok(mut fields: Object) -> String {
     json::to_string(&Value::Object(fields))
 }
 
+/// `{"ok":1,"results":[...]}` for CLI JSON.
+pub fn cli_results(results: Vec<Value>) -> String {
+    let mut o = Object::new();
+    o.insert(
+        "results".into(),
+        Value::Array(results.into_iter().collect()),
+    );
+    cli_ok(o)
+}
+
 /// `{"ok":0, ...}` for CLI JSON.
 pub fn cli_err(mut fields: Object) -> String {
     fields.insert("ok".into(), json::int(0));

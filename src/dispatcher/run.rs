@@ -149,12 +149,7 @@ pub fn run(a: &Args) -> Result<u8, CliError> {
             .iter()
             .all(|r| matches!(r, Value::Object(o) if json::get_i64(o, "exit") == Some(0)));
         if a.json {
-            let mut o = Object::new();
-            o.insert(
-                "results".into(),
-                Value::Array(results.into_iter().collect()),
-            );
-            println!("{}", output::cli_ok(o));
+            println!("{}", output::cli_results(results));
         } else {
             for r in &results {
                 if let Value::Object(o) = r {
@@ -184,12 +179,7 @@ pub fn ping(a: &Args) -> Result<u8, CliError> {
         let eng = engine(&conf)?;
         let results = ops::ping(&eng, &targets, &pki::random_hex(8)).await;
         if a.json {
-            let mut o = Object::new();
-            o.insert(
-                "results".into(),
-                Value::Array(results.into_iter().collect()),
-            );
-            println!("{}", output::cli_ok(o));
+            println!("{}", output::cli_results(results));
         } else {
             print!("{}", output::ping_table(&results));
         }
