@@ -29,9 +29,10 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_process::{ChildStdin, Command};
-use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWriteExt};
 use rustix::process::{Pid, Signal};
+use smol::future;
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use smol::process::{ChildStdin, Command};
 
 use crate::rt;
 

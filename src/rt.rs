@@ -9,24 +9,22 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use async_executor::Executor;
-use async_io::Timer;
-use futures_lite::FutureExt;
+use smol::future::FutureExt;
+use smol::Executor;
+use smol::Timer;
 
 static EXECUTOR: Executor<'static> = Executor::new();
 
 /// Runs `fut` to completion on the calling thread, driving spawned tasks too.
 pub fn block_on<T>(fut: impl Future<Output = T>) -> T {
-    let driver = EXECUTOR.spawn(async_process::driver());
-    let out = async_io::block_on(EXECUTOR.run(fut));
+    let driver = EXECUTOR.spawn(smol::process::driver());
+    let out = smol::block_on(EXECUTOR.run(fut));
     drop(driver);
     out
 }
 
 /// Spawns a task on the role's executor. Dropping the returned task cancels it.
-pub fn spawn<T: Send + 'static>(
-    fut: impl Future<Output = T> + Send + 'static,
-) -> async_executor::Task<T> {
+pub fn spawn<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> smol::Task<T> {
     EXECUTOR.spawn(fut)
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use async_executor::Task;
+use smol::Task;
 
 use crate::agent::limits::RESULT_TTL;
 use crate::agent::runner::{self, Bounds, Context};
@@ -160,7 +160,7 @@ impl Jobs {
             let done = record(&job_ctx, "done", &started, fields);
             let bytes = json::to_string(&done).into_bytes();
             let target = record_path.clone();
-            let res = blocking::unblock(move || fsx::write_atomic(&target, &bytes, 0o640)).await;
+            let res = smol::unblock(move || fsx::write_atomic(&target, &bytes, 0o640)).await;
             if let Err(e) = res {
                 log::error(
                     "async-store-fail",

@@ -18,10 +18,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
-use async_io::Async;
-use async_lock::Semaphore;
-use futures_lite::{AsyncWriteExt, StreamExt};
 use rustls::ServerConfig;
+use smol::io::AsyncWriteExt;
+use smol::lock::Semaphore;
+use smol::stream::StreamExt;
+use smol::Async;
 
 use crate::agent::limits::SHUTDOWN_GRACE;
 use crate::agent::runner::{self, Bounds, Context};
@@ -236,11 +237,10 @@ async fn run(agent: Arc<Agent>, listener: Async<std::net::TcpListener>) -> Resul
             Conn(std::io::Result<(Async<TcpStream>, std::net::SocketAddr)>),
             Signal(Option<std::io::Result<async_signal::Signal>>),
         }
-        let event =
-            futures_lite::future::or(async { Event::Conn(listener.accept().await) }, async {
-                Event::Signal(signals.next().await)
-            })
-            .await;
+        let event = smol::future::or(async { Event::Conn(listener.accept().await) }, async {
+            Event::Signal(signals.next().await)
+        })
+        .await;
         match event {
             Event::Signal(Some(Ok(async_signal::Signal::Hup))) => agent.reload(),
             Event::Signal(_) => break,

@@ -16,9 +16,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_io::Async;
-use async_lock::Semaphore;
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, StreamExt};
+use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use smol::lock::Semaphore;
+use smol::stream::StreamExt;
+use smol::Async;
 
 use crate::conf::DispatcherConf;
 use crate::control::engine::Engine;
@@ -142,7 +143,7 @@ async fn accept_loop(
             Ok(mut s) => {
                 s.next().await;
             }
-            Err(_) => futures_lite::future::pending::<()>().await,
+            Err(_) => smol::future::pending::<()>().await,
         }
     };
     let accept = async {
@@ -171,7 +172,7 @@ async fn accept_loop(
             }
         }
     };
-    futures_lite::future::or(stop, accept).await;
+    smol::future::or(stop, accept).await;
 }
 
 async fn connection(

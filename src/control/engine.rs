@@ -9,8 +9,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_lock::Semaphore;
 use rustls::ClientConfig;
+use smol::lock::Semaphore;
 
 use crate::conf::DispatcherConf;
 use crate::control::registry::Target;

@@ -15,9 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_io::Async;
-use async_lock::Semaphore;
-use futures_lite::{AsyncBufReadExt, StreamExt};
+use smol::io::AsyncBufReadExt;
+use smol::lock::Semaphore;
+use smol::stream::StreamExt;
+use smol::Async;
 
 use crate::conf::DispatcherConf;
 use crate::control::registry::{self, Registry};
@@ -661,7 +662,7 @@ async fn run_session(
             Ok(mut s) => {
                 s.next().await;
             }
-            Err(_) => futures_lite::future::pending::<()>().await,
+            Err(_) => smol::future::pending::<()>().await,
         }
         End::Stopped
     };
@@ -670,16 +671,16 @@ async fn run_session(
             interactive(&state).await;
             End::Stopped
         } else {
-            futures_lite::future::pending().await
+            smol::future::pending().await
         }
     };
     let timer = async {
         rt::sleep(timeout).await;
         End::TimedOut
     };
-    futures_lite::future::or(
+    smol::future::or(
         accept,
-        futures_lite::future::or(signals, futures_lite::future::or(console, timer)),
+        smol::future::or(signals, smol::future::or(console, timer)),
     )
     .await
 }
@@ -842,8 +843,8 @@ fn queue(
 
 /// The interactive console: a/d/s/list/quit and aN/dN.
 async fn interactive(state: &Session) {
-    let stdin = blocking::Unblock::new(std::io::stdin());
-    let mut lines = futures_lite::io::BufReader::new(stdin).lines();
+    let stdin = smol::Unblock::new(std::io::stdin());
+    let mut lines = smol::io::BufReader::new(stdin).lines();
     let dir = state.conf.pairing_dir();
     show(&dir);
     while let Some(Ok(line)) = lines.next().await {

@@ -10,10 +10,10 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_io::Async;
 use futures_rustls::client::TlsStream;
 use futures_rustls::TlsConnector;
 use rustls::ClientConfig;
+use smol::Async;
 
 use crate::net::http::{Conn, HttpError, Response};
 use crate::net::limits::Limits;
@@ -71,7 +71,7 @@ pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ClientErr
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
     let host = host.to_string();
-    let addrs = blocking::unblock(move || {
+    let addrs = smol::unblock(move || {
         (host.as_str(), port)
             .to_socket_addrs()
             .map(|a| a.collect::<Vec<_>>())

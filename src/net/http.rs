@@ -18,7 +18,7 @@ use std::fmt;
 use std::io;
 use std::time::Instant;
 
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::net::limits::{Limits, READ_CHUNK_BYTES};
 use crate::rt;
@@ -737,8 +737,8 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
-    use async_io::{Async, Timer};
-    use futures_lite::future;
+    use smol::future;
+    use smol::{Async, Timer};
 
     use super::*;
 

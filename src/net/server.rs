@@ -9,10 +9,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_io::Async;
 use futures_rustls::server::TlsStream;
 use futures_rustls::TlsAcceptor;
 use rustls::ServerConfig;
+use smol::Async;
 
 use crate::rt;
 
