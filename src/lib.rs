@@ -22,6 +22,7 @@ pub mod log;
 pub mod net;
 pub mod pki;
 pub mod proc;
+pub mod proto;
 pub mod rt;
 pub mod time;
 

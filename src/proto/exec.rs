@@ -1,0 +1,539 @@
+//! Messages on the host port (7443): `/run`, `/ping`, `/capabilities`,
+//! `/result/<reqid>`, and the host's error bodies (protocol.md 3).
+//!
+//! The controller builds requests with `to_json` and reads replies with
+//! `from_json`; the host does the reverse. Both sides use these types.
+
+use std::collections::BTreeMap;
+
+use miniserde::json::{Object, Value};
+use miniserde::Serialize;
+
+use crate::proto::json::{Builder, FieldError, Fields};
+
+/// `POST /run`: run one allowlisted script, sync or detached.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunRequest {
+    /// The allowlist name, as sent; validated by the host (an invalid name
+    /// is "not permitted", not a bad request).
+    pub script: String,
+    /// Arguments, passed to exec as they are.
+    pub args: Vec<String>,
+    /// The controller's request id, echoed in the reply.
+    pub reqid: String,
+    /// Advisory identity.
+    pub username: String,
+    /// Advisory token, for hooks and scripts.
+    pub token: String,
+    /// `async`: start detached and answer 202.
+    pub detach: bool,
+}
+
+impl RunRequest {
+    /// Reads a request body. Every field is optional, as in the original;
+    /// a field of the wrong type is an error naming it. `async` takes JSON
+    /// booleans and the numbers 1/0 (what the original's clients send);
+    /// the strings and containers that Perl truthiness would also take are
+    /// refused, so `"async":"false"` cannot start a detached run.
+    pub fn from_json(o: &Object) -> Result<RunRequest, FieldError> {
+        let f = Fields(o);
+        Ok(RunRequest {
+            script: f.string("script")?,
+            args: f.strings("args")?.unwrap_or_default(),
+            reqid: f.string("reqid")?,
+            username: f.string("username")?,
+            token: f.string("token")?,
+            detach: f.flag("async")?.unwrap_or(false),
+        })
+    }
+
+    /// The body as sent; `async` only when true, as the original sends it.
+    pub fn to_json(&self) -> Value {
+        let b = Builder::new()
+            .str("script", &self.script)
+            .strings("args", &self.args)
+            .str("reqid", &self.reqid)
+            .str("username", &self.username)
+            .str("token", &self.token);
+        if self.detach {
+            b.bool("async", true).build()
+        } else {
+            b.build()
+        }
+    }
+}
+
+/// What one script run produced, in the reply's terms. Shared by the sync
+/// reply, the job record and the controller's per-host results.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// 0-255 exit status; 126 killed by a signal; 127 could not exec; -1
+    /// host-side failure or refusal.
+    pub exit: i64,
+    /// Captured stdout (lossy UTF-8), at most the host's cap.
+    pub stdout: String,
+    /// Captured stderr (lossy UTF-8), at most the host's cap.
+    pub stderr: String,
+    /// Stdout went past the cap (additive field).
+    pub stdout_truncated: bool,
+    /// Stderr went past the cap (additive field).
+    pub stderr_truncated: bool,
+    /// The signal that ended the script (additive field).
+    pub signal: Option<i64>,
+    /// Why the run failed on the host side, if it did.
+    pub error: Option<String>,
+    /// The run deadline killed the script (additive field).
+    pub timed_out: bool,
+}
+
+impl Output {
+    /// Adds the output fields to an object being built. `stdout_truncated`
+    /// and `stderr_truncated` are always written (readers of this
+    /// implementation rely on them); `signal`, `error`, `timed_out` only
+    /// when they apply.
+    pub fn write(&self, b: Builder) -> Builder {
+        b.int("exit", self.exit)
+            .str("stdout", &self.stdout)
+            .str("stderr", &self.stderr)
+            .bool("stdout_truncated", self.stdout_truncated)
+            .bool("stderr_truncated", self.stderr_truncated)
+            .opt_int("signal", self.signal)
+            .opt_str("error", self.error.as_deref())
+            .flag("timed_out", self.timed_out)
+    }
+
+    /// Reads the output fields; a missing `exit` reads as -1 (a refusal
+    /// from an host that sent only an error).
+    pub fn read(f: Fields<'_>) -> Result<Output, FieldError> {
+        Ok(Output {
+            exit: f.int("exit")?.unwrap_or(-1),
+            stdout: f.string("stdout")?,
+            stderr: f.string("stderr")?,
+            stdout_truncated: f.flag("stdout_truncated")?.unwrap_or(false),
+            stderr_truncated: f.flag("stderr_truncated")?.unwrap_or(false),
+            signal: f.int("signal")?,
+            error: f.str("error")?.map(str::to_string),
+            timed_out: f.flag("timed_out")?.unwrap_or(false),
+        })
+    }
+
+    /// A failure before or instead of running: exit -1 with a reason.
+    pub fn failed(error: impl Into<String>) -> Output {
+        Output {
+            exit: -1,
+            error: Some(error.into()),
+            ..Output::default()
+        }
+    }
+}
+
+/// The host's answer to `POST /run`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunReply {
+    /// The script ran (sync): 200 with its output.
+    Ran {
+        /// The script name as requested.
+        script: String,
+        /// The request id as sent.
+        reqid: String,
+        /// What it produced.
+        output: Output,
+    },
+    /// Refused before running: 200 `{script, exit:-1, error, reqid}`
+    /// (protocol.md 3.1, steps 3-6).
+    Refused {
+        /// The script name as requested.
+        script: String,
+        /// The request id as sent.
+        reqid: String,
+        /// Why.
+        error: String,
+    },
+    /// The body could not be read: 200 `{"exit":-1,"error":"invalid JSON"}`
+    /// with no script or reqid, as the original answers.
+    InvalidJson,
+    /// A field of the wrong type: 400 `{exit:-1, error, script?, reqid?}`.
+    BadField(FieldError),
+    /// Detached run started: 202 `{script, status:"accepted", reqid}`.
+    Accepted {
+        /// The script name.
+        script: String,
+        /// The request id.
+        reqid: String,
+    },
+    /// The same script is already running detached: 409.
+    Busy {
+        /// The script name.
+        script: String,
+        /// The request id.
+        reqid: String,
+    },
+}
+
+impl RunReply {
+    /// The HTTP status the reply is sent with.
+    pub fn status(&self) -> u16 {
+        match self {
+            RunReply::Ran { .. } | RunReply::Refused { .. } | RunReply::InvalidJson => 200,
+            RunReply::BadField(_) => 400,
+            RunReply::Accepted { .. } => 202,
+            RunReply::Busy { .. } => 409,
+        }
+    }
+
+    /// The reply body.
+    pub fn to_json(&self) -> Value {
+        match self {
+            RunReply::Ran {
+                script,
+                reqid,
+                output,
+            } => output
+                .write(Builder::new())
+                .str("script", script)
+                .str("reqid", reqid)
+                .build(),
+            RunReply::Refused {
+                script,
+                reqid,
+                error,
+            } => Builder::new()
+                .str("script", script)
+                .int("exit", -1)
+                .str("error", error)
+                .str("reqid", reqid)
+                .build(),
+            RunReply::InvalidJson => Builder::new()
+                .int("exit", -1)
+                .str("error", "invalid JSON")
+                .build(),
+            RunReply::BadField(e) => Builder::new()
+                .int("exit", -1)
+                .str("error", e.to_string())
+                .str("field", e.field)
+                .build(),
+            RunReply::Accepted { script, reqid } => Builder::new()
+                .str("script", script)
+                .str("status", "accepted")
+                .str("reqid", reqid)
+                .build(),
+            RunReply::Busy { script, reqid } => Builder::new()
+                .str("script", script)
+                .str("status", "busy")
+                .str("reqid", reqid)
+                .str("error", "script already running")
+                .build(),
+        }
+    }
+}
+
+/// `POST /ping` body: `{"reqid":"…"}`, optional.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PingRequest {
+    /// Echoed in the reply.
+    pub reqid: String,
+}
+
+impl PingRequest {
+    /// Reads a ping body; the original treats an unreadable body as `{}`,
+    /// so only a present `reqid` of the wrong type is an error.
+    pub fn from_json(o: &Object) -> Result<PingRequest, FieldError> {
+        Ok(PingRequest {
+            reqid: Fields(o).string("reqid")?,
+        })
+    }
+
+    /// The body as sent.
+    pub fn to_json(&self) -> Value {
+        Builder::new().str("reqid", &self.reqid).build()
+    }
+}
+
+/// The host's answer to `/ping`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PingReply {
+    /// Always `ok`.
+    pub status: String,
+    /// The host's own host name.
+    pub host: String,
+    /// The host's version.
+    pub version: String,
+    /// Its certificate's notAfter in OpenSSL text form, or `unknown`.
+    pub expiry: String,
+    /// Whether a renewed certificate is staged.
+    pub staged: bool,
+    /// The request id as sent.
+    pub reqid: String,
+}
+
+impl PingReply {
+    /// The reply body.
+    pub fn to_json(&self) -> Value {
+        to_value(self)
+    }
+
+    /// Reads a reply; fields a Perl host may leave out default to empty.
+    pub fn from_json(o: &Object) -> Result<PingReply, FieldError> {
+        let f = Fields(o);
+        Ok(PingReply {
+            status: f.string("status")?,
+            host: f.string("host")?,
+            version: f.string("version")?,
+            expiry: f.string("expiry")?,
+            staged: f.flag("staged")?.unwrap_or(false),
+            reqid: f.string("reqid")?,
+        })
+    }
+}
+
+/// One allowlisted script as `/capabilities` describes it.
+#[derive(Debug, Clone, Default)]
+pub struct ScriptInfo {
+    /// Allowlist name.
+    pub name: String,
+    /// Path on the host.
+    pub path: String,
+    /// Whether the host user may execute it.
+    pub executable: bool,
+    /// Profile named in scripts.conf (`default` when none).
+    pub profile: String,
+    /// The schema sidecar, transported and never interpreted.
+    pub schema: Option<Value>,
+    /// The sidecar's version.
+    pub schema_version: Option<String>,
+}
+
+impl ScriptInfo {
+    fn to_json(&self) -> Value {
+        let b = Builder::new()
+            .str("name", &self.name)
+            .str("path", &self.path)
+            .bool("executable", self.executable)
+            .str("profile", &self.profile)
+            .opt_str("schema_version", self.schema_version.as_deref());
+        match &self.schema {
+            Some(s) => b.value("schema", s.clone()).build(),
+            None => b.build(),
+        }
+    }
+
+    fn from_json(v: &Value) -> Result<ScriptInfo, FieldError> {
+        let Value::Object(o) = v else {
+            return Err(FieldError {
+                field: "scripts",
+                expected: "an array of objects",
+            });
+        };
+        let f = Fields(o);
+        Ok(ScriptInfo {
+            name: f.string("name")?,
+            path: f.string("path")?,
+            executable: f.flag("executable")?.unwrap_or(false),
+            profile: f.str("profile")?.unwrap_or("default").to_string(),
+            schema: f.raw("schema").cloned(),
+            schema_version: f.str("schema_version")?.map(str::to_string),
+        })
+    }
+}
+
+/// The host's answer to `GET /capabilities`.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    /// The host's own host name.
+    pub host: String,
+    /// The host's version.
+    pub version: String,
+    /// The allowlist, sorted by name.
+    pub scripts: Vec<ScriptInfo>,
+    /// The host's `[tags]`.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Capabilities {
+    /// The reply body (`status:"ok"` included).
+    pub fn to_json(&self) -> Value {
+        Builder::new()
+            .str("status", "ok")
+            .str("host", &self.host)
+            .str("version", &self.version)
+            .value(
+                "scripts",
+                Value::Array(self.scripts.iter().map(ScriptInfo::to_json).collect()),
+            )
+            .value("tags", tags_value(&self.tags))
+            .build()
+    }
+
+    /// Reads a reply. Tag values that are not strings are dropped, as the
+    /// registry keeps only string tags.
+    pub fn from_json(o: &Object) -> Result<Capabilities, FieldError> {
+        let f = Fields(o);
+        let scripts = match f.raw("scripts") {
+            None => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(ScriptInfo::from_json)
+                .collect::<Result<_, _>>()?,
+            Some(_) => {
+                return Err(FieldError {
+                    field: "scripts",
+                    expected: "an array of objects",
+                })
+            }
+        };
+        Ok(Capabilities {
+            host: f.string("host")?,
+            version: f.string("version")?,
+            scripts,
+            tags: f.object("tags")?.map(string_map).unwrap_or_default(),
+        })
+    }
+}
+
+/// State of a detached job in the host's store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Still running.
+    Running,
+    /// Finished (or closed as lost).
+    Done,
+}
+
+/// A detached job's record: `<async_runs_dir>/<dispatcher_id>/<reqid>.json`
+/// on the host, and the body of `GET /result/<reqid>` (protocol.md 3.4).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The request id.
+    pub reqid: String,
+    /// Running or done.
+    pub state: JobState,
+    /// The script name.
+    pub script: String,
+    /// The controller id that started it.
+    pub owner: String,
+    /// Start time, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub started: String,
+    /// End time, once done.
+    pub finished: Option<String>,
+    /// What the run produced, once done.
+    pub output: Option<Output>,
+    /// Closed because the host stopped before the script finished.
+    pub lost: bool,
+}
+
+impl JobRecord {
+    /// The record as stored and sent.
+    pub fn to_json(&self) -> Value {
+        let b = Builder::new()
+            .str("reqid", &self.reqid)
+            .str(
+                "status",
+                match self.state {
+                    JobState::Running => "running",
+                    JobState::Done => "done",
+                },
+            )
+            .str("script", &self.script)
+            .str("owner", &self.owner)
+            .str("started", &self.started)
+            .opt_str("finished", self.finished.as_deref())
+            .flag("lost", self.lost);
+        match &self.output {
+            Some(out) => out.write(b).build(),
+            None => b.build(),
+        }
+    }
+
+    /// Reads a record (ours or the original's).
+    pub fn from_json(o: &Object) -> Result<JobRecord, FieldError> {
+        let f = Fields(o);
+        let state = match f.str("status")? {
+            Some("running") => JobState::Running,
+            Some("done") => JobState::Done,
+            _ => {
+                return Err(FieldError {
+                    field: "status",
+                    expected: "\"running\" or \"done\"",
+                })
+            }
+        };
+        Ok(JobRecord {
+            reqid: f.string("reqid")?,
+            state,
+            script: f.string("script")?,
+            owner: f.string("owner")?,
+            started: f.string("started")?,
+            finished: f.str("finished")?.map(str::to_string),
+            output: match state {
+                JobState::Done => Some(Output::read(f)?),
+                JobState::Running => None,
+            },
+            lost: f.flag("lost")?.unwrap_or(false),
+        })
+    }
+}
+
+/// The host's error bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentError {
+    /// The peer's serial is not a trusted controller's:
+    /// 403 `{"error":"serial mismatch","status":"forbidden"}`.
+    SerialMismatch,
+    /// A plain `{"error":…}` with the given status.
+    Plain(u16, String),
+    /// `GET /result/<reqid>` for a job the caller does not own or that does
+    /// not exist: 404 `{"status":"unknown","reqid":…}`.
+    UnknownJob(String),
+}
+
+impl AgentError {
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            AgentError::SerialMismatch => 403,
+            AgentError::Plain(status, _) => *status,
+            AgentError::UnknownJob(_) => 404,
+        }
+    }
+
+    /// The body.
+    pub fn to_json(&self) -> Value {
+        match self {
+            AgentError::SerialMismatch => Builder::new()
+                .str("error", "serial mismatch")
+                .str("status", "forbidden")
+                .build(),
+            AgentError::Plain(_, msg) => Builder::new().str("error", msg).build(),
+            AgentError::UnknownJob(reqid) => Builder::new()
+                .str("status", "unknown")
+                .str("reqid", reqid)
+                .build(),
+        }
+    }
+}
+
+/// Tags as a JSON object of strings.
+pub fn tags_value(tags: &BTreeMap<String, String>) -> Value {
+    Value::Object(
+        tags.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+/// The string-valued entries of an object.
+pub fn string_map(o: &Object) -> BTreeMap<String, String> {
+    o.iter()
+        .filter_map(|(k, v)| match v {
+            Value::String(s) => Some((k.clone(), s.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A derived `Serialize` as a dynamic value.
+pub(crate) fn to_value<T: Serialize>(v: &T) -> Value {
+    // Invariant: miniserde writes valid JSON of shallow derived structs, so
+    // reading it back cannot fail; `Null` is unreachable.
+    miniserde::json::from_str(&miniserde::json::to_string(v)).unwrap_or(Value::Null)
+}
