@@ -34,13 +34,7 @@ pub struct Hook {
 }
 
 /// Who submitted the original request (API `/status` lookups).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Submitter {
-    /// The submitting user.
-    pub username: String,
-    /// The submitting peer's address.
-    pub source_ip: String,
-}
+pub use crate::proto::Submitter;
 
 /// What is being authorised. Fields that do not apply are empty strings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,12 +1,15 @@
-//! The multicall entry point: picks a role from argv[0] or the first argument.
+//! The multicall entry point: picks a role from argv[0] or the first
+//! argument, runs it, and is the one place a role's error is printed.
 
 use std::process::ExitCode;
 
+use ctrl_exec::exit::{self, Outcome};
 use ctrl_exec::{agent, api, dispatcher};
 
-type Entry = fn(Vec<String>) -> ExitCode;
+type Entry = fn(Vec<String>) -> Outcome;
 
-/// The applet table: (names, entry point). The first name is the canonical one.
+/// The applet table: (names, entry point). The first name is the
+/// canonical one; the last is the short name used in error messages.
 const ROLES: &[(&[&str], Entry)] = &[
     (&["ctrl-exec-dispatcher", "ced"], dispatcher::main),
     (&["ctrl-exec-agent", "cea"], agent::main),
@@ -24,7 +27,8 @@ fn main() -> ExitCode {
         // The multicall name (or any unknown link name): the role is the first argument.
         match rest.first().map(String::as_str) {
             Some("--version") => {
-                println!("{MULTICALL} {}", ctrl_exec::VERSION);
+                // A closed stdout is no failure of `--version`.
+                let _ = ctrl_exec::outln!("{MULTICALL} {}", ctrl_exec::VERSION);
                 return ExitCode::SUCCESS;
             }
             Some(first) if lookup(first).is_some() => name = rest.remove(0),
@@ -33,19 +37,41 @@ fn main() -> ExitCode {
                     "usage: {MULTICALL} <role> [args...]\nroles: {}",
                     role_names()
                 );
-                return ExitCode::from(if rest.is_empty() { 2 } else { 0 });
+                return ExitCode::from(if rest.is_empty() {
+                    exit::USAGE
+                } else {
+                    exit::SUCCESS
+                });
             }
             _ => {}
         }
     }
     match lookup(&name) {
-        Some(entry) => entry(rest),
+        Some((short, entry)) => finish(short, entry(rest)),
         None => {
+            let what = match rest.first() {
+                Some(first) if name == MULTICALL => first.clone(),
+                _ => name,
+            };
             eprintln!(
-                "{MULTICALL}: unknown role '{name}' (roles: {})",
+                "{MULTICALL}: unknown role '{what}' (roles: {})",
                 role_names()
             );
-            ExitCode::from(127)
+            ExitCode::from(exit::UNKNOWN_ROLE)
+        }
+    }
+}
+
+/// Prints a role's error once, as `<role>: <message>`, and exits with its
+/// code; a closed stdout ends quietly.
+fn finish(role: &str, outcome: Outcome) -> ExitCode {
+    match outcome {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if !e.quiet() {
+                eprintln!("{role}: {e}");
+            }
+            ExitCode::from(e.exit_code())
         }
     }
 }
@@ -55,11 +81,11 @@ fn basename(argv0: &str) -> String {
     base.strip_prefix('-').unwrap_or(base).to_string()
 }
 
-fn lookup(name: &str) -> Option<Entry> {
+fn lookup(name: &str) -> Option<(&'static str, Entry)> {
     ROLES
         .iter()
         .find(|(names, _)| names.contains(&name))
-        .map(|(_, entry)| *entry)
+        .map(|(names, entry)| (*names.last().unwrap_or(&MULTICALL), *entry))
 }
 
 fn role_names() -> String {

@@ -32,7 +32,3 @@ pub const RESULT_TTL: Duration = Duration::from_secs(86_400);
 
 /// How long SIGTERM waits for requests in flight before exiting.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// The exit code of configuration errors (EX_CONFIG), which service managers
-/// are told not to restart on.
-pub const EXIT_CONFIG: u8 = 78;

@@ -2,7 +2,7 @@
 //!
 //! Modes: `serve` (the mTLS listener), `request-pairing`, `pairing-status`,
 //! `self-check`, `self-ping`, and the service helpers `paired` and
-//! `cert-staged`. Arguments are parsed into [`Args`] without I/O; the mode
+//! `cert-staged`. Arguments are parsed into `Args` without I/O; the mode
 //! then loads agent.conf and does its work, returning an [`AgentError`] that
 //! `main` prints once.
 
@@ -16,15 +16,13 @@ mod trust;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use crate::conf::{self, AgentConf};
+use crate::exit::{self, Failure, Outcome};
 use crate::json;
 use crate::net::{client, http::Conn, limits::Limits, tls};
 use crate::{log, pki, rt, time, VERSION};
-
-pub use limits::EXIT_CONFIG;
 
 const DEFAULT_CONFIG: &str = "/etc/ctrl-exec-agent/agent.conf";
 const DEFAULT_ALLOWLIST: &str = "/etc/ctrl-exec-agent/scripts.conf";
@@ -62,17 +60,36 @@ pub enum AgentError {
     PairDenied(String),
     /// Anything else (exit 1).
     Failed(String),
+    /// Stdout could not be written.
+    Output(std::io::Error),
+}
+
+impl From<std::io::Error> for AgentError {
+    fn from(e: std::io::Error) -> AgentError {
+        AgentError::Output(e)
+    }
+}
+
+impl Failure for AgentError {
+    fn exit_code(&self) -> u8 {
+        self.code()
+    }
+
+    fn quiet(&self) -> bool {
+        matches!(self, AgentError::Output(e) if exit::is_closed_output(e))
+    }
 }
 
 impl AgentError {
     /// The process exit code for this error.
     pub fn code(&self) -> u8 {
         match self {
-            AgentError::Usage(_) => 2,
-            AgentError::Config(_) | AgentError::NotPaired(_) => EXIT_CONFIG,
-            AgentError::PairTimeout(_) => 2,
-            AgentError::PairDenied(_) => 3,
-            AgentError::Failed(_) => 1,
+            AgentError::Usage(_) => exit::USAGE,
+            AgentError::Config(_) | AgentError::NotPaired(_) => exit::CONFIG,
+            AgentError::PairTimeout(_) => exit::PAIRING_TIMED_OUT,
+            AgentError::PairDenied(_) => exit::PAIRING_DENIED,
+            AgentError::Output(e) if exit::is_closed_output(e) => exit::SUCCESS,
+            AgentError::Failed(_) | AgentError::Output(_) => exit::FAILURE,
         }
     }
 }
@@ -84,6 +101,7 @@ impl fmt::Display for AgentError {
                 write!(f, "{m}")
             }
             AgentError::Config(m) => write!(f, "cannot start - configuration error: {m}"),
+            AgentError::Output(e) => write!(f, "cannot write output: {e}"),
             AgentError::NotPaired(path) => write!(
                 f,
                 "cannot start - this agent has not been paired yet (missing {path}); run: ctrl-exec-agent request-pairing --dispatcher <dispatcher-host>"
@@ -108,33 +126,27 @@ struct Args {
 }
 
 /// Entry point of the agent role.
-pub fn main(args: Vec<String>) -> ExitCode {
-    let mut pargs = pico_args::Arguments::from_vec(args.into_iter().map(Into::into).collect());
-    if pargs.contains(["-h", "--help"]) {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if pargs.contains("--version") {
-        println!("ctrl-exec-agent {VERSION}");
-        return ExitCode::SUCCESS;
-    }
-    let parsed = match parse_args(pargs) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => return fail(&e),
-    };
-    match run_mode(parsed) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => fail(&e),
-    }
+pub fn main(args: Vec<String>) -> Outcome {
+    entry(args).map_err(|e| Box::new(e) as Box<dyn Failure>)
 }
 
-fn fail(e: &AgentError) -> ExitCode {
-    eprintln!("ctrl-exec-agent: {e}");
-    ExitCode::from(e.code())
+fn entry(args: Vec<String>) -> Result<u8, AgentError> {
+    let mut pargs = pico_args::Arguments::from_vec(args.into_iter().map(Into::into).collect());
+    if pargs.contains(["-h", "--help"]) {
+        crate::out!("{USAGE}")?;
+        return Ok(exit::SUCCESS);
+    }
+    if pargs.contains("--version") {
+        crate::outln!("ctrl-exec-agent {VERSION}")?;
+        return Ok(exit::SUCCESS);
+    }
+    match parse_args(pargs)? {
+        Some(a) => run_mode(a),
+        None => {
+            crate::out!("{USAGE}")?;
+            Ok(exit::SUCCESS)
+        }
+    }
 }
 
 fn parse_args(mut p: pico_args::Arguments) -> Result<Option<Args>, AgentError> {
@@ -199,11 +211,11 @@ fn run_mode(a: Args) -> Result<u8, AgentError> {
                 .map_err(|e| AgentError::Failed(format!("Config error: {e}")))?;
             match paired_expiry(&conf) {
                 Ok(expiry) => {
-                    println!("Paired. Certificate expires: {expiry}");
+                    crate::outln!("Paired. Certificate expires: {expiry}")?;
                     Ok(0)
                 }
                 Err(reason) => {
-                    println!("Not paired. Reason: {reason}");
+                    crate::outln!("Not paired. Reason: {reason}")?;
                     Ok(1)
                 }
             }
@@ -319,7 +331,7 @@ fn spawn_background(a: &Args) -> Result<u8, AgentError> {
             .map_err(|e| AgentError::Failed(e.to_string()))?;
         return Ok(status.code().unwrap_or(1).clamp(1, 255) as u8);
     }
-    println!("{reqid}");
+    crate::outln!("{reqid}")?;
     Ok(0)
 }
 
@@ -337,29 +349,29 @@ fn paired_expiry(conf: &AgentConf) -> Result<String, String> {
 }
 
 fn self_check(a: &Args) -> Result<u8, AgentError> {
-    println!("Checking config...");
+    crate::outln!("Checking config...")?;
     let conf = match AgentConf::load(&a.config) {
         Ok(c) => c,
         Err(e) => {
-            println!("  Config error: {e}");
+            crate::outln!("  Config error: {e}")?;
             return Ok(1);
         }
     };
-    println!("  Config OK (port {})", conf.port);
+    crate::outln!("  Config OK (port {})", conf.port)?;
     let allowlist = match conf::load_allowlist(&a.allowlist, &conf.script_dirs) {
         Ok(l) => l,
         Err(e) => {
-            println!("  Allowlist error: {e}");
+            crate::outln!("  Allowlist error: {e}")?;
             return Ok(1);
         }
     };
-    println!("  Allowlist OK ({} scripts)", allowlist.scripts.len());
+    crate::outln!("  Allowlist OK ({} scripts)", allowlist.scripts.len())?;
     for w in &allowlist.warnings {
-        println!("  Allowlist warning: {w}");
+        crate::outln!("  Allowlist warning: {w}")?;
     }
     match paired_expiry(&conf) {
-        Ok(expiry) => println!("  Certs OK (expires {expiry})"),
-        Err(reason) => println!("  Certs: NOT paired - {reason}"),
+        Ok(expiry) => crate::outln!("  Certs OK (expires {expiry})")?,
+        Err(reason) => crate::outln!("  Certs: NOT paired - {reason}")?,
     }
     let mut undefined = Vec::new();
     for s in allowlist.scripts.values() {
@@ -368,40 +380,40 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
         } else {
             "NOT EXECUTABLE"
         };
-        println!(
+        crate::outln!(
             "  Script '{}': {}  (profile: {}) [{state}]",
             s.name,
             s.path.display(),
             s.profile
-        );
+        )?;
         if s.profile != "default" && !conf.profiles.contains_key(&s.profile) {
             undefined.push(format!("{} -> {}", s.name, s.profile));
         }
     }
     if !undefined.is_empty() {
-        println!(
+        crate::outln!(
             "  Profile error: undefined profile(s) referenced: {}",
             undefined.join(", ")
-        );
+        )?;
     }
-    println!("Self-check complete.");
+    crate::outln!("Self-check complete.")?;
     Ok(0)
 }
 
 fn self_ping(a: &Args) -> Result<u8, AgentError> {
-    println!("Checking config...");
+    crate::outln!("Checking config...")?;
     let conf =
         load_conf(&a.config).map_err(|e| AgentError::Failed(format!("Config error: {e}")))?;
-    println!("  Config OK (port {})", conf.port);
+    crate::outln!("  Config OK (port {})", conf.port)?;
     let expiry = match paired_expiry(&conf) {
         Ok(e) => e,
         Err(reason) => {
-            println!("  Paired: no - {reason}");
-            println!("  Cannot self-ping: agent not paired.");
+            crate::outln!("  Paired: no - {reason}")?;
+            crate::outln!("  Cannot self-ping: agent not paired.")?;
             return Ok(1);
         }
     };
-    println!("  Paired: yes (cert expires {expiry})");
+    crate::outln!("  Paired: yes (cert expires {expiry})")?;
     let (cert, key, ca) = serve::read_material(&conf)?;
     let identity =
         tls::Identity::from_pem(&cert, &key).map_err(|e| AgentError::Failed(e.to_string()))?;
@@ -413,7 +425,7 @@ fn self_ping(a: &Args) -> Result<u8, AgentError> {
     } else {
         conf.bind.clone()
     };
-    println!("Connecting to {host}:{}...", conf.port);
+    crate::outln!("Connecting to {host}:{}...", conf.port)?;
     let deadline = Instant::now() + limits::SELF_PING_TIMEOUT;
     let outcome = rt::block_on(async {
         let tcp = client::connect_tcp(&host, conf.port, deadline).await;
@@ -424,11 +436,11 @@ fn self_ping(a: &Args) -> Result<u8, AgentError> {
             ));
         }
         drop(tcp);
-        println!("  Port {}: listening", conf.port);
+        crate::outln!("  Port {}: listening", conf.port).map_err(|e| e.to_string())?;
         let stream = client::connect_tls(&host, conf.port, config, deadline)
             .await
             .map_err(|e| format!("  mTLS handshake failed: {e}"))?;
-        println!("  mTLS handshake: OK");
+        crate::outln!("  mTLS handshake: OK").map_err(|e| e.to_string())?;
         let body = json::to_string(&json::object([("reqid", json::str(pki::random_hex(8)))]));
         let mut conn = Conn::new(stream);
         conn.write_request("POST", "/ping", &host, Some(body.as_bytes()), deadline)
@@ -440,23 +452,23 @@ fn self_ping(a: &Args) -> Result<u8, AgentError> {
     });
     match outcome {
         Err(msg) => {
-            println!("{msg}");
+            crate::outln!("{msg}")?;
             Ok(1)
         }
         Ok(resp) => {
             let text = String::from_utf8_lossy(&resp.body).into_owned();
             let code = if resp.status == 403 && text.contains("serial mismatch") {
-                println!("  Ping response: 403 serial mismatch (expected - agent is running and enforcing policy)");
+                crate::outln!("  Ping response: 403 serial mismatch (expected - agent is running and enforcing policy)")?;
                 0
             } else if resp.status == 200 && text.contains("\"status\":\"ok\"") {
-                println!("  Ping response: OK");
+                crate::outln!("  Ping response: OK")?;
                 0
             } else {
-                println!("  Ping response: unexpected - {text}");
+                crate::outln!("  Ping response: unexpected - {text}")?;
                 1
             };
             if code == 0 {
-                println!("Self-ping complete.");
+                crate::outln!("Self-ping complete.")?;
             }
             Ok(code)
         }

@@ -62,14 +62,14 @@ pub fn request_pairing(conf: &AgentConf, req: &Request) -> Result<(), AgentError
     let code = pki::pairing_code(csr_pem.as_bytes());
     let nonce = pki::random_hex(16);
     if !req.background {
-        println!("Generating key and CSR for '{}'...", conf.hostname);
-        println!("Pairing code: {code}");
-        println!("  Verify this code matches the ctrl-exec display before approving.");
-        println!();
-        println!(
+        crate::outln!("Generating key and CSR for '{}'...", conf.hostname)?;
+        crate::outln!("Pairing code: {code}")?;
+        crate::outln!("  Verify this code matches the ctrl-exec display before approving.")?;
+        crate::outln!()?;
+        crate::outln!(
             "Connecting to ctrl-exec at {} for pairing...",
             req.dispatcher
-        );
+        )?;
     }
     let verifier = Arc::new(PairingVerifier::new(req.ca_fingerprint.clone()));
     let approved = crate::rt::block_on(exchange(conf, req, &csr_pem, &nonce, verifier.clone()))?;
@@ -82,12 +82,12 @@ pub fn request_pairing(conf: &AgentConf, req: &Request) -> Result<(), AgentError
         &verifier.presented_chain(),
     )?;
     if !req.background {
-        println!("Pairing complete. Certificates stored.");
-        println!("Start the agent with:  ctrl-exec-agent serve   (or: sudo systemctl enable --now ctrl-exec-agent)");
-        println!(
+        crate::outln!("Pairing complete. Certificates stored.")?;
+        crate::outln!("Start the agent with:  ctrl-exec-agent serve   (or: sudo systemctl enable --now ctrl-exec-agent)")?;
+        crate::outln!(
             "If it is already running, restart it (or send SIGHUP) to load the new certificate."
-        );
-        println!("Then verify with: ctrl-exec-agent self-ping");
+        )?;
+        crate::outln!("Then verify with: ctrl-exec-agent self-ping")?;
     }
     Ok(())
 }
@@ -163,10 +163,10 @@ async fn exchange(
     }
     let pair_reqid = json::get_str(&ack, "reqid").unwrap_or("").to_string();
     if req.background {
-        println!("{pair_reqid}");
+        crate::outln!("{pair_reqid}")?;
         let _ = std::io::stdout().flush();
     } else {
-        println!("Request {pair_reqid} queued; waiting for the operator to approve it...");
+        crate::outln!("Request {pair_reqid} queued; waiting for the operator to approve it...")?;
     }
     let final_msg = match conn.read_response(&limits, Instant::now() + req.wait).await {
         Ok(r) => r,

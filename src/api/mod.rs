@@ -10,9 +10,9 @@
 mod openapi;
 mod routes;
 
+use std::fmt;
 use std::net::{IpAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,14 +21,18 @@ use smol::lock::Semaphore;
 use smol::stream::StreamExt;
 use smol::Async;
 
-use crate::conf::DispatcherConf;
-use crate::control::engine::Engine;
-use crate::json::{self, Value};
+use crate::conf::{ConfError, DispatcherConf};
+use crate::control::dispatch::Dispatch;
+use crate::control::engine::EngineError;
+use crate::exit::{self, Failure, Outcome};
 use crate::net::http::{Conn, HttpError};
 use crate::net::limits::Limits;
 use crate::net::server;
 use crate::net::tls::{self, Identity};
-use crate::{log, rt, VERSION};
+use crate::proto::json;
+use crate::proto::ErrorBody;
+use crate::{log, out, outln, rt, VERSION};
+use miniserde::json::Value;
 
 const DEFAULT_CONFIG: &str = "/etc/ctrl-exec/ctrl-exec.conf";
 
@@ -40,50 +44,92 @@ const USAGE: &str = "Usage: ctrl-exec-api [--config <path>] [--version]\n";
 
 /// Shared state of the API server.
 pub struct Api {
-    /// ctrl-exec.conf.
-    pub conf: DispatcherConf,
-    /// The client side, for talking to agents.
-    pub engine: Arc<Engine>,
+    /// The one dispatch path (config, registry, engine, run store, locks).
+    pub dispatch: Dispatch,
     /// Request bounds.
     pub limits: Limits,
 }
 
-/// Entry point of the API role.
-pub fn main(args: Vec<String>) -> ExitCode {
-    let mut p = pico_args::Arguments::from_vec(args.into_iter().map(Into::into).collect());
-    if p.contains(["-h", "--help"]) {
-        print!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if p.contains("--version") {
-        println!("ctrl-exec-api {VERSION}");
-        return ExitCode::SUCCESS;
-    }
-    let config: PathBuf = match p.opt_value_from_str("--config") {
-        Ok(c) => c.unwrap_or_else(|| DEFAULT_CONFIG.into()),
-        Err(e) => {
-            eprintln!("ctrl-exec-api: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Some(extra) = p.finish().first() {
-        eprintln!(
-            "ctrl-exec-api: unexpected argument '{}'\n{USAGE}",
-            extra.to_string_lossy()
-        );
-        return ExitCode::from(2);
-    }
-    match serve(&config) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("ctrl-exec-api: {e}");
-            ExitCode::from(1)
+/// Errors of the API role, each knowing its exit code.
+#[derive(Debug)]
+pub enum ApiError {
+    /// Bad invocation.
+    Usage(String),
+    /// ctrl-exec.conf is unusable.
+    Config(ConfError),
+    /// The dispatcher's identity could not be loaded.
+    Engine(EngineError),
+    /// The API's own TLS certificate or key is unusable.
+    Tls(String),
+    /// The listener could not be bound.
+    Listen(String),
+    /// Stdout could not be written.
+    Output(std::io::Error),
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Usage(m) => write!(f, "{m}\n{USAGE}"),
+            ApiError::Config(e) => write!(f, "{e}"),
+            ApiError::Engine(e) => write!(f, "{e}"),
+            ApiError::Tls(m) | ApiError::Listen(m) => write!(f, "{m}"),
+            ApiError::Output(e) => write!(f, "cannot write output: {e}"),
         }
     }
 }
 
-fn serve(config: &std::path::Path) -> Result<(), String> {
-    let conf = DispatcherConf::load(config).map_err(|e| e.to_string())?;
+impl From<std::io::Error> for ApiError {
+    fn from(e: std::io::Error) -> ApiError {
+        ApiError::Output(e)
+    }
+}
+
+impl Failure for ApiError {
+    fn exit_code(&self) -> u8 {
+        match self {
+            ApiError::Usage(_) => exit::USAGE,
+            ApiError::Output(e) if exit::is_closed_output(e) => exit::SUCCESS,
+            _ => exit::FAILURE,
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        matches!(self, ApiError::Output(e) if exit::is_closed_output(e))
+    }
+}
+
+/// Entry point of the API role.
+pub fn main(args: Vec<String>) -> Outcome {
+    entry(args).map_err(|e| Box::new(e) as Box<dyn Failure>)
+}
+
+fn entry(args: Vec<String>) -> Result<u8, ApiError> {
+    let mut p = pico_args::Arguments::from_vec(args.into_iter().map(Into::into).collect());
+    if p.contains(["-h", "--help"]) {
+        out!("{USAGE}")?;
+        return Ok(exit::SUCCESS);
+    }
+    if p.contains("--version") {
+        outln!("ctrl-exec-api {VERSION}")?;
+        return Ok(exit::SUCCESS);
+    }
+    let config: PathBuf = p
+        .opt_value_from_str("--config")
+        .map_err(|e| ApiError::Usage(e.to_string()))?
+        .unwrap_or_else(|| DEFAULT_CONFIG.into());
+    if let Some(extra) = p.finish().first() {
+        return Err(ApiError::Usage(format!(
+            "unexpected argument '{}'",
+            extra.to_string_lossy()
+        )));
+    }
+    serve(&config)?;
+    Ok(exit::SUCCESS)
+}
+
+fn serve(config: &std::path::Path) -> Result<(), ApiError> {
+    let conf = DispatcherConf::load(config).map_err(ApiError::Config)?;
     log::init(
         "ctrl-exec-api",
         if conf.syslog {
@@ -95,20 +141,24 @@ fn serve(config: &std::path::Path) -> Result<(), String> {
     let tls_config = match (&conf.api_cert, &conf.api_key) {
         (Some(c), Some(k)) if c.exists() && k.exists() => {
             let read = |p: &std::path::Path| {
-                std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+                std::fs::read_to_string(p)
+                    .map_err(|e| ApiError::Tls(format!("cannot read {}: {e}", p.display())))
             };
-            let identity = Identity::from_pem(&read(c)?, &read(k)?).map_err(|e| e.to_string())?;
-            Some(tls::plain_server(&identity).map_err(|e| e.to_string())?)
+            let identity = Identity::from_pem(&read(c)?, &read(k)?)
+                .map_err(|e| ApiError::Tls(e.to_string()))?;
+            Some(tls::plain_server(&identity).map_err(|e| ApiError::Tls(e.to_string()))?)
         }
         _ => None,
     };
-    let engine = Engine::new(&conf)?;
-    let listener = server::bind(&conf.api_bind, conf.api_port)
-        .map_err(|e| format!("cannot listen on {}:{}: {e}", conf.api_bind, conf.api_port))?;
-    let addr = server::local_addr(&listener).map_err(|e| e.to_string())?;
+    let listener = server::bind(&conf.api_bind, conf.api_port).map_err(|e| {
+        ApiError::Listen(format!(
+            "cannot listen on {}:{}: {e}",
+            conf.api_bind, conf.api_port
+        ))
+    })?;
+    let addr = server::local_addr(&listener).map_err(|e| ApiError::Listen(e.to_string()))?;
     let api = Arc::new(Api {
-        conf,
-        engine,
+        dispatch: Dispatch::new(conf).map_err(ApiError::Engine)?,
         limits: Limits::default(),
     });
     let mode = if tls_config.is_some() {
@@ -124,10 +174,11 @@ fn serve(config: &std::path::Path) -> Result<(), String> {
             ("TLS", if tls_config.is_some() { "1" } else { "0" }),
         ],
     );
-    println!("ctrl-exec API listening on {addr} ({mode})");
+    outln!("ctrl-exec API listening on {addr} ({mode})")?;
     rt::block_on(accept_loop(api, listener, tls_config));
     log::info("api-stop", &[]);
-    println!("\nAPI server stopped.");
+    // The reader of stdout may be gone by now; stopping is still clean.
+    let _ = outln!("\nAPI server stopped.");
     Ok(())
 }
 
@@ -136,7 +187,7 @@ async fn accept_loop(
     listener: Async<std::net::TcpListener>,
     tls_config: Option<Arc<rustls::ServerConfig>>,
 ) {
-    let slots = Arc::new(Semaphore::new(api.conf.api_max_children.max(1)));
+    let slots = Arc::new(Semaphore::new(api.dispatch.conf.api_max_children.max(1)));
     let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
     let stop = async {
         match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
@@ -203,7 +254,7 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + Send>(
     let (status, body) = if overloaded {
         (
             503,
-            error_body("service unavailable", Some("too many concurrent requests")),
+            ErrorBody::new("service unavailable", "too many concurrent requests").to_json(),
         )
     } else {
         match conn.read_request(&api.limits).await {
@@ -244,17 +295,5 @@ fn http_error(e: &HttpError) -> Option<(u16, Value)> {
         ),
         other => ("bad request", other.to_string()),
     };
-    Some((e.status(), error_body(error, Some(&detail))))
-}
-
-/// `{"ok":false,"error":...[,"detail":...]}`.
-pub fn error_body(error: &str, detail: Option<&str>) -> Value {
-    match detail {
-        Some(d) => json::object([
-            ("ok", Value::Bool(false)),
-            ("error", json::str(error)),
-            ("detail", json::str(d)),
-        ]),
-        None => json::object([("ok", Value::Bool(false)), ("error", json::str(error))]),
-    }
+    Some((e.status(), ErrorBody::new(error, detail).to_json()))
 }

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{error_body, routes, Api};
-use crate::control::ops;
-use crate::control::registry::{self, Registry};
+use crate::api::Api;
 use crate::json::{self, Object, Value};
+use crate::proto::ErrorBody;
 use crate::{time, VERSION};
 
 /// Script variants by schema_version ("" for none): (hosts, schema).
@@ -25,38 +24,26 @@ pub async fn live(api: &Api) -> (u16, Value) {
     let Some(Value::Object(mut spec)) = json::parse(static_spec().as_bytes()) else {
         return (
             500,
-            error_body("server error", Some("cannot parse base spec")),
+            ErrorBody::new("server error", "cannot parse base spec").to_json(),
         );
     };
-    let registry = Registry::new(&api.conf.registry_dir);
-    let names = registry.names().unwrap_or_default();
-    let targets = registry::resolve(&registry, &names, None).unwrap_or_default();
-    let caps = ops::capabilities(&api.engine, &targets).await;
-    routes::refresh_tags(&registry, &caps);
+    let (names, caps) = match api.dispatch.survey().await {
+        Ok(found) => found,
+        Err(e) => return (500, ErrorBody::new("server error", e.to_string()).to_json()),
+    };
     // script name -> schema_version (or "") -> (hosts, schema)
     let mut scripts: BTreeMap<String, Variants> = BTreeMap::new();
-    for (host, c) in &caps {
-        let Value::Object(c) = c else { continue };
-        if json::get_str(c, "status") != Some("ok") {
-            continue;
-        }
-        let Some(Value::Array(list)) = c.get("scripts") else {
-            continue;
-        };
-        for s in list.iter() {
-            let Value::Object(s) = s else { continue };
-            let Some(name) = json::get_str(s, "name") else {
-                continue;
-            };
-            let version = json::get_str(s, "schema_version").unwrap_or("").to_string();
+    for c in &caps {
+        let Ok(live) = &c.reply else { continue };
+        for s in &live.scripts {
             let entry = scripts
-                .entry(name.to_string())
+                .entry(s.name.clone())
                 .or_default()
-                .entry(version)
+                .entry(s.schema_version.clone().unwrap_or_default())
                 .or_insert((Vec::new(), None));
-            entry.0.push(host.clone());
+            entry.0.push(c.label.host.clone());
             if entry.1.is_none() {
-                entry.1 = s.get("schema").cloned();
+                entry.1 = s.schema.clone();
             }
         }
     }

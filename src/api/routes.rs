@@ -1,4 +1,6 @@
-//! API routes (reference surface.md 3.3): authorise, validate, act, answer.
+//! API routes (reference surface.md 3.3): parse the body into a `proto`
+//! type, call the one dispatch path, render. [`refusal`] is the one place a
+//! [`DispatchError`] becomes an HTTP status and body.
 //!
 //! Every request except `GET /health` first passes the pre-route `api`
 //! check; the token comes from the JSON body's `token`, or else from
@@ -9,17 +11,19 @@
 
 use std::net::IpAddr;
 
-use crate::api::{error_body, openapi, Api};
-use crate::control::auth::{self, Caller};
-use crate::control::engine::MAX_HOSTS;
-use crate::control::locks::Locks;
-use crate::control::ops;
-use crate::control::registry::{self, Registry, ResolveError, Target};
-use crate::control::runstore::{self, RunStore};
-use crate::hook::{Submitter, Verdict};
-use crate::json::{self, Object, Value};
+use miniserde::json::{Object, Value};
+
+use crate::api::{openapi, Api};
+use crate::control::auth::{self, Caller, Front};
+use crate::control::dispatch::{DispatchError, RunOrder, RunOutcome};
+use crate::hook::Verdict;
 use crate::net::http::Request;
-use crate::{conf, log, pki, time, VERSION};
+use crate::proto::json::{self, Builder, FieldError, Fields, JsonError};
+use crate::proto::{
+    Credentials, DiscoveryBody, Endpoint, ErrorBody, Health, HostCapabilities, HostPing, HostRun,
+    HostSubmit, Index, PingBody, RunBody,
+};
+use crate::{log, VERSION};
 
 /// The routes listed by `GET /`.
 const ENDPOINTS: &[(&str, &str)] = &[
@@ -33,14 +37,16 @@ const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/openapi-live.json"),
 ];
 
-type Reply = (u16, Value);
+/// A status and a JSON body.
+pub type Reply = (u16, Value);
 
 /// What every handler knows about the request.
 struct Ctx<'a> {
     api: &'a Api,
     req: &'a Request,
     peer: String,
-    body: Option<Object>,
+    /// The body as an object; `Err` when it is not one.
+    body: Result<Object, JsonError>,
 }
 
 impl Ctx<'_> {
@@ -56,56 +62,107 @@ impl Ctx<'_> {
             .unwrap_or_default()
     }
 
-    fn body_str(&self, key: &str) -> String {
-        self.body
-            .as_ref()
-            .and_then(|b| json::get_str(b, key))
-            .unwrap_or("")
-            .to_string()
-    }
-
-    /// Body token first, then the bearer token.
-    fn token(&self) -> String {
-        let t = self.body_str("token");
-        if t.is_empty() {
+    /// The caller, with the body's credentials; the token falls back to
+    /// the bearer token.
+    fn caller(&self, credentials: Credentials) -> Caller {
+        let token = if credentials.token.is_empty() {
             self.bearer()
         } else {
-            t
+            credentials.token
+        };
+        Caller {
+            front: Front::Api,
+            source_ip: self.peer.clone(),
+            username: credentials.username,
+            token,
+            method: self.req.head.method.clone(),
+            path: self.req.head.path().to_string(),
         }
     }
 
-    async fn check(&self, mut r: crate::hook::Request) -> Result<(), Reply> {
-        r.method = self.req.head.method.clone();
-        r.path = self.req.head.path().to_string();
-        match auth::authorise(&self.api.conf, Caller::Api, &r).await {
-            Verdict::Allow => Ok(()),
-            Verdict::Deny { code, reason } => Err(forbidden(self.api, code, &reason)),
+    /// The body, required and an object.
+    fn object(&self) -> Result<&Object, Reply> {
+        if self.req.body.is_empty() {
+            return Err(bad_request("request body required"));
         }
+        self.body
+            .as_ref()
+            .map_err(|e| bad_request(&format!("invalid JSON body: {e}")))
     }
-}
-
-fn forbidden(api: &Api, code: i32, reason: &str) -> Reply {
-    if api.conf.auth_deny_generic {
-        return (
-            403,
-            json::object([
-                ("ok", Value::Bool(false)),
-                ("error", json::str("forbidden")),
-            ]),
-        );
-    }
-    (
-        403,
-        json::object([
-            ("ok", Value::Bool(false)),
-            ("error", json::str(reason)),
-            ("code", json::int(code as i64)),
-        ]),
-    )
 }
 
 fn bad_request(detail: &str) -> Reply {
-    (400, error_body("bad request", Some(detail)))
+    (400, ErrorBody::new("bad request", detail).to_json())
+}
+
+fn bad_field(e: FieldError) -> Reply {
+    // Keep the original's wording for the checks it had.
+    let detail = match e.field {
+        "hosts" => "hosts must be a non-empty array".to_string(),
+        "script" => "script name required (alphanumeric and hyphens only)".to_string(),
+        _ => e.to_string(),
+    };
+    bad_request(&detail)
+}
+
+/// The API's rendering of a dispatch error.
+fn refusal(api: &Api, e: DispatchError) -> Reply {
+    let status = match &e {
+        DispatchError::Denied { code, reason } => {
+            let body = if api.dispatch.conf.auth_deny_generic {
+                Builder::new()
+                    .bool("ok", false)
+                    .str("error", "forbidden")
+                    .build()
+            } else {
+                Builder::new()
+                    .bool("ok", false)
+                    .str("error", reason)
+                    .int("code", i64::from(*code))
+                    .build()
+            };
+            return (403, body);
+        }
+        DispatchError::InvalidScript(_) => {
+            return bad_request("script name required (alphanumeric and hyphens only)")
+        }
+        DispatchError::TooManyHosts { .. } => return bad_request(&e.to_string()),
+        DispatchError::UnknownAgents(names) => {
+            return (
+                404,
+                ErrorBody::new(
+                    "unknown agent",
+                    format!("not a registered agent: {}", names.join(", ")),
+                )
+                .to_json(),
+            )
+        }
+        DispatchError::Locked(conflicts) => {
+            let mut body = ErrorBody::new("locked", "");
+            body.detail = None;
+            body.code = Some(4);
+            body.conflicts = conflicts.clone();
+            return (409, body.to_json());
+        }
+        DispatchError::NotFound(reqid) => {
+            let shown: String = reqid.chars().filter(char::is_ascii_alphanumeric).collect();
+            return (
+                404,
+                ErrorBody::new("not found", format!("no result for reqid {shown}")).to_json(),
+            );
+        }
+        DispatchError::Store(_) => {
+            return (
+                500,
+                ErrorBody::new("server error", "cannot read result").to_json(),
+            )
+        }
+        DispatchError::Lock(_) | DispatchError::Registry(_) => 500,
+    };
+    (
+        status,
+        ErrorBody::new("server error", e.to_string()).to_json(),
+    )
 }
 
 /// Routes one request.
@@ -122,11 +179,7 @@ pub async fn handle(api: &Api, req: Request, ip: IpAddr) -> Reply {
             ("PEER", &peer),
         ],
     );
-    let body = if req.body.first() == Some(&b'{') {
-        json::parse_object(&req.body)
-    } else {
-        None
-    };
+    let body = json::parse_object(&req.body);
     let ctx = Ctx {
         api,
         req: &req,
@@ -134,335 +187,165 @@ pub async fn handle(api: &Api, req: Request, ip: IpAddr) -> Reply {
         body,
     };
     if (method.as_str(), path.as_str()) == ("GET", "/health") {
-        return (
-            200,
-            json::object([("ok", Value::Bool(true)), ("version", json::str(VERSION))]),
-        );
+        let health = Health {
+            ok: true,
+            version: VERSION.to_string(),
+        };
+        return (200, health.to_json());
     }
-    if let Err(denied) = ctx
-        .check(auth::request("api", &ctx.peer, "", &ctx.token()))
-        .await
+    // The pre-route check sees only the token (body, else bearer).
+    let token = ctx
+        .body
+        .as_ref()
+        .ok()
+        .and_then(|b| Fields(b).str("token").ok().flatten())
+        .unwrap_or("")
+        .to_string();
+    let gate = ctx.caller(Credentials {
+        username: String::new(),
+        token,
+    });
+    if let Verdict::Deny { code, reason } =
+        auth::authorise(&api.dispatch.conf, &gate, &gate.request("api")).await
     {
-        return denied;
+        return refusal(api, DispatchError::Denied { code, reason });
     }
     match (method.as_str(), path.as_str()) {
         ("GET", "/") => (200, index()),
         ("GET", "/openapi.json") => match json::parse(openapi::static_spec().as_bytes()) {
-            Some(spec) => (200, spec),
-            None => (
+            Ok(spec) => (200, spec),
+            Err(_) => (
                 500,
-                error_body("server error", Some("cannot parse base spec")),
+                ErrorBody::new("server error", "cannot parse base spec").to_json(),
             ),
         },
         ("GET", "/openapi-live.json") => openapi::live(api).await,
-        ("POST", "/ping") => ping(&ctx).await,
-        ("POST", "/run") => run(&ctx).await,
-        ("GET" | "POST", "/discovery") => discovery(&ctx).await,
-        ("GET", p) if p.starts_with("/status/") => status(&ctx, &p["/status/".len()..]).await,
+        ("POST", "/ping") => ping(&ctx).await.unwrap_or_else(|r| r),
+        ("POST", "/run") => run(&ctx).await.unwrap_or_else(|r| r),
+        ("GET" | "POST", "/discovery") => discovery(&ctx).await.unwrap_or_else(|r| r),
+        ("GET", p) if p.starts_with("/status/") => status(&ctx, &p["/status/".len()..])
+            .await
+            .unwrap_or_else(|r| r),
         _ => (
             404,
-            error_body("not found", Some(&format!("no route for {method} {path}"))),
+            ErrorBody::new("not found", format!("no route for {method} {path}")).to_json(),
         ),
     }
 }
 
 fn index() -> Value {
-    let endpoints: Vec<Value> = ENDPOINTS
-        .iter()
-        .map(|(m, p)| json::object([("method", json::str(*m)), ("path", json::str(*p))]))
-        .collect();
-    json::object([
-        ("name", json::str("ctrl-exec-api")),
-        ("version", json::str(VERSION)),
-        ("spec", json::str("/openapi.json")),
-        ("live_spec", json::str("/openapi-live.json")),
-        ("endpoints", Value::Array(endpoints.into_iter().collect())),
-    ])
+    Index {
+        name: "ctrl-exec-api".into(),
+        version: VERSION.into(),
+        spec: "/openapi.json".into(),
+        live_spec: "/openapi-live.json".into(),
+        endpoints: ENDPOINTS
+            .iter()
+            .map(|(m, p)| Endpoint {
+                method: m.to_string(),
+                path: p.to_string(),
+            })
+            .collect(),
+    }
+    .to_json()
 }
 
-/// Validates the body of `/ping` and `/run`: present, an object, with a
-/// non-empty `hosts` array of strings.
-fn hosts_from_body(ctx: &Ctx<'_>) -> Result<Vec<String>, Reply> {
-    if ctx.req.body.is_empty() {
-        return Err(bad_request("request body required"));
-    }
-    let Some(body) = &ctx.body else {
-        return Err(bad_request("invalid JSON body"));
+fn ok_with(fields: Builder) -> Value {
+    fields.bool("ok", true).build()
+}
+
+async fn ping(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
+    let body = PingBody::from_json(ctx.object()?).map_err(bad_field)?;
+    let caller = ctx.caller(body.credentials);
+    let results = ctx
+        .api
+        .dispatch
+        .ping(&caller, &body.hosts, None)
+        .await
+        .map_err(|e| refusal(ctx.api, e))?;
+    let results = Value::Array(results.iter().map(HostPing::to_json).collect());
+    Ok((200, ok_with(Builder::new().value("results", results))))
+}
+
+async fn run(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
+    let body = RunBody::from_json(ctx.object()?).map_err(bad_field)?;
+    let caller = ctx.caller(body.credentials);
+    let order = RunOrder {
+        hosts: body.hosts,
+        script: body.script,
+        args: body.args,
+        detach: body.detach,
+        port: None,
     };
-    match json::get_str_array(body, "hosts") {
-        Ok(h) if !h.is_empty() => {
-            if h.len() > MAX_HOSTS {
-                return Err(bad_request(&format!("too many hosts (max {MAX_HOSTS})")));
-            }
-            Ok(h)
+    let outcome = ctx
+        .api
+        .dispatch
+        .run(&caller, order)
+        .await
+        .map_err(|e| refusal(ctx.api, e))?;
+    Ok(match outcome {
+        RunOutcome::Ran { reqid, results } => {
+            let results = Value::Array(results.iter().map(HostRun::to_json).collect());
+            (
+                200,
+                ok_with(
+                    Builder::new()
+                        .str("reqid", reqid.as_str())
+                        .value("results", results),
+                ),
+            )
         }
-        _ => Err(bad_request("hosts must be a non-empty array")),
-    }
-}
-
-fn resolve(api: &Api, hosts: &[String]) -> Result<Vec<Target>, Reply> {
-    registry::resolve(&Registry::new(&api.conf.registry_dir), hosts, None).map_err(|e| match e {
-        ResolveError::Unknown(names) => (
-            404,
-            error_body(
-                "unknown agent",
-                Some(&format!("not a registered agent: {}", names.join(", "))),
-            ),
-        ),
-        ResolveError::Registry(e) => (500, error_body("server error", Some(&e.to_string()))),
+        RunOutcome::Submitted { reqid, results } => {
+            let results = Value::Array(results.iter().map(HostSubmit::to_json).collect());
+            (
+                202,
+                ok_with(
+                    Builder::new()
+                        .str("reqid", reqid.as_str())
+                        .bool("async", true)
+                        .value("results", results),
+                ),
+            )
+        }
     })
 }
 
-/// The `ping` authorisation shared by `/ping` and `/discovery`, then host
-/// resolution.
-async fn ping_targets(ctx: &Ctx<'_>, hosts: &[String]) -> Result<Vec<Target>, Reply> {
-    let mut r = auth::request("ping", &ctx.peer, &ctx.body_str("username"), &ctx.token());
-    r.hosts = hosts.to_vec();
-    ctx.check(r).await?;
-    resolve(ctx.api, hosts)
-}
-
-fn ok_with(fields: Vec<(&str, Value)>) -> Value {
-    let mut o = Object::new();
-    o.insert("ok".into(), Value::Bool(true));
-    for (k, v) in fields {
-        o.insert(k.into(), v);
-    }
-    Value::Object(o)
-}
-
-async fn ping(ctx: &Ctx<'_>) -> Reply {
-    let hosts = match hosts_from_body(ctx) {
-        Ok(h) => h,
-        Err(r) => return r,
+async fn discovery(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
+    // The original treats an unreadable body as `{}`; a readable one of
+    // the wrong shape is still a bad request.
+    let body = match &ctx.body {
+        Ok(o) => DiscoveryBody::from_json(o).map_err(bad_field)?,
+        Err(_) => DiscoveryBody::default(),
     };
-    let targets = match ping_targets(ctx, &hosts).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let results = ops::ping(&ctx.api.engine, &targets, &pki::random_hex(8)).await;
-    (
+    let caller = ctx.caller(body.credentials);
+    let caps = ctx
+        .api
+        .dispatch
+        .discovery(&caller, body.hosts)
+        .await
+        .map_err(|e| refusal(ctx.api, e))?;
+    let hosts: Object = caps
+        .iter()
+        .map(|c: &HostCapabilities| (c.label.host.clone(), c.to_json()))
+        .collect();
+    Ok((
         200,
-        ok_with(vec![(
-            "results",
-            Value::Array(results.into_iter().collect()),
-        )]),
-    )
+        ok_with(Builder::new().value("hosts", Value::Object(hosts))),
+    ))
 }
 
-async fn run(ctx: &Ctx<'_>) -> Reply {
-    let hosts = match hosts_from_body(ctx) {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
-    let Some(body) = &ctx.body else {
-        return bad_request("invalid JSON body");
-    };
-    let script = ctx.body_str("script");
-    if !conf::valid_script_name(&script) {
-        return bad_request("script name required (alphanumeric and hyphens only)");
-    }
-    let args = match body.get("args") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(_)) => match json::get_str_array(body, "args") {
-            Ok(a) => a,
-            Err(()) => return bad_request("args must be an array of strings"),
-        },
-        Some(_) => return bad_request("args must be an array"),
-    };
-    let detach = json::truthy(body, "async");
-    let username = ctx.body_str("username");
-    let token = ctx.token();
-    let mut r = auth::request("run", &ctx.peer, &username, &token);
-    r.script = script.clone();
-    r.hosts = hosts.clone();
-    r.args = args.clone();
-    if let Err(denied) = ctx.check(r).await {
-        return denied;
-    }
-    let targets = match resolve(ctx.api, &hosts) {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    let held = match Locks::new(&ctx.api.conf.locks_dir()).acquire(&names, &script) {
-        Ok(h) => h,
-        Err(conflicts) => {
-            log::warn("lock-conflict", &[("CONFLICTS", &conflicts.join(","))]);
-            return (
-                409,
-                json::object([
-                    ("ok", Value::Bool(false)),
-                    ("error", json::str("locked")),
-                    ("code", json::int(4)),
-                    ("conflicts", json::str_array(&conflicts)),
-                ]),
-            );
-        }
-    };
-    let reqid = pki::random_hex(8);
-    log::info(
-        "dispatch",
-        &[
-            ("HOSTS", &names.join(",")),
-            ("MODE", if detach { "async" } else { "sync" }),
-            ("REQID", &reqid),
-            ("SCRIPT", &script),
-        ],
-    );
-    let results = ops::run(
-        &ctx.api.engine,
-        &targets,
-        &script,
-        &args,
-        &reqid,
-        &username,
-        &token,
-        detach,
-    )
-    .await;
-    drop(held);
-    let submitter = Some(json::object([
-        ("username", json::str(&username)),
-        ("source_ip", json::str(&ctx.peer)),
-    ]));
-    let record = if detach {
-        runstore::async_record(&reqid, &script, &results, submitter, time::now())
-    } else {
-        runstore::sync_record(&reqid, &script, &hosts, &results, submitter, time::now())
-    };
-    if let Err(e) = RunStore::new(&ctx.api.conf.runs_dir()).save(&reqid, &record) {
-        log::warn(
-            "run-store-fail",
-            &[("ERROR", &e.to_string()), ("REQID", &reqid)],
-        );
-    }
-    let results = Value::Array(results.into_iter().collect());
-    if detach {
-        (
-            202,
-            ok_with(vec![
-                ("reqid", json::str(&reqid)),
-                ("async", Value::Bool(true)),
-                ("results", results),
-            ]),
-        )
-    } else {
-        (
-            200,
-            ok_with(vec![("reqid", json::str(&reqid)), ("results", results)]),
-        )
-    }
-}
-
-async fn discovery(ctx: &Ctx<'_>) -> Reply {
-    let registry = Registry::new(&ctx.api.conf.registry_dir);
-    let requested = ctx
-        .body
-        .as_ref()
-        .and_then(|b| json::get_str_array(b, "hosts").ok())
-        .unwrap_or_default();
-    let hosts = if requested.is_empty() {
-        match registry.names() {
-            Ok(n) => n,
-            Err(e) => return (500, error_body("server error", Some(&e.to_string()))),
-        }
-    } else {
-        requested
-    };
-    if hosts.is_empty() {
-        return (200, ok_with(vec![("hosts", Value::Object(Object::new()))]));
-    }
-    let targets = match ping_targets(ctx, &hosts).await {
-        Ok(t) => t,
-        Err(r) => return r,
-    };
-    let caps = ops::capabilities(&ctx.api.engine, &targets).await;
-    refresh_tags(&registry, &caps);
-    let map: Object = caps.into_iter().collect();
-    (200, ok_with(vec![("hosts", Value::Object(map))]))
-}
-
-/// Replaces each answering agent's cached tags with its live ones.
-pub fn refresh_tags(registry: &Registry, caps: &[(String, Value)]) {
-    for (name, c) in caps {
-        let Value::Object(c) = c else { continue };
-        if json::get_str(c, "status") != Some("ok") {
-            continue;
-        }
-        let Some(Value::Object(tags)) = c.get("tags") else {
-            continue;
-        };
-        let tags = tags
-            .iter()
-            .filter_map(|(k, v)| match v {
-                Value::String(s) => Some((k.clone(), s.clone())),
-                _ => None,
-            })
-            .collect();
-        let _ = registry.update(name, |a| a.tags = tags);
-    }
-}
-
-async fn status(ctx: &Ctx<'_>, reqid: &str) -> Reply {
-    let not_found = (
-        404,
-        error_body(
-            "not found",
-            Some(&format!("no result for reqid {}", sanitize(reqid))),
-        ),
-    );
-    if reqid.is_empty()
-        || reqid.len() > 64
-        || !reqid
-            .bytes()
-            .all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f'))
-    {
-        return not_found;
-    }
-    let store = RunStore::new(&ctx.api.conf.runs_dir());
-    store.purge();
-    let mut rec = match store.load(reqid) {
-        Ok(Some(r)) => r,
-        Ok(None) => return not_found,
-        Err(_) => return (500, error_body("server error", Some("cannot read result"))),
-    };
-    let submitter = match rec.get("submitter") {
-        Some(Value::Object(s)) => Some(Submitter {
-            username: json::get_str(s, "username").unwrap_or("").to_string(),
-            source_ip: json::get_str(s, "source_ip").unwrap_or("").to_string(),
-        }),
-        _ => None,
-    };
-    let mut r = auth::request("status", &ctx.peer, "", &ctx.bearer());
-    r.reqid = reqid.to_string();
-    r.submitter = submitter;
-    if ctx.check(r).await.is_err() {
-        return not_found;
-    }
-    if runstore::is_async(&rec) {
-        runstore::refresh(
-            &ctx.api.engine,
-            &Registry::new(&ctx.api.conf.registry_dir),
-            reqid,
-            &mut rec,
-        )
-        .await;
-        if let Err(e) = store.save(reqid, &rec) {
-            log::warn(
-                "run-store-fail",
-                &[("ERROR", &e.to_string()), ("REQID", reqid)],
-            );
-        }
-    }
-    rec.remove("submitter");
-    rec.insert("ok".into(), Value::Bool(true));
-    (200, Value::Object(rec))
-}
-
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .take(64)
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect()
+async fn status(ctx: &Ctx<'_>, reqid: &str) -> Result<Reply, Reply> {
+    let caller = ctx.caller(Credentials {
+        username: String::new(),
+        token: ctx.bearer(),
+    });
+    let record = ctx
+        .api
+        .dispatch
+        .status(&caller, reqid, true)
+        .await
+        .map_err(|e| refusal(ctx.api, e))?;
+    let mut body = record.to_json(false);
+    body.insert("ok".into(), Value::Bool(true));
+    Ok((200, Value::Object(body)))
 }

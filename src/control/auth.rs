@@ -6,17 +6,62 @@ use crate::conf::DispatcherConf;
 use crate::hook::{self, Hook, Verdict};
 use crate::log;
 
-/// Who is asking.
+/// Which front end a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
+pub enum Front {
     /// The `ced` command line.
     Cli,
     /// The HTTP API.
     Api,
 }
 
+/// Who is asking, as the hook sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The front end.
+    pub front: Front,
+    /// The client's address (`127.0.0.1` for the CLI).
+    pub source_ip: String,
+    /// Advisory user name.
+    pub username: String,
+    /// The token.
+    pub token: String,
+    /// HTTP method (API only).
+    pub method: String,
+    /// HTTP path (API only).
+    pub path: String,
+}
+
+impl Caller {
+    /// The operator at the command line.
+    pub fn cli(username: &str, token: &str) -> Caller {
+        Caller {
+            front: Front::Cli,
+            source_ip: "127.0.0.1".into(),
+            username: username.into(),
+            token: token.into(),
+            method: String::new(),
+            path: String::new(),
+        }
+    }
+
+    /// A hook request for `action` with this caller's identity; callers
+    /// fill in what else applies.
+    pub fn request(&self, action: &str) -> hook::Request {
+        hook::Request {
+            action: action.to_string(),
+            username: self.username.clone(),
+            token: self.token.clone(),
+            source_ip: self.source_ip.clone(),
+            method: self.method.clone(),
+            path: self.path.clone(),
+            ..hook::Request::default()
+        }
+    }
+}
+
 /// Decides `req` for `caller` under `conf`.
-pub async fn authorise(conf: &DispatcherConf, caller: Caller, req: &hook::Request) -> Verdict {
+pub async fn authorise(conf: &DispatcherConf, caller: &Caller, req: &hook::Request) -> Verdict {
     match &conf.auth_hook {
         Some(path) => {
             hook::check(
@@ -28,7 +73,7 @@ pub async fn authorise(conf: &DispatcherConf, caller: Caller, req: &hook::Reques
             )
             .await
         }
-        None if caller == Caller::Cli => {
+        None if caller.front == Front::Cli => {
             log::info(
                 "auth",
                 &[
@@ -55,25 +100,5 @@ pub async fn authorise(conf: &DispatcherConf, caller: Caller, req: &hook::Reques
             );
             Verdict::deny(1, "no auth hook configured")
         }
-    }
-}
-
-/// A request with every field empty but `action`, `source_ip` and the given
-/// identity; callers fill in what applies.
-pub fn request(action: &str, source_ip: &str, username: &str, token: &str) -> hook::Request {
-    hook::Request {
-        action: action.to_string(),
-        script: String::new(),
-        hosts: Vec::new(),
-        args: Vec::new(),
-        username: username.to_string(),
-        token: token.to_string(),
-        source_ip: source_ip.to_string(),
-        dispatcher: String::new(),
-        dispatcher_serial: String::new(),
-        reqid: String::new(),
-        submitter: None,
-        method: String::new(),
-        path: String::new(),
     }
 }

@@ -5,7 +5,8 @@
 //! exits, so a crashed holder never leaves one behind. Lock files are opened
 //! without following symlinks.
 
-use std::io::Write;
+use std::fmt;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use crate::fsx::{self, FileLock};
@@ -15,6 +16,27 @@ use crate::fsx::{self, FileLock};
 pub struct Locks {
     dir: PathBuf,
 }
+
+/// Why locks could not be taken.
+#[derive(Debug)]
+pub enum LockError {
+    /// Another run holds these `host:script` locks.
+    Conflict(Vec<String>),
+    /// A lock file or the directory could not be used: an I/O failure, not
+    /// a conflict.
+    Io(PathBuf, io::Error),
+}
+
+impl fmt::Display for LockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LockError::Conflict(c) => write!(f, "already running: {}", c.join(", ")),
+            LockError::Io(p, e) => write!(f, "cannot use lock file {}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for LockError {}
 
 /// Locks held for one run; released on drop.
 #[derive(Debug)]
@@ -47,29 +69,30 @@ impl Locks {
             .join(format!("{}--{}.lock", sanitise(host), sanitise(script)))
     }
 
-    /// Takes every `host:script` lock or none; `Err` lists the conflicts as
-    /// `host:script`.
-    pub fn acquire(&self, hosts: &[String], script: &str) -> Result<Held, Vec<String>> {
-        if let Err(e) = fsx::ensure_dir(&self.dir, 0o770) {
-            return Err(vec![format!("lock directory {}: {e}", self.dir.display())]);
-        }
+    /// Takes every `host:script` lock or none. A conflict lists the locks
+    /// held elsewhere as `host:script`; an I/O failure names the file.
+    /// Blocking (`flock`, file writes): servers call it through
+    /// `smol::unblock`.
+    pub fn acquire(&self, hosts: &[String], script: &str) -> Result<Held, LockError> {
+        fsx::ensure_dir(&self.dir, 0o770).map_err(|e| LockError::Io(self.dir.clone(), e))?;
         let mut held = Vec::new();
         let mut conflicts = Vec::new();
         for host in hosts {
-            match fsx::try_lock(&self.path(host, script), 0o660) {
+            let path = self.path(host, script);
+            match fsx::try_lock(&path, 0o660) {
                 Ok(Some(lock)) => {
                     let mut f = lock.file();
                     let _ = f.set_len(0).and_then(|_| writeln!(f, "{host}\n{script}"));
                     held.push(lock);
                 }
                 Ok(None) => conflicts.push(format!("{host}:{script}")),
-                Err(e) => conflicts.push(format!("{host}:{script} ({e})")),
+                Err(e) => return Err(LockError::Io(path, e)),
             }
         }
         if conflicts.is_empty() {
             Ok(Held { _locks: held })
         } else {
-            Err(conflicts)
+            Err(LockError::Conflict(conflicts))
         }
     }
 

@@ -6,122 +6,13 @@
 //! the agent certificate's public key recorded at pairing: the engine refuses
 //! a TLS peer whose key differs from the entry it meant to reach.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::fsx;
-use crate::json::{self, Object, Value};
-
-/// The default agent port.
-pub const DEFAULT_PORT: u16 = 7443;
-
-/// One registered agent.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Agent {
-    /// Registry key and display name.
-    pub hostname: String,
-    /// Address to use when `lookup_by` is `ip`.
-    pub ip: String,
-    /// When it was paired (ISO-8601 UTC).
-    pub paired: String,
-    /// Certificate notAfter (OpenSSL text form).
-    pub expiry: String,
-    /// The pairing request id.
-    pub reqid: String,
-    /// `hostname` or `ip`.
-    pub lookup_by: String,
-    /// Agent port.
-    pub port: u16,
-    /// Tags cached from discovery.
-    pub tags: BTreeMap<String, String>,
-    /// The dispatcher serial the agent was given.
-    pub dispatcher_serial: String,
-    /// `current`, `pending`, `stale` or `unknown`.
-    pub serial_status: String,
-    /// Rotation bookkeeping (kept for compatibility).
-    pub serial_broadcast: String,
-    /// Rotation bookkeeping (kept for compatibility).
-    pub serial_confirmed: String,
-    /// SHA-256 of the agent certificate's public key (empty: not pinned).
-    pub pubkey_sha256: String,
-}
-
-impl Agent {
-    /// The host to connect to.
-    pub fn address(&self) -> &str {
-        if self.lookup_by == "ip" && !self.ip.is_empty() {
-            &self.ip
-        } else {
-            &self.hostname
-        }
-    }
-
-    /// The record as JSON.
-    pub fn to_json(&self) -> Value {
-        let tags: Object = self
-            .tags
-            .iter()
-            .map(|(k, v)| (k.clone(), json::str(v)))
-            .collect();
-        json::object([
-            ("hostname", json::str(&self.hostname)),
-            ("ip", json::str(&self.ip)),
-            ("paired", json::str(&self.paired)),
-            ("expiry", json::str(&self.expiry)),
-            ("reqid", json::str(&self.reqid)),
-            ("lookup_by", json::str(&self.lookup_by)),
-            ("port", json::int(self.port as i64)),
-            ("tags", Value::Object(tags)),
-            ("dispatcher_serial", json::str(&self.dispatcher_serial)),
-            ("serial_status", json::str(&self.serial_status)),
-            ("serial_broadcast", json::str(&self.serial_broadcast)),
-            ("serial_confirmed", json::str(&self.serial_confirmed)),
-            ("pubkey_sha256", json::str(&self.pubkey_sha256)),
-        ])
-    }
-
-    /// Reads a record, normalising `lookup_by` and `port` as the original does.
-    pub fn from_json(o: &Object) -> Agent {
-        let s = |k: &str| json::get_str(o, k).unwrap_or("").to_string();
-        let port = json::get_i64(o, "port")
-            .or_else(|| json::get_str(o, "port").and_then(|p| p.parse().ok()))
-            .filter(|p| (1..=65535).contains(p))
-            .unwrap_or(DEFAULT_PORT as i64) as u16;
-        let lookup_by = if s("lookup_by") == "ip" {
-            "ip"
-        } else {
-            "hostname"
-        }
-        .to_string();
-        let tags = match o.get("tags") {
-            Some(Value::Object(t)) => t
-                .iter()
-                .filter_map(|(k, v)| match v {
-                    Value::String(s) => Some((k.clone(), s.clone())),
-                    _ => None,
-                })
-                .collect(),
-            _ => BTreeMap::new(),
-        };
-        Agent {
-            hostname: s("hostname"),
-            ip: s("ip"),
-            paired: s("paired"),
-            expiry: s("expiry"),
-            reqid: s("reqid"),
-            lookup_by,
-            port,
-            tags,
-            dispatcher_serial: s("dispatcher_serial"),
-            serial_status: s("serial_status"),
-            serial_broadcast: s("serial_broadcast"),
-            serial_confirmed: s("serial_confirmed"),
-            pubkey_sha256: s("pubkey_sha256"),
-        }
-    }
-}
+use crate::proto::json;
+use crate::proto::{AgentName, AgentRecord, HostCapabilities, DEFAULT_AGENT_PORT};
 
 /// Registry failures.
 #[derive(Debug)]
@@ -159,8 +50,10 @@ impl fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
-/// Whether `name` can be a registry key (see [`conf::valid_agent_name`]).
-pub use crate::conf::valid_agent_name as valid_name;
+/// Whether `name` can be a registry key ([`AgentName`]).
+pub fn valid_name(name: &str) -> bool {
+    AgentName::parse(name).is_some()
+}
 
 /// The registry directory.
 #[derive(Debug, Clone)]
@@ -185,13 +78,15 @@ impl Registry {
     }
 
     /// One record, if present.
-    pub fn get(&self, name: &str) -> Result<Option<Agent>, RegistryError> {
+    pub fn get(&self, name: &str) -> Result<Option<AgentRecord>, RegistryError> {
         if !valid_name(name) {
             return Ok(None);
         }
         match std::fs::read(self.path(name)) {
-            Ok(bytes) => Ok(json::parse_object(&bytes).map(|o| {
-                let mut a = Agent::from_json(&o);
+            // A record that is not a JSON object is skipped, as the original
+            // skips what it cannot decode.
+            Ok(bytes) => Ok(json::parse_object(&bytes).ok().map(|o| {
+                let mut a = AgentRecord::from_json(&o);
                 a.hostname = name.to_string();
                 a
             })),
@@ -201,7 +96,7 @@ impl Registry {
     }
 
     /// Every record, sorted by name.
-    pub fn list(&self) -> Result<Vec<Agent>, RegistryError> {
+    pub fn list(&self) -> Result<Vec<AgentRecord>, RegistryError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -221,6 +116,17 @@ impl Registry {
         Ok(out)
     }
 
+    /// Replaces each answering agent's cached tags with its live ones
+    /// (the discovery side effect); names no longer registered are skipped.
+    pub fn refresh_tags(&self, caps: &[HostCapabilities]) {
+        for c in caps {
+            if let Ok(live) = &c.reply {
+                let tags = live.tags.clone();
+                let _ = self.update(&c.label.host, |a| a.tags = tags);
+            }
+        }
+    }
+
     /// Every registered name, sorted.
     pub fn names(&self) -> Result<Vec<String>, RegistryError> {
         Ok(self.list()?.into_iter().map(|a| a.hostname).collect())
@@ -231,14 +137,14 @@ impl Registry {
         fsx::lock(&self.dir.join(".registry.lock"), 0o660).map_err(|e| self.io(e))
     }
 
-    fn write(&self, agent: &Agent) -> Result<(), RegistryError> {
+    fn write(&self, agent: &AgentRecord) -> Result<(), RegistryError> {
         let bytes = json::to_string(&agent.to_json());
         fsx::write_atomic(&self.path(&agent.hostname), bytes.as_bytes(), 0o644)
             .map_err(|e| self.io(e))
     }
 
     /// Writes (creates or replaces) a record.
-    pub fn put(&self, agent: &Agent) -> Result<(), RegistryError> {
+    pub fn put(&self, agent: &AgentRecord) -> Result<(), RegistryError> {
         if !valid_name(&agent.hostname) {
             return Err(RegistryError::InvalidName(agent.hostname.clone()));
         }
@@ -250,8 +156,8 @@ impl Registry {
     pub fn update(
         &self,
         name: &str,
-        change: impl FnOnce(&mut Agent),
-    ) -> Result<Agent, RegistryError> {
+        change: impl FnOnce(&mut AgentRecord),
+    ) -> Result<AgentRecord, RegistryError> {
         let _lock = self.lock()?;
         let mut agent = self
             .get(name)?
@@ -262,7 +168,7 @@ impl Registry {
     }
 
     /// Renames a record (writes the new file, then removes the old one).
-    pub fn rename(&self, old: &str, new: &str) -> Result<Agent, RegistryError> {
+    pub fn rename(&self, old: &str, new: &str) -> Result<AgentRecord, RegistryError> {
         if !valid_name(new) {
             return Err(RegistryError::InvalidName(new.to_string()));
         }
@@ -280,7 +186,7 @@ impl Registry {
     }
 
     /// Deletes a record, returning it.
-    pub fn remove(&self, name: &str) -> Result<Agent, RegistryError> {
+    pub fn remove(&self, name: &str) -> Result<AgentRecord, RegistryError> {
         let _lock = self.lock()?;
         let agent = self
             .get(name)?
@@ -321,7 +227,7 @@ pub fn resolve(
         match registry.get(name).map_err(ResolveError::Registry)? {
             Some(a) => {
                 let stored = a.port;
-                let port = port.unwrap_or(if stored == DEFAULT_PORT {
+                let port = port.unwrap_or(if stored == DEFAULT_AGENT_PORT {
                     default_port.unwrap_or(stored)
                 } else {
                     stored
@@ -375,11 +281,14 @@ mod tests {
             br#"{"hostname":"a","lookup_by":"dns","port":99999,"tags":{"env":"prod","n":1}}"#,
         )
         .unwrap();
-        let a = Agent::from_json(&o);
-        assert_eq!((a.lookup_by.as_str(), a.port), ("hostname", DEFAULT_PORT));
+        let a = AgentRecord::from_json(&o);
+        assert_eq!(
+            (a.lookup_by.as_str(), a.port),
+            ("hostname", DEFAULT_AGENT_PORT)
+        );
         assert_eq!(a.tags.len(), 1);
-        let back = Agent::from_json(match &a.to_json() {
-            Value::Object(o) => o,
+        let back = AgentRecord::from_json(match &a.to_json() {
+            miniserde::json::Value::Object(o) => o,
             _ => unreachable!(),
         });
         assert_eq!(back, a);

@@ -26,7 +26,7 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
         other => CliError::Failed(other.to_string()),
     })?;
     if agents.is_empty() {
-        println!("No registered agents.");
+        crate::outln!("No registered agents.")?;
         return Ok(0);
     }
     let agents: Vec<_> = agents
@@ -38,23 +38,28 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
         })
         .collect();
     if agents.is_empty() {
-        println!("No agents match the tag filter.");
+        crate::outln!("No agents match the tag filter.")?;
         return Ok(0);
     }
     if a.json {
-        println!(
+        crate::outln!(
             "{}",
             json::to_string(&Value::Array(
                 agents.iter().map(|ag| ag.to_json()).collect()
             ))
-        );
+        )?;
         return Ok(0);
     }
-    println!(
+    crate::outln!(
         "{:<30}  {:<16}  {:<5}  {:<8}  {:<22}  {:<24}  DAYS LEFT",
-        "HOSTNAME", "IP", "PORT", "LOOKUP", "PAIRED", "CERT EXPIRY"
-    );
-    println!("{}", "-".repeat(112));
+        "HOSTNAME",
+        "IP",
+        "PORT",
+        "LOOKUP",
+        "PAIRED",
+        "CERT EXPIRY"
+    )?;
+    crate::outln!("{}", "-".repeat(112))?;
     let now = time::now();
     for ag in &agents {
         let days = time::parse_openssl_date(&ag.expiry)
@@ -67,7 +72,7 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
                 s.to_string()
             }
         };
-        println!(
+        crate::outln!(
             "{:<30}  {:<16}  {:<5}  {:<8}  {:<22}  {:<24}  {}",
             ag.hostname,
             q(&ag.ip),
@@ -76,7 +81,7 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
             q(&ag.paired),
             q(&ag.expiry),
             days
-        );
+        )?;
     }
     Ok(0)
 }
@@ -131,21 +136,21 @@ pub fn edit_agent(a: &Args) -> Result<u8, CliError> {
                 ag.port = p;
             }
             if let Some(lb) = &overrides.lookup_by {
-                ag.lookup_by = lb.clone();
+                ag.lookup_by = crate::proto::LookupBy::parse(lb).unwrap_or_default();
             }
         })
         .map_err(edit_err)?;
     log::info("edit-agent", &[("AGENT", &agent.hostname)]);
     if a.json {
-        println!("{}", json::to_string(&agent.to_json()));
+        crate::outln!("{}", json::to_string(&agent.to_json()))?;
     } else {
-        println!("Updated agent '{}'.", agent.hostname);
+        crate::outln!("Updated agent '{}'.", agent.hostname)?;
         if current != *name {
-            println!("  renamed from: {name}");
+            crate::outln!("  renamed from: {name}")?;
         }
-        println!("  ip:        {}", agent.ip);
-        println!("  port:      {}", agent.port);
-        println!("  lookup_by: {}", agent.lookup_by);
+        crate::outln!("  ip:        {}", agent.ip)?;
+        crate::outln!("  port:      {}", agent.port)?;
+        crate::outln!("  lookup_by: {}", agent.lookup_by)?;
     }
     Ok(0)
 }
@@ -162,12 +167,12 @@ pub fn unpair(a: &Args) -> Result<u8, CliError> {
         .remove(name)
         .map_err(|e| CliError::Failed(format!("Unpair failed: {e}")))?;
     log::info("unpair", &[("AGENT", name), ("EXPIRY", &agent.expiry)]);
-    println!("Unregistered '{name}'.");
-    println!(
+    crate::outln!("Unregistered '{name}'.")?;
+    crate::outln!(
         "WARNING: Agent certificate remains valid until: {}",
         agent.expiry
-    );
-    println!("Decommission the agent promptly or add its serial to the revocation list.");
+    )?;
+    crate::outln!("Decommission the agent promptly or add its serial to the revocation list.")?;
     Ok(0)
 }
 
@@ -176,7 +181,7 @@ pub fn list_locks(a: &Args) -> Result<u8, CliError> {
     let conf = load_conf(a)?;
     let held = Locks::new(&conf.locks_dir()).held();
     if held.is_empty() {
-        println!("No locks currently held.");
+        crate::outln!("No locks currently held.")?;
         return Ok(0);
     }
     if a.json {
@@ -186,12 +191,12 @@ pub fn list_locks(a: &Args) -> Result<u8, CliError> {
             .collect();
         let mut o = Object::new();
         o.insert("locks".into(), Value::Array(locks.into_iter().collect()));
-        println!("{}", output::cli_ok(o));
+        crate::outln!("{}", output::cli_ok(o))?;
     } else {
-        println!("{:<30}  SCRIPT", "HOST");
-        println!("{}", "-".repeat(50));
+        crate::outln!("{:<30}  SCRIPT", "HOST")?;
+        crate::outln!("{}", "-".repeat(50))?;
         for (h, s) in held {
-            println!("{h:<30}  {s}");
+            crate::outln!("{h:<30}  {s}")?;
         }
     }
     Ok(0)

@@ -39,7 +39,7 @@ pub fn setup_ca(a: &Args) -> Result<u8, CliError> {
             key_path.display()
         )));
     }
-    println!("Setting up dispatcher CA...");
+    crate::outln!("Setting up dispatcher CA...")?;
     let (cert_pem, key_pem) =
         pki::create_ca(CA_DAYS).map_err(|e| CliError::Failed(e.to_string()))?;
     fsx::ensure_dir(&dir, 0o750).map_err(|e| write_err(&dir, e))?;
@@ -48,15 +48,15 @@ pub fn setup_ca(a: &Args) -> Result<u8, CliError> {
     fsx::write_atomic(&cert_path, cert_pem.as_bytes(), 0o644)
         .map_err(|e| write_err(&cert_path, e))?;
     let info = pki::cert_info_pem(&cert_pem).map_err(|e| CliError::Failed(e.to_string()))?;
-    println!("CA created:");
-    println!("  Key:  {}", key_path.display());
-    println!("  Cert: {}", cert_path.display());
-    println!("  Fingerprint: {}", info.fingerprint);
-    println!("Keep ca.key secure - it never leaves this host.");
-    println!(
+    crate::outln!("CA created:")?;
+    crate::outln!("  Key:  {}", key_path.display())?;
+    crate::outln!("  Cert: {}", cert_path.display())?;
+    crate::outln!("  Fingerprint: {}", info.fingerprint)?;
+    crate::outln!("Keep ca.key secure - it never leaves this host.")?;
+    crate::outln!(
         "Agents can pin this CA when pairing with: --ca-fingerprint {}",
         info.fingerprint
-    );
+    )?;
     Ok(0)
 }
 
@@ -78,24 +78,24 @@ pub fn setup_dispatcher(a: &Args) -> Result<u8, CliError> {
             .map(|l| l.len())
             .unwrap_or(0);
         if agents > 0 {
-            println!("WARNING: Existing dispatcher cert found.");
-            println!(
+            crate::outln!("WARNING: Existing dispatcher cert found.")?;
+            crate::outln!(
                 "  {agents} registered agent(s) trust the current certificate's serial and will"
-            );
-            println!("  refuse this dispatcher until they are re-paired.");
-            print!("Proceed? [y/N]: ");
+            )?;
+            crate::outln!("  refuse this dispatcher until they are re-paired.")?;
+            crate::out!("Proceed? [y/N]: ")?;
             let _ = std::io::stdout().flush();
             let mut answer = String::new();
             let _ = std::io::stdin().lock().read_line(&mut answer);
             if !matches!(answer.trim(), "y" | "Y") {
-                println!("Aborted.");
+                crate::outln!("Aborted.")?;
                 return Ok(0);
             }
         } else {
-            println!("Existing dispatcher cert found. No registered agents - replacing.");
+            crate::outln!("Existing dispatcher cert found. No registered agents - replacing.")?;
         }
     }
-    println!("Generating dispatcher certificate...");
+    crate::outln!("Generating dispatcher certificate...")?;
     let (cert_pem, key_pem) = pki::issue_key_and_cert(
         &ca_cert_pem,
         &ca_key_pem,
@@ -119,9 +119,9 @@ pub fn setup_dispatcher(a: &Args) -> Result<u8, CliError> {
         .map(|i| i.serial)
         .unwrap_or_default();
     log::info("setup-ctrl-exec", &[("SERIAL", &serial)]);
-    println!("dispatcher cert created:");
-    println!("  Key:  {}", conf.key.display());
-    println!("  Cert: {}", conf.cert.display());
-    println!("Run 'ctrl-exec-dispatcher pairing-mode' to re-pair agents as needed.");
+    crate::outln!("dispatcher cert created:")?;
+    crate::outln!("  Key:  {}", conf.key.display())?;
+    crate::outln!("  Cert: {}", conf.cert.display())?;
+    crate::outln!("Run 'ctrl-exec-dispatcher pairing-mode' to re-pair agents as needed.")?;
     Ok(0)
 }

@@ -12,11 +12,15 @@ mod pairing;
 mod run;
 
 use std::fmt;
+use std::io;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
-use crate::conf::DispatcherConf;
-use crate::{log, VERSION};
+use crate::conf::{ConfError, DispatcherConf};
+use crate::control::dispatch::DispatchError;
+use crate::control::engine::EngineError;
+use crate::control::registry::RegistryError;
+use crate::exit::{self, Failure, Outcome};
+use crate::{log, out, outln, VERSION};
 
 const DEFAULT_CONFIG: &str = "/etc/ctrl-exec/ctrl-exec.conf";
 
@@ -37,28 +41,67 @@ Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), --username <s>
          --token <s> (default $ENVEXEC_TOKEN), --version
 ";
 
-/// Errors of the dispatcher CLI.
+/// Errors of the dispatcher CLI, each knowing its exit code.
 #[derive(Debug)]
 pub enum CliError {
-    /// Bad invocation (exit 2).
+    /// Bad invocation.
     Usage(String),
-    /// The operation failed (exit 1).
+    /// The operation failed, with a message for the operator.
     Failed(String),
+    /// ctrl-exec.conf is unusable.
+    Config(ConfError),
+    /// The dispatcher's identity could not be loaded.
+    Engine(EngineError),
+    /// The registry could not be read or written.
+    Registry(RegistryError),
+    /// The dispatch path refused or failed.
+    Dispatch(DispatchError),
+    /// Stdout could not be written.
+    Output(io::Error),
+    /// Already reported on stdout (`--json`): exit with this code, quietly.
+    Reported(u8),
 }
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CliError::Usage(m) | CliError::Failed(m) => write!(f, "{m}"),
+            CliError::Config(e) => write!(f, "{e}"),
+            CliError::Engine(e) => write!(f, "{e}"),
+            CliError::Registry(e) => write!(f, "{e}"),
+            CliError::Dispatch(e @ DispatchError::UnknownAgents(_)) => write!(
+                f,
+                "Error: {e}\nOnly registered agents can be addressed - run 'ctrl-exec-dispatcher list-agents' to see them."
+            ),
+            CliError::Dispatch(e) => write!(f, "{e}"),
+            CliError::Output(e) => write!(f, "cannot write output: {e}"),
+            CliError::Reported(_) => Ok(()),
         }
     }
 }
 
-impl CliError {
-    fn code(&self) -> u8 {
+impl From<io::Error> for CliError {
+    fn from(e: io::Error) -> CliError {
+        CliError::Output(e)
+    }
+}
+
+impl Failure for CliError {
+    fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) => 2,
-            CliError::Failed(_) => 1,
+            CliError::Usage(_) => exit::USAGE,
+            CliError::Dispatch(DispatchError::InvalidScript(_)) => exit::USAGE,
+            CliError::Reported(code) => *code,
+            CliError::Output(e) if exit::is_closed_output(e) => exit::SUCCESS,
+            _ => exit::FAILURE,
+        }
+    }
+
+    fn quiet(&self) -> bool {
+        match self {
+            CliError::Reported(_) => true,
+            CliError::Output(e) => exit::is_closed_output(e),
+            _ => false,
         }
     }
 }
@@ -101,28 +144,17 @@ pub struct Args {
 }
 
 /// Entry point of the dispatcher CLI.
-pub fn main(args: Vec<String>) -> ExitCode {
-    let parsed = match parse(args) {
-        Ok(ParseResult::Help) => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(ParseResult::Version) => {
-            println!("ctrl-exec-dispatcher {VERSION}");
-            return ExitCode::SUCCESS;
-        }
-        Ok(ParseResult::Run(a)) => *a,
-        Err(e) => return fail(&e),
-    };
-    match run_mode(parsed) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => fail(&e),
-    }
+pub fn main(args: Vec<String>) -> Outcome {
+    entry(args).map_err(|e| Box::new(e) as Box<dyn Failure>)
 }
 
-fn fail(e: &CliError) -> ExitCode {
-    eprintln!("ced: {e}");
-    ExitCode::from(e.code())
+fn entry(args: Vec<String>) -> Result<u8, CliError> {
+    match parse(args)? {
+        ParseResult::Help => out!("{USAGE}")?,
+        ParseResult::Version => outln!("ctrl-exec-dispatcher {VERSION}")?,
+        ParseResult::Run(a) => return run_mode(*a),
+    }
+    Ok(exit::SUCCESS)
 }
 
 enum ParseResult {
@@ -192,7 +224,7 @@ fn parse(mut all: Vec<String>) -> Result<ParseResult, CliError> {
 
 /// Loads the config named by `--config`.
 pub fn load_conf(a: &Args) -> Result<DispatcherConf, CliError> {
-    let conf = DispatcherConf::load(&a.config).map_err(|e| CliError::Failed(e.to_string()))?;
+    let conf = DispatcherConf::load(&a.config).map_err(CliError::Config)?;
     // On a terminal every action line would drown the output: stderr gets
     // warnings and errors; syslog (when configured) gets every action.
     match conf.syslog {

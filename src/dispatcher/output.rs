@@ -1,42 +1,34 @@
 //! Text and JSON renderings of results, in the original's formats
 //! (reference surface.md section 7). CLI JSON uses `"ok":1`/`"ok":0`.
 
-use crate::json::{self, Object, Value};
+use std::fmt::Write;
 
-fn s<'a>(o: &'a Object, k: &str) -> &'a str {
-    json::get_str(o, k).unwrap_or("")
-}
+use miniserde::json::{Object, Value};
 
-fn display_host(o: &Object) -> String {
-    match json::get_str(o, "reported_hostname") {
-        Some(r) => format!("{} ({r})", s(o, "host")),
-        None => s(o, "host").to_string(),
-    }
-}
+use crate::proto::json::{self, Builder};
+use crate::proto::{HostPing, HostRun, HostState, HostSubmit, Output, RunRecord, Submitted};
 
 /// Writes stdout verbatim (newline added) and stderr indented, when they
 /// contain anything but whitespace.
-fn streams(out: &mut String, o: &Object) {
-    let stdout = s(o, "stdout");
-    if !stdout.trim().is_empty() {
-        out.push_str(stdout);
-        if !stdout.ends_with('\n') {
+fn streams(out: &mut String, o: &Output) {
+    if !o.stdout.trim().is_empty() {
+        out.push_str(&o.stdout);
+        if !o.stdout.ends_with('\n') {
             out.push('\n');
         }
     }
-    let stderr = s(o, "stderr");
-    if !stderr.trim().is_empty() {
+    if !o.stderr.trim().is_empty() {
         out.push_str("    STDERR: ");
-        out.push_str(stderr);
-        if !stderr.ends_with('\n') {
+        out.push_str(&o.stderr);
+        if !o.stderr.ends_with('\n') {
             out.push('\n');
         }
     }
 }
 
 /// One sync run result (7.1).
-pub fn run_block(o: &Object) -> String {
-    let exit = json::get_i64(o, "exit").unwrap_or(-1);
+pub fn run_block(r: &HostRun) -> String {
+    let exit = r.output.exit;
     let verdict = if exit == 0 {
         "OK".to_string()
     } else {
@@ -44,90 +36,89 @@ pub fn run_block(o: &Object) -> String {
     };
     let mut out = format!(
         "==> {}  [{verdict}  {}  req:{}]\n",
-        display_host(o),
-        s(o, "rtt"),
-        s(o, "reqid")
+        r.label.display(),
+        r.rtt.text(),
+        r.reqid
     );
-    if let Some(e) = json::get_str(o, "error") {
-        out.push_str(&format!("    ERROR: {e}\n"));
+    if let Some(e) = &r.output.error {
+        let _ = writeln!(out, "    ERROR: {e}");
     }
-    if json::truthy(o, "stdout_truncated") || json::truthy(o, "stderr_truncated") {
+    if r.output.stdout_truncated || r.output.stderr_truncated {
         out.push_str("    NOTE: output was truncated at the agent's max_output_bytes\n");
     }
-    streams(&mut out, o);
+    streams(&mut out, &r.output);
     out
 }
 
 /// The async submission summary (7.2).
-pub fn submit_block(reqid: &str, results: &[Value]) -> String {
+pub fn submit_block(reqid: &str, results: &[HostSubmit]) -> String {
     let mut out = format!("Submitted async run  req:{reqid}\n");
     for r in results {
-        let Value::Object(o) = r else { continue };
-        match s(o, "status") {
-            "accepted" => out.push_str(&format!(
-                "==> {}  [accepted  {}]\n",
-                s(o, "host"),
-                s(o, "rtt")
-            )),
-            "busy" => out.push_str(&format!(
-                "==> {}  [BUSY: {}]\n",
-                s(o, "host"),
-                json::get_str(o, "error").unwrap_or("already running")
-            )),
-            _ => out.push_str(&format!(
-                "==> {}  [ERROR: {}]\n",
-                s(o, "host"),
-                json::get_str(o, "error").unwrap_or("submit failed")
-            )),
-        }
+        let _ = match r.status {
+            Submitted::Accepted => writeln!(out, "==> {}  [accepted  {}]", r.host, r.rtt.text()),
+            Submitted::Busy => writeln!(
+                out,
+                "==> {}  [BUSY: {}]",
+                r.host,
+                r.error.as_deref().unwrap_or("already running")
+            ),
+            Submitted::Error => writeln!(
+                out,
+                "==> {}  [ERROR: {}]",
+                r.host,
+                r.error.as_deref().unwrap_or("submit failed")
+            ),
+        };
     }
-    out.push_str(&format!(
-        "Check progress with: ctrl-exec-dispatcher status {reqid}\n"
-    ));
+    let _ = writeln!(
+        out,
+        "Check progress with: ctrl-exec-dispatcher status {reqid}"
+    );
     out
 }
 
 /// A run record for `status`/`wait` (7.3).
-pub fn status_block(rec: &Object) -> String {
-    let complete = json::truthy(rec, "complete");
+pub fn status_block(rec: &RunRecord) -> String {
+    let (reqid, script) = match rec {
+        RunRecord::Sync(r) => (&r.reqid, &r.script),
+        RunRecord::Async(r) => (&r.reqid, &r.script),
+    };
     let mut out = format!(
-        "Request {}  (script: {})  [{}]\n",
-        s(rec, "reqid"),
-        s(rec, "script"),
-        if complete { "COMPLETE" } else { "PENDING" }
+        "Request {reqid}  (script: {script})  [{}]\n",
+        if rec.complete() {
+            "COMPLETE"
+        } else {
+            "PENDING"
+        }
     );
-    match rec.get("hosts") {
-        Some(Value::Object(hosts)) => {
-            for (name, h) in hosts {
-                let Value::Object(h) = h else { continue };
-                match s(h, "status") {
-                    "done" => {
-                        out.push_str(&format!(
-                            "==> {name}  [done  exit:{}]\n",
-                            json::get_i64(h, "exit").unwrap_or(-1)
-                        ));
-                        streams(&mut out, h);
-                    }
-                    st @ ("accepted" | "running") => {
-                        out.push_str(&format!("==> {name}  [{st}]\n"));
-                        if let Some(e) = json::get_str(h, "fetch_error") {
-                            out.push_str(&format!("    (fetch pending: {e})\n"));
-                        }
-                    }
-                    other => {
-                        out.push_str(&format!("==> {name}  [{}]\n", other.to_uppercase()));
-                        if let Some(e) = json::get_str(h, "error") {
-                            out.push_str(&format!("    {e}\n"));
-                        }
-                    }
-                }
+    match rec {
+        RunRecord::Sync(r) => {
+            for h in &r.results {
+                out.push_str(&run_block(h));
             }
         }
-        _ => {
-            if let Some(Value::Array(results)) = rec.get("results") {
-                for r in results {
-                    if let Value::Object(o) = r {
-                        out.push_str(&run_block(o));
+        RunRecord::Async(r) => {
+            for (name, h) in &r.hosts {
+                match (h.state, &h.output) {
+                    (HostState::Done, Some(o)) => {
+                        let _ = writeln!(out, "==> {name}  [done  exit:{}]", o.exit);
+                        streams(&mut out, o);
+                    }
+                    (state, _) if state.pending() => {
+                        let _ = writeln!(out, "==> {name}  [{}]", state.as_str());
+                        if let Some(e) = &h.fetch_error {
+                            let _ = writeln!(out, "    (fetch pending: {e})");
+                        }
+                    }
+                    (state, output) => {
+                        let _ = writeln!(out, "==> {name}  [{}]", state.as_str().to_uppercase());
+                        let error = output
+                            .as_ref()
+                            .and_then(|o| o.error.as_ref())
+                            .or(h.error.as_ref());
+                        if let Some(e) = error {
+                            let _ = writeln!(out, "    {e}");
+                        }
                     }
                 }
             }
@@ -137,7 +128,7 @@ pub fn status_block(rec: &Object) -> String {
 }
 
 /// The ping table (7.4).
-pub fn ping_table(results: &[Value]) -> String {
+pub fn ping_table(results: &[HostPing]) -> String {
     let mut out = format!(
         "{:<30}  {:<8}  {:<8}  {:<28}  {}\n",
         "HOST", "STATUS", "RTT", "CERT EXPIRY", "VERSION"
@@ -145,27 +136,21 @@ pub fn ping_table(results: &[Value]) -> String {
     out.push_str(&"-".repeat(85));
     out.push('\n');
     for r in results {
-        let Value::Object(o) = r else { continue };
-        let ok = s(o, "status") == "ok";
-        let q = |k: &str| {
-            if ok {
-                json::get_str(o, k).unwrap_or("?").to_string()
-            } else {
-                "?".to_string()
-            }
+        let (status, expiry, version) = match &r.reply {
+            Ok(p) => ("ok", p.expiry.as_str(), p.version.as_str()),
+            Err(_) => ("error", "?", "?"),
         };
-        out.push_str(&format!(
-            "{:<30}  {:<8}  {:<8}  {:<28}  {}\n",
-            display_host(o),
-            if ok { "ok" } else { "error" },
-            s(o, "rtt"),
-            q("expiry"),
-            q("version")
-        ));
-        if !ok {
-            if let Some(e) = json::get_str(o, "error") {
-                out.push_str(&format!("    ERROR: {e}\n"));
-            }
+        let _ = writeln!(
+            out,
+            "{:<30}  {:<8}  {:<8}  {:<28}  {}",
+            r.label.display(),
+            status,
+            r.rtt.text(),
+            expiry,
+            version
+        );
+        if let Err(e) = &r.reply {
+            let _ = writeln!(out, "    ERROR: {e}");
         }
     }
     out
@@ -179,12 +164,11 @@ pub fn cli_ok(mut fields: Object) -> String {
 
 /// `{"ok":1,"results":[...]}` for CLI JSON.
 pub fn cli_results(results: Vec<Value>) -> String {
-    let mut o = Object::new();
-    o.insert(
-        "results".into(),
-        Value::Array(results.into_iter().collect()),
-    );
-    cli_ok(o)
+    cli_ok(
+        Builder::new()
+            .value("results", Value::Array(results.into_iter().collect()))
+            .object(),
+    )
 }
 
 /// `{"ok":0, ...}` for CLI JSON.

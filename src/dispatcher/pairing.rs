@@ -270,15 +270,15 @@ fn approve_request(
                 .and_then(|p| u16::try_from(p).ok())
                 .filter(|p| *p > 0)
         })
-        .unwrap_or(registry::DEFAULT_PORT);
+        .unwrap_or(crate::proto::DEFAULT_AGENT_PORT);
     let now = time::iso8601(time::now());
-    let record = registry::Agent {
+    let record = crate::proto::AgentRecord {
         hostname: name.clone(),
         ip: ip.clone(),
         paired: now.clone(),
         expiry: time::openssl_date(info.not_after),
         reqid: id.to_string(),
-        lookup_by: lookup_by.clone(),
+        lookup_by: crate::proto::LookupBy::parse(&lookup_by).unwrap_or_default(),
         port,
         tags: Default::default(),
         dispatcher_serial: dispatcher_serial.clone(),
@@ -319,7 +319,7 @@ fn approve_request(
 
 fn resolves(name: &str) -> bool {
     use std::net::ToSocketAddrs;
-    (name, registry::DEFAULT_PORT)
+    (name, crate::proto::DEFAULT_AGENT_PORT)
         .to_socket_addrs()
         .map(|mut a| a.next().is_some())
         .unwrap_or(false)

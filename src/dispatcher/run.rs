@@ -1,190 +1,130 @@
-//! `run`, `status`, `wait` and `ping`: authorise, lock, resolve, fan out,
-//! report. A run holds its `host:script` locks until every host answered.
+//! `run`, `status`, `wait` and `ping`: parse the words, call the one
+//! dispatch path, render its results. [`report`] is the one place a
+//! [`DispatchError`] becomes CLI output.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conf::{self, DispatcherConf};
-use crate::control::auth::{self, Caller};
-use crate::control::engine::{Engine, MAX_HOSTS};
-use crate::control::locks::Locks;
-use crate::control::ops;
-use crate::control::registry::{self, Registry, ResolveError, Target};
-use crate::control::runstore::{self, RunStore};
+use miniserde::json::Value;
+
+use crate::control::auth::Caller;
+use crate::control::dispatch::{Dispatch, DispatchError, RunOrder, RunOutcome};
 use crate::dispatcher::{load_conf, output, Args, CliError};
-use crate::hook::Verdict;
-use crate::json::{self, Object, Value};
-use crate::{log, pki, rt, time};
+use crate::proto::json::Builder;
+use crate::proto::{HostPing, HostRun, HostSubmit, RunRecord, ScriptName};
+use crate::{exit, outln, rt};
 
 /// Seconds between `wait` polls.
 const WAIT_POLL: Duration = Duration::from_secs(2);
-/// Default `wait --timeout`.
+/// Default `wait --timeout`, in seconds.
 const WAIT_DEFAULT_SECS: u64 = 300;
+/// Largest `wait --timeout`, in seconds (a week): keeps the deadline
+/// arithmetic far from overflow.
+const WAIT_MAX_SECS: u64 = 604_800;
 
-fn resolve(
-    conf: &DispatcherConf,
-    hosts: &[String],
-    port: Option<u16>,
-) -> Result<Vec<Target>, CliError> {
-    if hosts.len() > MAX_HOSTS {
-        return Err(CliError::Failed(format!(
-            "too many hosts (max {MAX_HOSTS})"
-        )));
-    }
-    registry::resolve(&Registry::new(&conf.registry_dir), hosts, port).map_err(|e| match e {
-        ResolveError::Unknown(names) => CliError::Failed(format!(
-            "Error: unknown agent{}: {}\nOnly registered agents can be addressed - run 'ctrl-exec-dispatcher list-agents' to see them.",
-            if names.len() > 1 { "s" } else { "" },
-            names.join(", ")
-        )),
-        ResolveError::Registry(e) => CliError::Failed(e.to_string()),
-    })
+fn dispatch(a: &Args) -> Result<Dispatch, CliError> {
+    Dispatch::new(load_conf(a)?).map_err(CliError::Engine)
 }
 
-fn engine(conf: &DispatcherConf) -> Result<Arc<Engine>, CliError> {
-    Engine::new(conf).map_err(CliError::Failed)
-}
-
-/// Reports a hook denial the original's way; returns exit code 1.
-fn denied(a: &Args, code: i32, reason: &str) -> u8 {
-    if a.json {
-        let mut o = Object::new();
-        o.insert("error".into(), json::str(reason));
-        o.insert("code".into(), json::int(code as i64));
-        println!("{}", output::cli_err(o));
-    } else {
-        eprintln!("Denied: {reason}");
+/// The CLI's rendering of a dispatch error: in `--json` mode the error
+/// object on stdout (then exit 1, nothing more on stderr); otherwise the
+/// error itself, printed once by `main`.
+fn report(a: &Args, e: DispatchError) -> CliError {
+    if !a.json {
+        return CliError::Dispatch(e);
     }
-    1
+    let body = match &e {
+        DispatchError::Denied { code, reason } => Builder::new()
+            .str("error", reason)
+            .int("code", i64::from(*code)),
+        DispatchError::Locked(conflicts) => Builder::new()
+            .str("error", "locked")
+            .int("code", 4)
+            .strings("conflicts", conflicts),
+        DispatchError::NotFound(reqid) => {
+            Builder::new().str("error", "not found").str("reqid", reqid)
+        }
+        _ => return CliError::Dispatch(e),
+    };
+    match outln!("{}", output::cli_err(body.object())) {
+        Ok(()) => CliError::Reported(exit::FAILURE),
+        Err(io) => CliError::Output(io),
+    }
 }
 
 /// `ced run`.
 pub fn run(a: &Args) -> Result<u8, CliError> {
-    if a.words.len() < 2 {
+    let Some((script, hosts)) = a.words.split_last().filter(|(_, h)| !h.is_empty()) else {
         return Err(CliError::Usage(
             "Usage: ctrl-exec-dispatcher run <host>[:<port>] [<host>...] <script> [-- <arg>...]\nNeed at least one host and a script name".into(),
         ));
+    };
+    if ScriptName::parse(script).is_none() {
+        return Err(CliError::Usage(
+            DispatchError::InvalidScript(script.clone()).to_string(),
+        ));
     }
-    let script = a.words[a.words.len() - 1].clone();
-    let hosts: Vec<String> = a.words[..a.words.len() - 1].to_vec();
-    if !conf::valid_script_name(&script) {
-        return Err(CliError::Usage(format!(
-            "invalid script name '{script}' (letters, digits, '_' and '-' only)"
-        )));
-    }
-    let conf = load_conf(a)?;
-    rt::block_on(async {
-        let mut req = auth::request("run", "127.0.0.1", &a.username, &a.token);
-        req.script = script.clone();
-        req.hosts = hosts.clone();
-        req.args = a.script_args.clone();
-        if let Verdict::Deny { code, reason } = auth::authorise(&conf, Caller::Cli, &req).await {
-            return Ok(denied(a, code, &reason));
-        }
-        let targets = resolve(&conf, &hosts, a.port)?;
-        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-        let _held = match Locks::new(&conf.locks_dir()).acquire(&names, &script) {
-            Ok(h) => h,
-            Err(conflicts) => {
-                log::warn("lock-conflict", &[("CONFLICTS", &conflicts.join(","))]);
-                if a.json {
-                    let mut o = Object::new();
-                    o.insert("error".into(), json::str("locked"));
-                    o.insert("code".into(), json::int(4));
-                    o.insert("conflicts".into(), json::str_array(&conflicts));
-                    println!("{}", output::cli_err(o));
-                } else {
-                    eprintln!("Locked: already running: {}", conflicts.join(", "));
-                }
-                return Ok(1);
-            }
-        };
-        let eng = engine(&conf)?;
-        let reqid = pki::random_hex(8);
-        log::info(
-            "dispatch",
-            &[
-                ("HOSTS", &names.join(",")),
-                ("MODE", if a.detach { "async" } else { "sync" }),
-                ("REQID", &reqid),
-                ("SCRIPT", &script),
-            ],
-        );
-        let results = ops::run(
-            &eng,
-            &targets,
-            &script,
-            &a.script_args,
-            &reqid,
-            &a.username,
-            &a.token,
-            a.detach,
-        )
-        .await;
-        if a.detach {
-            let rec = runstore::async_record(&reqid, &script, &results, None, time::now());
-            if let Err(e) = RunStore::new(&conf.runs_dir()).save(&reqid, &rec) {
-                log::warn(
-                    "run-store-fail",
-                    &[("ERROR", &e.to_string()), ("REQID", &reqid)],
-                );
-            }
-            let any = results.iter().any(
-                |r| matches!(r, Value::Object(o) if json::get_str(o, "status") == Some("accepted")),
-            );
+    let dispatch = dispatch(a)?;
+    let order = RunOrder {
+        hosts: hosts.to_vec(),
+        script: script.clone(),
+        args: a.script_args.clone(),
+        detach: a.detach,
+        port: a.port,
+    };
+    let caller = Caller::cli(&a.username, &a.token);
+    match rt::block_on(dispatch.run(&caller, order)).map_err(|e| report(a, e))? {
+        RunOutcome::Ran { results, .. } => {
+            let all_ok = results.iter().all(HostRun::succeeded);
             if a.json {
-                let mut o = Object::new();
-                o.insert("reqid".into(), json::str(&reqid));
-                o.insert(
-                    "results".into(),
-                    Value::Array(results.into_iter().collect()),
-                );
-                println!("{}", output::cli_ok(o));
+                outln!(
+                    "{}",
+                    output::cli_results(results.iter().map(HostRun::to_json).collect())
+                )?;
             } else {
-                print!("{}", output::submit_block(&reqid, &results));
-            }
-            return Ok(if any { 0 } else { 1 });
-        }
-        let all_ok = results
-            .iter()
-            .all(|r| matches!(r, Value::Object(o) if json::get_i64(o, "exit") == Some(0)));
-        if a.json {
-            println!("{}", output::cli_results(results));
-        } else {
-            for r in &results {
-                if let Value::Object(o) = r {
-                    print!("{}", output::run_block(o));
+                for r in &results {
+                    crate::out!("{}", output::run_block(r))?;
                 }
             }
+            Ok(if all_ok { exit::SUCCESS } else { exit::FAILURE })
         }
-        Ok(if all_ok { 0 } else { 1 })
-    })
+        RunOutcome::Submitted { reqid, results } => {
+            let any = results
+                .iter()
+                .any(|r| r.status == crate::proto::Submitted::Accepted);
+            if a.json {
+                let body = Builder::new().str("reqid", reqid.as_str()).value(
+                    "results",
+                    Value::Array(results.iter().map(HostSubmit::to_json).collect()),
+                );
+                outln!("{}", output::cli_ok(body.object()))?;
+            } else {
+                crate::out!("{}", output::submit_block(reqid.as_str(), &results))?;
+            }
+            Ok(if any { exit::SUCCESS } else { exit::FAILURE })
+        }
+    }
 }
 
-/// `ced ping`.
+/// `ced ping`: exit 0 even when hosts fail, as the original.
 pub fn ping(a: &Args) -> Result<u8, CliError> {
     if a.words.is_empty() {
         return Err(CliError::Usage(
             "Usage: ctrl-exec-dispatcher ping <host>[:<port>] [<host>...]".into(),
         ));
     }
-    let conf = load_conf(a)?;
-    rt::block_on(async {
-        let mut req = auth::request("ping", "127.0.0.1", &a.username, &a.token);
-        req.hosts = a.words.clone();
-        if let Verdict::Deny { code, reason } = auth::authorise(&conf, Caller::Cli, &req).await {
-            return Ok(denied(a, code, &reason));
-        }
-        let targets = resolve(&conf, &a.words, a.port)?;
-        let eng = engine(&conf)?;
-        let results = ops::ping(&eng, &targets, &pki::random_hex(8)).await;
-        if a.json {
-            println!("{}", output::cli_results(results));
-        } else {
-            print!("{}", output::ping_table(&results));
-        }
-        Ok(0)
-    })
+    let dispatch = dispatch(a)?;
+    let caller = Caller::cli(&a.username, &a.token);
+    let results =
+        rt::block_on(dispatch.ping(&caller, &a.words, a.port)).map_err(|e| report(a, e))?;
+    if a.json {
+        outln!(
+            "{}",
+            output::cli_results(results.iter().map(HostPing::to_json).collect())
+        )?;
+    } else {
+        crate::out!("{}", output::ping_table(&results))?;
+    }
+    Ok(exit::SUCCESS)
 }
 
 /// `ced status` and `ced wait`.
@@ -198,74 +138,37 @@ pub fn status(a: &Args, wait: bool) -> Result<u8, CliError> {
     let timeout = match &a.timeout {
         Some(t) => t
             .parse::<u64>()
-            .map_err(|_| CliError::Usage("--timeout must be a number of seconds".into()))?,
+            .ok()
+            .filter(|s| *s <= WAIT_MAX_SECS)
+            .ok_or_else(|| {
+                CliError::Usage(format!(
+                    "--timeout must be a number of seconds up to {WAIT_MAX_SECS}"
+                ))
+            })?,
         None => WAIT_DEFAULT_SECS,
     };
-    let conf = load_conf(a)?;
-    let store = RunStore::new(&conf.runs_dir());
-    store.purge();
-    let not_found = || {
-        if a.json {
-            let mut o = Object::new();
-            o.insert("error".into(), json::str("not found"));
-            o.insert("reqid".into(), json::str(reqid));
-            println!("{}", output::cli_err(o));
-        } else {
-            eprintln!("No such request: {reqid}");
-        }
-        1
-    };
-    let Some(mut rec) = store
-        .load(reqid)
-        .map_err(|e| CliError::Failed(format!("cannot read run record: {e}")))?
-    else {
-        return Ok(not_found());
-    };
-    let registry = Registry::new(&conf.registry_dir);
+    let dispatch = dispatch(a)?;
+    let caller = Caller::cli(&a.username, &a.token);
     let deadline = Instant::now() + Duration::from_secs(timeout);
-    if runstore::is_async(&rec) {
-        let eng = engine(&conf)?;
-        rt::block_on(async {
-            loop {
-                runstore::refresh(&eng, &registry, reqid, &mut rec).await;
-                let _ = store.save(reqid, &rec);
-                if !wait || json::truthy(&rec, "complete") || Instant::now() >= deadline {
-                    break;
-                }
-                rt::sleep(WAIT_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+    let record = rt::block_on(async {
+        loop {
+            let rec = dispatch.status(&caller, reqid, true).await?;
+            if !wait || rec.complete() || Instant::now() >= deadline {
+                return Ok(rec);
             }
-        });
-    }
-    rec.remove("submitter");
-    let complete = json::truthy(&rec, "complete");
+            rt::sleep(WAIT_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    })
+    .map_err(|e| report(a, e))?;
     if a.json {
-        println!("{}", output::cli_ok(rec.clone()));
+        outln!("{}", output::cli_ok(record.to_json(false)))?;
     } else {
-        print!("{}", output::status_block(&rec));
+        crate::out!("{}", output::status_block(&record))?;
     }
-    if !wait {
-        return Ok(0);
-    }
-    if !complete {
-        return Ok(2);
-    }
-    Ok(if record_failed(&rec) { 1 } else { 0 })
-}
-
-/// Whether any host of a finished record failed.
-fn record_failed(rec: &Object) -> bool {
-    match rec.get("hosts") {
-        Some(Value::Object(hosts)) => hosts.values().any(|h| match h {
-            Value::Object(h) => {
-                json::get_str(h, "status") != Some("done") || json::get_i64(h, "exit") != Some(0)
-            }
-            _ => true,
-        }),
-        _ => match rec.get("results") {
-            Some(Value::Array(r)) => r
-                .iter()
-                .any(|r| !matches!(r, Value::Object(o) if json::get_i64(o, "exit") == Some(0))),
-            _ => true,
-        },
-    }
+    Ok(match (wait, record.complete(), &record) {
+        (false, _, _) => exit::SUCCESS,
+        (true, false, _) => exit::WAIT_TIMED_OUT,
+        (true, true, r) if RunRecord::any_failed(r) => exit::FAILURE,
+        _ => exit::SUCCESS,
+    })
 }

@@ -42,6 +42,12 @@ impl LookupBy {
     }
 }
 
+impl std::fmt::Display for LookupBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One registered host: `<registry_dir>/<name>.json`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AgentRecord {

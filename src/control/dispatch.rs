@@ -1,0 +1,593 @@
+//! The one dispatch path of the dispatcher host: authorise, lock, resolve,
+//! fan out, record. `ced` and `ctrl-exec-api` both call it and differ only
+//! in how they render its typed results and its [`DispatchError`].
+//!
+//! File work (registry reads, `flock`, run-store writes) goes through
+//! `smol::unblock`, so a long-running server's executor never waits on
+//! the disk.
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+use miniserde::json::Object;
+
+use crate::conf::DispatcherConf;
+use crate::control::auth::{self, Caller, Front};
+use crate::control::engine::{CallError, Engine, EngineError, Reply, MAX_HOSTS};
+use crate::control::locks::{Held, LockError, Locks};
+use crate::control::registry::{self, Registry, RegistryError, ResolveError, Target};
+use crate::control::runstore::{self, RunStore};
+use crate::hook::Verdict;
+use crate::proto::json::{Fields, JsonError};
+use crate::proto::{
+    AsyncRecord, Capabilities, HostCapabilities, HostLabel, HostPing, HostRun, HostSubmit, Output,
+    PingReply, PingRequest, ReqId, Rtt, RunRecord, RunRequest, ScriptName, Submitted, Submitter,
+    SyncRecord,
+};
+use crate::{log, time};
+
+/// Why a dispatch did not happen (some hosts failing is a result, not
+/// this).
+#[derive(Debug)]
+pub enum DispatchError {
+    /// The script name is not `^[A-Za-z0-9_-]+$`.
+    InvalidScript(String),
+    /// More hosts than one call may address.
+    TooManyHosts {
+        /// The limit.
+        max: usize,
+    },
+    /// The auth hook (or the API default) refused.
+    Denied {
+        /// The hook's exit code.
+        code: i32,
+        /// Its reason.
+        reason: String,
+    },
+    /// These names are not registered.
+    UnknownAgents(Vec<String>),
+    /// Another run holds these `host:script` locks.
+    Locked(Vec<String>),
+    /// A lock file could not be used.
+    Lock(LockError),
+    /// The registry could not be read.
+    Registry(RegistryError),
+    /// No run record has that id (or the caller may not see it).
+    NotFound(String),
+    /// The run store could not be read or written.
+    Store(io::Error),
+}
+
+impl fmt::Display for DispatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DispatchError::InvalidScript(s) => write!(
+                f,
+                "invalid script name '{s}' (letters, digits, '_' and '-' only)"
+            ),
+            DispatchError::TooManyHosts { max } => write!(f, "too many hosts (max {max})"),
+            DispatchError::Denied { reason, .. } => write!(f, "Denied: {reason}"),
+            DispatchError::UnknownAgents(names) => write!(
+                f,
+                "unknown agent{}: {}",
+                if names.len() > 1 { "s" } else { "" },
+                names.join(", ")
+            ),
+            DispatchError::Locked(c) => write!(f, "Locked: already running: {}", c.join(", ")),
+            DispatchError::Lock(e) => write!(f, "{e}"),
+            DispatchError::Registry(e) => write!(f, "{e}"),
+            DispatchError::NotFound(id) => write!(f, "No such request: {id}"),
+            DispatchError::Store(e) => write!(f, "cannot read run record: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DispatchError {}
+
+/// What to run where.
+#[derive(Debug, Clone, Default)]
+pub struct RunOrder {
+    /// Registry names, optionally `name:port`.
+    pub hosts: Vec<String>,
+    /// The script name, as given.
+    pub script: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Submit detached.
+    pub detach: bool,
+    /// Port for hosts whose record carries the default port (`ced --port`).
+    pub port: Option<u16>,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub enum RunOutcome {
+    /// A sync run: one result per host.
+    Ran {
+        /// The run's id.
+        reqid: ReqId,
+        /// Per host, in request order.
+        results: Vec<HostRun>,
+    },
+    /// An async submission.
+    Submitted {
+        /// The run's id (give it to `status`).
+        reqid: ReqId,
+        /// Per host, in request order.
+        results: Vec<HostSubmit>,
+    },
+}
+
+/// The dispatcher host's services, set up once per process.
+pub struct Dispatch {
+    /// ctrl-exec.conf.
+    pub conf: Arc<DispatcherConf>,
+    engine: Arc<Engine>,
+    registry: Registry,
+    store: RunStore,
+    locks: Locks,
+}
+
+impl Dispatch {
+    /// Loads the dispatcher's identity and opens its state directories.
+    pub fn new(conf: DispatcherConf) -> Result<Dispatch, EngineError> {
+        let engine = Engine::new(&conf)?;
+        Ok(Dispatch {
+            registry: Registry::new(&conf.registry_dir),
+            store: RunStore::new(&conf.runs_dir()),
+            locks: Locks::new(&conf.locks_dir()),
+            conf: Arc::new(conf),
+            engine,
+        })
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    async fn authorise(
+        &self,
+        caller: &Caller,
+        req: crate::hook::Request,
+    ) -> Result<(), DispatchError> {
+        match auth::authorise(&self.conf, caller, &req).await {
+            Verdict::Allow => Ok(()),
+            Verdict::Deny { code, reason } => Err(DispatchError::Denied { code, reason }),
+        }
+    }
+
+    async fn resolve(
+        &self,
+        hosts: &[String],
+        port: Option<u16>,
+    ) -> Result<Vec<Target>, DispatchError> {
+        if hosts.len() > MAX_HOSTS {
+            return Err(DispatchError::TooManyHosts { max: MAX_HOSTS });
+        }
+        let registry = self.registry.clone();
+        let hosts = hosts.to_vec();
+        smol::unblock(move || registry::resolve(&registry, &hosts, port))
+            .await
+            .map_err(|e| match e {
+                ResolveError::Unknown(names) => DispatchError::UnknownAgents(names),
+                ResolveError::Registry(e) => DispatchError::Registry(e),
+            })
+    }
+
+    async fn lock(&self, targets: &[Target], script: &ScriptName) -> Result<Held, DispatchError> {
+        let locks = self.locks.clone();
+        let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
+        let script = script.to_string();
+        smol::unblock(move || locks.acquire(&names, &script))
+            .await
+            .map_err(|e| match e {
+                LockError::Conflict(c) => {
+                    log::warn("lock-conflict", &[("CONFLICTS", &c.join(","))]);
+                    DispatchError::Locked(c)
+                }
+                io => DispatchError::Lock(io),
+            })
+    }
+
+    async fn save(&self, record: RunRecord) {
+        let store = self.store.clone();
+        let reqid = record.reqid().to_string();
+        if let Err(e) = smol::unblock(move || store.save(&record)).await {
+            log::warn(
+                "run-store-fail",
+                &[("ERROR", &e.to_string()), ("REQID", &reqid)],
+            );
+        }
+    }
+
+    /// Runs a script: authorise, resolve, lock, fan out, record. API sync
+    /// runs and every async run are recorded; the locks are held until
+    /// every host answered.
+    pub async fn run(&self, caller: &Caller, order: RunOrder) -> Result<RunOutcome, DispatchError> {
+        let script = ScriptName::parse(&order.script)
+            .ok_or_else(|| DispatchError::InvalidScript(order.script.clone()))?;
+        let mut req = caller.request("run");
+        req.script = script.to_string();
+        req.hosts = order.hosts.clone();
+        req.args = order.args.clone();
+        self.authorise(caller, req).await?;
+        let targets = self.resolve(&order.hosts, order.port).await?;
+        let held = self.lock(&targets, &script).await?;
+        let reqid = ReqId::random();
+        let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
+        log::info(
+            "dispatch",
+            &[
+                ("HOSTS", &names.join(",")),
+                ("MODE", if order.detach { "async" } else { "sync" }),
+                ("REQID", reqid.as_str()),
+                ("SCRIPT", script.as_str()),
+            ],
+        );
+        let request = Arc::new(
+            RunRequest {
+                script: script.to_string(),
+                args: order.args,
+                reqid: reqid.to_string(),
+                username: caller.username.clone(),
+                token: caller.token.clone(),
+                detach: order.detach,
+            }
+            .to_json(),
+        );
+        let replies = {
+            let (script, reqid) = (script.to_string(), reqid.to_string());
+            self.engine
+                .fan_out(&targets, move |eng, t| {
+                    let (request, script, reqid) = (request.clone(), script.clone(), reqid.clone());
+                    async move {
+                        let reply = eng.call(&t, "POST", "/run", Some(&request)).await;
+                        log_call("run", &t, &reqid, &script, &reply);
+                        (t, reply)
+                    }
+                })
+                .await
+        };
+        drop(held);
+        let submitter = (caller.front == Front::Api).then(|| Submitter {
+            username: caller.username.clone(),
+            source_ip: caller.source_ip.clone(),
+        });
+        if order.detach {
+            let results: Vec<HostSubmit> = replies
+                .into_iter()
+                .map(|(t, r)| submit_result(&t, &script, &reqid, r))
+                .collect();
+            self.save(RunRecord::Async(AsyncRecord::submitted(
+                reqid.as_str(),
+                script.as_str(),
+                &results,
+                submitter,
+                time::now(),
+            )))
+            .await;
+            return Ok(RunOutcome::Submitted { reqid, results });
+        }
+        let results: Vec<HostRun> = replies
+            .into_iter()
+            .map(|(t, r)| run_result(&t, &script, &reqid, r))
+            .collect();
+        if submitter.is_some() {
+            self.save(RunRecord::Sync(SyncRecord {
+                reqid: reqid.to_string(),
+                script: script.to_string(),
+                hosts: order.hosts,
+                results: results.clone(),
+                completed: time::now(),
+                submitter,
+            }))
+            .await;
+        }
+        Ok(RunOutcome::Ran { reqid, results })
+    }
+
+    /// Pings hosts (authorised as `ping`).
+    pub async fn ping(
+        &self,
+        caller: &Caller,
+        hosts: &[String],
+        port: Option<u16>,
+    ) -> Result<Vec<HostPing>, DispatchError> {
+        let mut req = caller.request("ping");
+        req.hosts = hosts.to_vec();
+        self.authorise(caller, req).await?;
+        let targets = self.resolve(hosts, port).await?;
+        let reqid = ReqId::random().into_string();
+        let body = Arc::new(
+            PingRequest {
+                reqid: reqid.clone(),
+            }
+            .to_json(),
+        );
+        Ok(self
+            .engine
+            .fan_out(&targets, move |eng, t| {
+                let (body, reqid) = (body.clone(), reqid.clone());
+                async move {
+                    let reply = eng.call(&t, "POST", "/ping", Some(&body)).await;
+                    let result = ping_result(&t, &reqid, reply);
+                    log::info(
+                        "ping",
+                        &[
+                            ("REQID", &reqid),
+                            ("RESULT", if result.reply.is_ok() { "ok" } else { "error" }),
+                            ("TARGET", &format!("{}:{}", t.host, t.port)),
+                        ],
+                    );
+                    result
+                }
+            })
+            .await)
+    }
+
+    /// Asks hosts for their capabilities (authorised as `ping`); no hosts
+    /// means every registered agent. Live tags replace the cached ones.
+    pub async fn discovery(
+        &self,
+        caller: &Caller,
+        hosts: Vec<String>,
+    ) -> Result<Vec<HostCapabilities>, DispatchError> {
+        let hosts = if hosts.is_empty() {
+            let registry = self.registry.clone();
+            smol::unblock(move || registry.names())
+                .await
+                .map_err(DispatchError::Registry)?
+        } else {
+            hosts
+        };
+        if hosts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut req = caller.request("ping");
+        req.hosts = hosts.clone();
+        self.authorise(caller, req).await?;
+        let targets = self.resolve(&hosts, None).await?;
+        Ok(self.capabilities(&targets).await)
+    }
+
+    /// Capabilities of every registered agent, for the live OpenAPI
+    /// document (the caller passed the gateway's own check already).
+    pub async fn survey(&self) -> Result<(Vec<String>, Vec<HostCapabilities>), DispatchError> {
+        let registry = self.registry.clone();
+        let (names, targets) = smol::unblock(move || {
+            let names = registry.names()?;
+            let targets = registry::resolve(&registry, &names, None).unwrap_or_default();
+            Ok::<_, RegistryError>((names, targets))
+        })
+        .await
+        .map_err(DispatchError::Registry)?;
+        Ok((names, self.capabilities(&targets).await))
+    }
+
+    async fn capabilities(&self, targets: &[Target]) -> Vec<HostCapabilities> {
+        let caps = self
+            .engine
+            .fan_out(targets, |eng, t| async move {
+                let reply = eng.call(&t, "GET", "/capabilities", None).await;
+                let result = capabilities_result(&t, reply);
+                let scripts = match &result.reply {
+                    Ok(c) => c.scripts.len().to_string(),
+                    Err(_) => String::new(),
+                };
+                log::info(
+                    "capabilities",
+                    &[
+                        ("SCRIPTS", &scripts),
+                        ("TARGET", &format!("{}:{}", t.host, t.port)),
+                    ],
+                );
+                result
+            })
+            .await;
+        let registry = self.registry.clone();
+        let live: Vec<HostCapabilities> =
+            caps.iter().filter(|c| c.reply.is_ok()).cloned().collect();
+        smol::unblock(move || registry.refresh_tags(&live)).await;
+        caps
+    }
+
+    /// Loads a run record, purging old ones first. The API authorises it
+    /// as `status` with the record's submitter, and a refusal looks like an
+    /// unknown id; the CLI reads it as the operator. An async record is
+    /// refreshed from its agents when `refresh` is set, and saved.
+    pub async fn status(
+        &self,
+        caller: &Caller,
+        reqid: &str,
+        refresh: bool,
+    ) -> Result<RunRecord, DispatchError> {
+        let not_found = || DispatchError::NotFound(reqid.chars().take(64).collect());
+        let id = ReqId::parse(reqid).ok_or_else(not_found)?;
+        let store = self.store.clone();
+        let loaded = smol::unblock(move || {
+            store.purge();
+            store.load(&id)
+        })
+        .await
+        .map_err(DispatchError::Store)?;
+        let mut record = loaded.ok_or_else(not_found)?;
+        if caller.front == Front::Api {
+            let mut req = caller.request("status");
+            req.reqid = reqid.to_string();
+            req.submitter = record.submitter().cloned();
+            if self.authorise(caller, req).await.is_err() {
+                return Err(not_found());
+            }
+        }
+        if let (RunRecord::Async(rec), true) = (&mut record, refresh) {
+            runstore::refresh(&self.engine, &self.registry, rec).await;
+            self.save(record.clone()).await;
+        }
+        Ok(record)
+    }
+}
+
+fn log_call(action: &str, t: &Target, reqid: &str, script: &str, reply: &Result<Reply, CallError>) {
+    let target = format!("{}:{}", t.host, t.port);
+    match reply {
+        Ok(r) => log::info(
+            action,
+            &[
+                ("REQID", reqid),
+                ("RTT", &r.rtt.text()),
+                ("SCRIPT", script),
+                ("STATUS", &r.status.to_string()),
+                ("TARGET", &target),
+            ],
+        ),
+        Err(e) => log::warn(
+            action,
+            &[
+                ("ERROR", &e.to_string()),
+                ("REQID", reqid),
+                ("SCRIPT", script),
+                ("TARGET", &target),
+            ],
+        ),
+    }
+}
+
+/// The agent's `error`, if its body has one.
+fn agent_error(body: &Result<Object, JsonError>) -> Option<String> {
+    body.as_ref()
+        .ok()
+        .and_then(|b| Fields(b).str("error").ok().flatten())
+        .map(str::to_string)
+}
+
+/// Words an unreadable body for an operator.
+fn invalid_body(e: &JsonError) -> String {
+    match e {
+        JsonError::TooDeep { limit } => {
+            format!("invalid JSON response: nested deeper than {limit} levels")
+        }
+        _ => "invalid JSON response".to_string(),
+    }
+}
+
+/// The per-host result of a sync run.
+fn run_result(
+    t: &Target,
+    script: &ScriptName,
+    reqid: &ReqId,
+    reply: Result<Reply, CallError>,
+) -> HostRun {
+    let (rtt, output) = match reply {
+        Err(e) => (Rtt::default(), Output::failed(e.to_string())),
+        Ok(r) => {
+            let output = match (r.status, &r.body) {
+                (403, b) => {
+                    Output::failed(format!("forbidden: {}", agent_error(b).unwrap_or_default()))
+                }
+                (413, _) => Output::failed("request too large"),
+                (_, Err(e)) => Output::failed(invalid_body(e)),
+                (status, Ok(body)) => match Output::read(Fields(body)) {
+                    Ok(mut out) => {
+                        if status != 200 && out.error.is_none() {
+                            out.error = Some(format!("agent answered HTTP {status}"));
+                        }
+                        out
+                    }
+                    Err(e) => Output::failed(format!("invalid response: {e}")),
+                },
+            };
+            (r.rtt, output)
+        }
+    };
+    HostRun {
+        label: HostLabel::new(&t.name, ""),
+        script: script.to_string(),
+        reqid: reqid.to_string(),
+        rtt,
+        output,
+    }
+}
+
+/// The per-host result of an async submission.
+fn submit_result(
+    t: &Target,
+    script: &ScriptName,
+    reqid: &ReqId,
+    reply: Result<Reply, CallError>,
+) -> HostSubmit {
+    let (status, error, rtt) = match reply {
+        Err(e) => (Submitted::Error, Some(e.to_string()), Rtt::default()),
+        Ok(r) => {
+            let error = agent_error(&r.body);
+            match r.status {
+                202 => (Submitted::Accepted, None, r.rtt),
+                409 => (
+                    Submitted::Busy,
+                    Some(error.unwrap_or_else(|| "script already running".into())),
+                    r.rtt,
+                ),
+                403 => (
+                    Submitted::Error,
+                    Some(format!("forbidden: {}", error.unwrap_or_default())),
+                    r.rtt,
+                ),
+                _ => (
+                    Submitted::Error,
+                    Some(error.unwrap_or_else(|| "submit failed".into())),
+                    r.rtt,
+                ),
+            }
+        }
+    };
+    HostSubmit {
+        host: t.name.clone(),
+        script: script.to_string(),
+        reqid: reqid.to_string(),
+        rtt,
+        status,
+        error,
+    }
+}
+
+/// Reads a 200 body with `parse`, or words why there is none.
+fn status_reply<T>(
+    reply: Result<Reply, CallError>,
+    parse: impl Fn(&Object) -> Result<T, crate::proto::FieldError>,
+) -> (Rtt, Result<T, String>) {
+    let r = match reply {
+        Err(e) => return (Rtt::default(), Err(e.to_string())),
+        Ok(r) => r,
+    };
+    let result = match (r.status, &r.body) {
+        (200, Ok(body)) => parse(body).map_err(|e| format!("invalid response: {e}")),
+        (403, b) => Err(format!("forbidden: {}", agent_error(b).unwrap_or_default())),
+        (_, Err(e)) => Err(invalid_body(e)),
+        (s, b) => Err(agent_error(b).unwrap_or_else(|| format!("agent answered HTTP {s}"))),
+    };
+    (r.rtt, result)
+}
+
+fn ping_result(t: &Target, reqid: &str, reply: Result<Reply, CallError>) -> HostPing {
+    let (rtt, reply) = status_reply(reply, PingReply::from_json);
+    let reported = reply.as_ref().map(|p| p.host.clone()).unwrap_or_default();
+    HostPing {
+        label: HostLabel::new(&t.name, &reported),
+        rtt,
+        reply: reply.map(|mut p| {
+            p.reqid = reqid.to_string();
+            p
+        }),
+    }
+}
+
+fn capabilities_result(t: &Target, reply: Result<Reply, CallError>) -> HostCapabilities {
+    let (rtt, reply) = status_reply(reply, Capabilities::from_json);
+    let reported = reply.as_ref().map(|c| c.host.clone()).unwrap_or_default();
+    HostCapabilities {
+        label: HostLabel::new(&t.name, &reported),
+        rtt,
+        reply,
+    }
+}

@@ -1,0 +1,45 @@
+//! Exit codes, named, as `reference/surface.md` gives them, and the trait
+//! every role error implements so `main` can print it once.
+
+use std::fmt;
+use std::io;
+
+/// Success.
+pub const SUCCESS: u8 = 0;
+/// The operation failed, a host failed, a hook denied, a lock conflicted.
+pub const FAILURE: u8 = 1;
+/// Bad invocation: unknown mode or option, missing argument.
+pub const USAGE: u8 = 2;
+/// `ced wait`: the run did not complete before `--timeout`.
+pub const WAIT_TIMED_OUT: u8 = 2;
+/// `cea request-pairing --background`: no decision before `--timeout`.
+pub const PAIRING_TIMED_OUT: u8 = 2;
+/// `cea request-pairing --background`: the operator denied the request.
+pub const PAIRING_DENIED: u8 = 3;
+/// `EX_CONFIG` (sysexits.h): configuration unusable; service managers are
+/// told not to restart in a loop.
+pub const CONFIG: u8 = 78;
+/// The multicall binary was invoked under a name that is no role.
+pub const UNKNOWN_ROLE: u8 = 127;
+
+/// An error a role's entry point returns: printed once by `main` as
+/// `<role>: <message>`, then the process exits with [`Failure::exit_code`].
+pub trait Failure: fmt::Display {
+    /// The process exit code.
+    fn exit_code(&self) -> u8;
+
+    /// Whether to exit without a message (stdout closed by the reader,
+    /// as in `ced list-agents | head -1`).
+    fn quiet(&self) -> bool {
+        false
+    }
+}
+
+/// What a role's entry point returns.
+pub type Outcome = Result<u8, Box<dyn Failure>>;
+
+/// Whether an output error means the reader went away: not worth a
+/// message, and not a failure of the command.
+pub fn is_closed_output(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::BrokenPipe
+}
