@@ -8,13 +8,16 @@ use std::time::Duration;
 
 use crate::conf::host::system_fqdn;
 use crate::conf::names::is_profile_name;
-use crate::conf::raw::{is_truthy, is_word, parse_uint, read, split_key_value, starts_truthy, Raw};
+use crate::conf::raw::{
+    clip, is_truthy, is_word, parse_uint, read, split_key_value, starts_truthy, Raw,
+};
 use crate::conf::{
     ConfError, IpNet, RateRule, ASYNC_RUNS_DIR, CERT_STAGING_FILE, DEFAULT_AGENT_BIND,
     DEFAULT_AGENT_STATE_DIR, DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_MAX_CHILDREN,
     DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_RATE_LIMIT_PROBE, DEFAULT_RATE_LIMIT_VOLUME,
     DEFAULT_REVOKED_SERIALS, DEFAULT_SCRIPT_TIMEOUT_SECS, DEFAULT_STDIN_TIMEOUT_SECS,
-    TRUSTED_DISPATCHERS_FILE,
+    MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CONCURRENT_SLOTS, MAX_OUTPUT_CAP_BYTES,
+    MAX_SCRIPT_TIMEOUT_SECS, MAX_STDIN_TIMEOUT_SECS, TRUSTED_DISPATCHERS_FILE,
 };
 
 /// The agent's `agent.conf`.
@@ -50,23 +53,30 @@ pub struct AgentConf {
     pub script_dirs: Vec<PathBuf>,
     /// Auth hook program (`auth_hook`).
     pub auth_hook: Option<PathBuf>,
-    /// Hook time limit (`auth_hook_timeout`, default 10 s).
+    /// Hook time limit (`auth_hook_timeout`, default 10 s). Invariant: 1 s to
+    /// [`MAX_AUTH_HOOK_TIMEOUT_SECS`].
     pub auth_hook_timeout: Duration,
     /// Peers allowed to connect; `None` = all. Invariant: `Some` is non-empty.
     pub allowed_ips: Option<Vec<IpNet>>,
     /// Connection volume rule; `None` when disabled or its limit is 0.
+    /// Invariant: window and block within [`MAX_RATE_WINDOW_SECS`](crate::conf::MAX_RATE_WINDOW_SECS) and
+    /// [`MAX_RATE_BLOCK_SECS`](crate::conf::MAX_RATE_BLOCK_SECS).
     pub rate_limit_volume: Option<RateRule>,
-    /// Failed-handshake rule; `None` when disabled or its limit is 0.
+    /// Failed-handshake rule; `None` when disabled or its limit is 0. Same bounds.
     pub rate_limit_probe: Option<RateRule>,
     /// Privileged executor socket (`executor_socket`).
     pub executor_socket: Option<PathBuf>,
-    /// Time limit for writing the context JSON to a script (default 10 s).
+    /// Time limit for writing the context JSON to a script (`stdin_timeout`,
+    /// default 10 s). Invariant: 1 s to [`MAX_STDIN_TIMEOUT_SECS`].
     pub stdin_timeout: Duration,
-    /// Concurrent handler cap (`max_children`, default 256). Invariant: >= 1.
+    /// Concurrent handler cap (`max_children`, default 256). Invariant: 1 to
+    /// [`MAX_CONCURRENT_SLOTS`].
     pub max_children: usize,
-    /// Script run time limit (`script_timeout`, default 600 s). Invariant: > 0.
+    /// Script run time limit (`script_timeout`, default 600 s). Invariant: 1 s to
+    /// [`MAX_SCRIPT_TIMEOUT_SECS`].
     pub script_timeout: Duration,
-    /// Output kept per stream (`max_output_bytes`, default 1 MiB). Invariant: >= 1.
+    /// Output kept per stream (`max_output_bytes`, default 1 MiB). Invariant: 1 to
+    /// [`MAX_OUTPUT_CAP_BYTES`].
     pub max_output_bytes: usize,
     /// Log to syslog instead of stderr (`syslog`, truthy 1/y/yes/true/on).
     pub syslog: bool,
@@ -135,7 +145,9 @@ impl AgentConf {
             if let Some(inner) = trimmed.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
                 section = parse_section(inner)
                     .map_err(|m| ConfError::at(path, n, m))?
-                    .ok_or_else(|| ConfError::at(path, n, format!("malformed line: '{line}'")))?;
+                    .ok_or_else(|| {
+                        ConfError::at(path, n, format!("malformed line: '{}'", clip(line)))
+                    })?;
                 if let Section::Profile(name) = &section {
                     profiles.entry(name.clone()).or_default();
                 }
@@ -143,7 +155,9 @@ impl AgentConf {
             }
             let (k, v) = split_key_value(line)
                 .filter(|(k, _)| is_agent_key(k))
-                .ok_or_else(|| ConfError::at(path, n, format!("malformed line: '{line}'")))?;
+                .ok_or_else(|| {
+                    ConfError::at(path, n, format!("malformed line: '{}'", clip(line)))
+                })?;
             match &section {
                 Section::Top => raw.set(k, v, n),
                 Section::Tags => {
@@ -214,19 +228,39 @@ impl AgentConf {
             },
             script_dirs,
             auth_hook: raw.path("auth_hook"),
-            auth_hook_timeout: raw.secs("auth_hook_timeout", DEFAULT_AUTH_HOOK_TIMEOUT_SECS, 1)?,
+            auth_hook_timeout: raw.secs(
+                "auth_hook_timeout",
+                DEFAULT_AUTH_HOOK_TIMEOUT_SECS,
+                1,
+                MAX_AUTH_HOOK_TIMEOUT_SECS,
+            )?,
             allowed_ips,
             rate_limit_volume,
             rate_limit_probe,
             executor_socket: raw.path("executor_socket"),
-            stdin_timeout: raw.secs("stdin_timeout", DEFAULT_STDIN_TIMEOUT_SECS, 1)?,
-            max_children: raw.num("max_children", DEFAULT_MAX_CHILDREN, 1, usize::MAX)?,
-            script_timeout: raw.secs("script_timeout", DEFAULT_SCRIPT_TIMEOUT_SECS, 1)?,
+            stdin_timeout: raw.secs(
+                "stdin_timeout",
+                DEFAULT_STDIN_TIMEOUT_SECS,
+                1,
+                MAX_STDIN_TIMEOUT_SECS,
+            )?,
+            max_children: raw.num(
+                "max_children",
+                DEFAULT_MAX_CHILDREN,
+                1,
+                MAX_CONCURRENT_SLOTS,
+            )?,
+            script_timeout: raw.secs(
+                "script_timeout",
+                DEFAULT_SCRIPT_TIMEOUT_SECS,
+                1,
+                MAX_SCRIPT_TIMEOUT_SECS,
+            )?,
             max_output_bytes: raw.num(
                 "max_output_bytes",
                 DEFAULT_MAX_OUTPUT_BYTES,
                 1,
-                usize::MAX,
+                MAX_OUTPUT_CAP_BYTES,
             )?,
             syslog: raw.get("syslog").is_some_and(is_truthy),
             tags,
@@ -534,15 +568,15 @@ mod tests {
             ),
             (
                 "script_timeout = 0",
-                "script_timeout must be a number of at least 1, got '0'",
+                "script_timeout must be a number 1-604800, got '0'",
             ),
             (
                 "max_output_bytes = 0",
-                "max_output_bytes must be a number of at least 1",
+                "max_output_bytes must be a number 1-67108864",
             ),
             (
                 "max_children = 0",
-                "max_children must be a number of at least 1",
+                "max_children must be a number 1-1048576",
             ),
             ("stdin_timeout = x", "stdin_timeout must be"),
             ("auth_hook_timeout = -2", "auth_hook_timeout must be"),

@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::conf::host::system_hostname;
-use crate::conf::raw::{is_truthy, is_word, read, split_key_value, starts_truthy, Raw};
+use crate::conf::raw::{clip, is_truthy, is_word, read, split_key_value, starts_truthy, Raw};
 use crate::conf::{
     sanitise_dispatcher_id, ConfError, RateRule, DEFAULT_API_BIND, DEFAULT_API_MAX_CHILDREN,
     DEFAULT_API_PORT, DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_CA_DIR, DEFAULT_CERT_DAYS,
     DEFAULT_DISPATCHER_STATE_DIR, DEFAULT_MAX_PARALLEL, DEFAULT_PAIRING_BIND,
     DEFAULT_PAIRING_MAX_QUEUE, DEFAULT_PAIRING_RATE_LIMIT, DEFAULT_PAIRING_TIMEOUT_SECS,
-    DEFAULT_READ_TIMEOUT_SECS, MAX_PAIRING_TIMEOUT_SECS, REGISTRY_DIR,
+    DEFAULT_READ_TIMEOUT_SECS, MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS,
+    MAX_PAIRING_TIMEOUT_SECS, MAX_READ_TIMEOUT_SECS, REGISTRY_DIR,
 };
 
 /// The dispatcher's (and API server's) `ctrl-exec.conf`.
@@ -33,7 +34,8 @@ pub struct DispatcherConf {
     pub registry_dir: PathBuf,
     /// Auth hook program (`auth_hook`), unset = no hook.
     pub auth_hook: Option<PathBuf>,
-    /// Hook time limit (`auth_hook_timeout`, default 10 s, at least 1 s).
+    /// Hook time limit (`auth_hook_timeout`, default 10 s). Invariant: 1 s to
+    /// [`MAX_AUTH_HOOK_TIMEOUT_SECS`].
     pub auth_hook_timeout: Duration,
     /// API allows requests when no hook is set: true only for `api_auth_default = allow`.
     pub api_auth_default_allow: bool,
@@ -47,13 +49,17 @@ pub struct DispatcherConf {
     pub api_cert: Option<PathBuf>,
     /// API TLS key (`api_key`).
     pub api_key: Option<PathBuf>,
-    /// API concurrent handler cap (`api_max_children`, default 64). Invariant: >= 1.
+    /// API concurrent handler cap (`api_max_children`, default 64). Invariant: 1 to
+    /// [`MAX_CONCURRENT_SLOTS`].
     pub api_max_children: usize,
     /// Agent reply timeout (`read_timeout`, or the deprecated `timeout`; default 60 s).
+    /// Invariant: 1 s to [`MAX_READ_TIMEOUT_SECS`].
     pub read_timeout: Duration,
-    /// Fan-out worker cap (`max_parallel`, default 64). Invariant: >= 1.
+    /// Fan-out worker cap (`max_parallel`, default 64). Invariant: 1 to
+    /// [`MAX_CONCURRENT_SLOTS`].
     pub max_parallel: usize,
-    /// Certificate lifetime at renewal in days (`cert_days`, default 365). Invariant: >= 1.
+    /// Certificate lifetime at renewal in days (`cert_days`, default 365).
+    /// Invariant: 1 to [`MAX_CERT_DAYS`].
     pub cert_days: u32,
     /// Sanitised identity sent to agents (`dispatcher_id`, default the host name).
     /// Invariant: matches `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`.
@@ -65,6 +71,8 @@ pub struct DispatcherConf {
     /// Pending pairing requests held (`pairing_max_queue`, default 10). Invariant: >= 1.
     pub pairing_max_queue: usize,
     /// Pairing-port volume rule; `None` when disabled or its limit is 0.
+    /// Invariant: window and block within [`MAX_RATE_WINDOW_SECS`](crate::conf::MAX_RATE_WINDOW_SECS) and
+    /// [`MAX_RATE_BLOCK_SECS`](crate::conf::MAX_RATE_BLOCK_SECS).
     pub pairing_rate_limit: Option<RateRule>,
     /// Log to syslog instead of stderr (`syslog`, truthy 1/y/yes/true/on).
     pub syslog: bool,
@@ -96,7 +104,13 @@ impl DispatcherConf {
             }
             match split_key_value(line) {
                 Some((k, v)) if is_word(k) => raw.set(k, v, n),
-                _ => return Err(ConfError::at(path, n, format!("malformed line: '{line}'"))),
+                _ => {
+                    return Err(ConfError::at(
+                        path,
+                        n,
+                        format!("malformed line: '{}'", clip(line)),
+                    ))
+                }
             }
         }
 
@@ -106,9 +120,19 @@ impl DispatcherConf {
             None => state_dir.join(REGISTRY_DIR),
         };
         let read_timeout = if raw.get("read_timeout").is_some() {
-            raw.secs("read_timeout", DEFAULT_READ_TIMEOUT_SECS, 1)?
+            raw.secs(
+                "read_timeout",
+                DEFAULT_READ_TIMEOUT_SECS,
+                1,
+                MAX_READ_TIMEOUT_SECS,
+            )?
         } else {
-            raw.secs("timeout", DEFAULT_READ_TIMEOUT_SECS, 1)?
+            raw.secs(
+                "timeout",
+                DEFAULT_READ_TIMEOUT_SECS,
+                1,
+                MAX_READ_TIMEOUT_SECS,
+            )?
         };
         let dispatcher_id = sanitise_dispatcher_id(&match raw.get("dispatcher_id") {
             Some(v) => v.to_string(),
@@ -131,7 +155,12 @@ impl DispatcherConf {
             registry_dir,
             state_dir,
             auth_hook: raw.path("auth_hook"),
-            auth_hook_timeout: raw.secs("auth_hook_timeout", DEFAULT_AUTH_HOOK_TIMEOUT_SECS, 1)?,
+            auth_hook_timeout: raw.secs(
+                "auth_hook_timeout",
+                DEFAULT_AUTH_HOOK_TIMEOUT_SECS,
+                1,
+                MAX_AUTH_HOOK_TIMEOUT_SECS,
+            )?,
             api_auth_default_allow: raw.get("api_auth_default") == Some("allow"),
             auth_deny_generic: raw.get("auth_deny_generic").is_some_and(starts_truthy),
             api_bind: raw.get("api_bind").unwrap_or(DEFAULT_API_BIND).to_string(),
@@ -142,11 +171,16 @@ impl DispatcherConf {
                 "api_max_children",
                 DEFAULT_API_MAX_CHILDREN,
                 1,
-                usize::MAX,
+                MAX_CONCURRENT_SLOTS,
             )?,
             read_timeout,
-            max_parallel: raw.num("max_parallel", DEFAULT_MAX_PARALLEL, 1, usize::MAX)?,
-            cert_days: raw.num("cert_days", DEFAULT_CERT_DAYS, 1, u32::MAX)?,
+            max_parallel: raw.num(
+                "max_parallel",
+                DEFAULT_MAX_PARALLEL,
+                1,
+                MAX_CONCURRENT_SLOTS,
+            )?,
+            cert_days: raw.num("cert_days", DEFAULT_CERT_DAYS, 1, MAX_CERT_DAYS)?,
             dispatcher_id,
             pairing_bind: raw
                 .get("pairing_bind")
@@ -325,15 +359,15 @@ mod tests {
             ("api_port = -1", "got '-1'"),
             (
                 "api_max_children = 0",
-                "api_max_children must be a number of at least 1, got '0'",
+                "api_max_children must be a number 1-1048576, got '0'",
             ),
             (
                 "max_parallel = 0",
-                "max_parallel must be a number of at least 1",
+                "max_parallel must be a number 1-1048576",
             ),
             (
                 "read_timeout = soon",
-                "read_timeout must be a number of at least 1, got 'soon'",
+                "read_timeout must be a number 1-604800, got 'soon'",
             ),
             ("auth_hook_timeout = 0", "auth_hook_timeout must be"),
             ("cert_days = 1.5", "cert_days must be"),

@@ -21,7 +21,7 @@
 //! `host` for the values they share. This file is the facade: callers use the
 //! re-exports below, never the submodules.
 
-use std::fmt;
+use std::fmt::{self, Write};
 use std::path::{Path, PathBuf};
 
 mod agent;
@@ -49,7 +49,12 @@ pub use defaults::{
 };
 pub use dispatcher::DispatcherConf;
 pub use ipnet::IpNet;
-pub use limits::{MAX_DISPATCHER_ID_CHARS, MAX_PAIRING_TIMEOUT_SECS, MAX_SCRIPT_NAME_CHARS};
+pub use limits::{
+    MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS, MAX_CONF_FILE_BYTES,
+    MAX_DISPATCHER_ID_CHARS, MAX_MESSAGE_CHARS, MAX_OUTPUT_CAP_BYTES, MAX_PAIRING_TIMEOUT_SECS,
+    MAX_RATE_BLOCK_SECS, MAX_RATE_WINDOW_SECS, MAX_READ_TIMEOUT_SECS, MAX_SCRIPT_NAME_CHARS,
+    MAX_SCRIPT_TIMEOUT_SECS, MAX_STDIN_TIMEOUT_SECS,
+};
 pub use names::{sanitise_dispatcher_id, valid_agent_name, valid_script_name};
 pub use rate::RateRule;
 pub use scripts::{load_allowlist, parse_allowlist, within_script_dirs, Allowlist, ScriptEntry};
@@ -83,13 +88,31 @@ impl ConfError {
     }
 }
 
+/// `<file>:<line>: <message>`, or `<file>: <message>` when no line is to blame.
+/// Always one line: the message is cut to [`MAX_MESSAGE_CHARS`] and control
+/// characters (a stray CR, an escape sequence quoted from the file) are
+/// written escaped.
 impl fmt::Display for ConfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            Some(n) => write!(f, "{}:{}: {}", self.path.display(), n, self.message),
-            None => write!(f, "{}: {}", self.path.display(), self.message),
+        let path = self.path.display().to_string();
+        write_escaped(f, &path)?;
+        if let Some(n) = self.line {
+            write!(f, ":{n}")?;
+        }
+        f.write_str(": ")?;
+        write_escaped(f, &raw::clip(&self.message))
+    }
+}
+
+fn write_escaped(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
+    for c in s.chars() {
+        if c.is_control() {
+            write!(f, "{}", c.escape_default())?;
+        } else {
+            f.write_char(c)?;
         }
     }
+    Ok(())
 }
 
 impl std::error::Error for ConfError {}
@@ -128,6 +151,30 @@ mod test_support {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_display_is_one_bounded_line() {
+        let e = ConfError {
+            path: PathBuf::from("/c/a.conf"),
+            line: Some(3),
+            message: "malformed line: 'a\rb\u{1b}[31m\tc'".to_string(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "/c/a.conf:3: malformed line: 'a\\rb\\u{1b}[31m\\tc'"
+        );
+
+        let long = format!("{} = 1", "k-".repeat(100_000));
+        let e = DispatcherConf::parse(Path::new("/c/d.conf"), &long).unwrap_err();
+        let shown = e.to_string();
+        assert!(
+            shown.starts_with("/c/d.conf:1: malformed line: 'k-k-"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("..."), "{shown}");
+        assert!(shown.chars().count() <= "/c/d.conf:1: ".len() + MAX_MESSAGE_CHARS + 3);
+        assert!(!shown.contains('\n'));
+    }
 
     #[test]
     fn load_reports_unreadable_file() {

@@ -2,13 +2,18 @@
 //! top-level key map with line numbers, and the value parsers (numbers,
 //! durations, paths, flags, rate rules) every format uses.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::conf::limits::{
+    MAX_CONF_FILE_BYTES, MAX_MESSAGE_CHARS, MAX_RATE_BLOCK_SECS, MAX_RATE_WINDOW_SECS,
+};
 use crate::conf::{ConfError, RateRule};
 
 /// Top-level `key = value` pairs with the line each came from; later wins.
@@ -74,23 +79,41 @@ impl<'a> Raw<'a> {
         }
     }
 
-    pub(super) fn secs(&self, key: &str, default: u64, min: u64) -> Result<Duration, ConfError> {
-        self.num(key, default, min, u64::MAX)
-            .map(Duration::from_secs)
+    /// A duration in whole seconds in `min..=max`, or `default` when absent.
+    pub(super) fn secs(
+        &self,
+        key: &str,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> Result<Duration, ConfError> {
+        self.num(key, default, min, max).map(Duration::from_secs)
     }
 
     /// A rate rule; `None` when its limit is 0 (that rule is off).
     pub(super) fn rule(&self, key: &str, default: RateRule) -> Result<Option<RateRule>, ConfError> {
-        let rule = match self.get_at(key) {
-            None => default,
-            Some((v, n)) => RateRule::parse(v).ok_or_else(|| {
-                ConfError::at(
+        let Some((v, n)) = self.get_at(key) else {
+            return Ok((default.limit > 0).then_some(default));
+        };
+        let rule = RateRule::parse(v).ok_or_else(|| {
+            ConfError::at(
+                self.path,
+                n,
+                format!("{key} must be limit/window/block in whole seconds, got '{v}'"),
+            )
+        })?;
+        for (part, secs, max) in [
+            ("window", rule.window.as_secs(), MAX_RATE_WINDOW_SECS),
+            ("block", rule.block.as_secs(), MAX_RATE_BLOCK_SECS),
+        ] {
+            if secs > max {
+                return Err(ConfError::at(
                     self.path,
                     n,
-                    format!("{key} must be limit/window/block in whole seconds, got '{v}'"),
-                )
-            })?,
-        };
+                    format!("{key} {part} must be at most {max} seconds, got '{v}'"),
+                ));
+            }
+        }
         Ok((rule.limit > 0).then_some(rule))
     }
 }
@@ -116,8 +139,43 @@ impl Bounded for usize {
     const MAX: Self = usize::MAX;
 }
 
+/// Reads a config file: at most [`MAX_CONF_FILE_BYTES`], and UTF-8 throughout
+/// (a bad byte is reported with its line number).
 pub(super) fn read(path: &Path) -> Result<String, ConfError> {
-    fs::read_to_string(path).map_err(|e| ConfError::file(path, format!("cannot read: {e}")))
+    let cannot = |e: io::Error| ConfError::file(path, format!("cannot read: {e}"));
+    let mut bytes = Vec::new();
+    // One byte over the cap tells a file of exactly the cap from a larger one.
+    let cap = u64::try_from(MAX_CONF_FILE_BYTES).unwrap_or(u64::MAX);
+    fs::File::open(path)
+        .map_err(cannot)?
+        .take(cap.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(cannot)?;
+    text(path, bytes)
+}
+
+/// The file's bytes as text, refusing more than [`MAX_CONF_FILE_BYTES`] and
+/// any invalid UTF-8 (naming the line it is on).
+pub(super) fn text(path: &Path, bytes: Vec<u8>) -> Result<String, ConfError> {
+    if bytes.len() > MAX_CONF_FILE_BYTES {
+        return Err(ConfError::file(
+            path,
+            format!("larger than {MAX_CONF_FILE_BYTES} bytes"),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let good = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = good.iter().filter(|&&b| b == b'\n').count() + 1;
+        ConfError::at(path, line, "not valid UTF-8")
+    })
+}
+
+/// `s` cut to [`MAX_MESSAGE_CHARS`] characters, with `...` when cut.
+pub(super) fn clip(s: &str) -> Cow<'_, str> {
+    match s.char_indices().nth(MAX_MESSAGE_CHARS) {
+        None => Cow::Borrowed(s),
+        Some((i, _)) => Cow::Owned(format!("{}...", &s[..i])),
+    }
 }
 
 pub(super) fn resolve(conf: &Path, value: &str) -> PathBuf {
@@ -162,4 +220,42 @@ pub(super) fn is_truthy(v: &str) -> bool {
         v.to_ascii_lowercase().as_str(),
         "1" | "y" | "yes" | "true" | "on"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::test_support::TempDir;
+
+    #[test]
+    fn file_at_the_size_cap_is_read_and_one_byte_more_refused() {
+        let t = TempDir::new("sizecap");
+        let f = t.0.join("big.conf");
+        fs::write(&f, vec![b'#'; MAX_CONF_FILE_BYTES]).unwrap();
+        assert_eq!(read(&f).map(|s| s.len()), Ok(MAX_CONF_FILE_BYTES));
+        fs::write(&f, vec![b'#'; MAX_CONF_FILE_BYTES + 1]).unwrap();
+        assert_eq!(
+            read(&f).unwrap_err().to_string(),
+            format!("{}: larger than 4194304 bytes", f.display())
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_names_its_line() {
+        let p = Path::new("a.conf");
+        let e = text(p, b"port = 1\n# ok\ncert = \xffx\nkey = k\n".to_vec()).unwrap_err();
+        assert_eq!(e.to_string(), "a.conf:3: not valid UTF-8");
+        let e = text(p, b"\xc3".to_vec()).unwrap_err();
+        assert_eq!(e.to_string(), "a.conf:1: not valid UTF-8");
+        assert_eq!(text(p, "é = 1\n".into()), Ok("é = 1\n".to_string()));
+    }
+
+    #[test]
+    fn clip_keeps_short_text_and_cuts_long_text_on_a_char_boundary() {
+        assert_eq!(clip("short"), "short");
+        let exact = "é".repeat(MAX_MESSAGE_CHARS);
+        assert_eq!(clip(&exact), exact);
+        let long = "é".repeat(MAX_MESSAGE_CHARS + 1);
+        assert_eq!(clip(&long), format!("{exact}..."));
+    }
 }

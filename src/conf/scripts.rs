@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::conf::names::is_profile_name;
-use crate::conf::raw::{parse_uint, read, split_key_value};
-use crate::conf::{valid_script_name, ConfError, DEFAULT_PROFILE};
+use crate::conf::raw::{clip, parse_uint, read, split_key_value};
+use crate::conf::{valid_script_name, ConfError, DEFAULT_PROFILE, MAX_SCRIPT_TIMEOUT_SECS};
 
 /// The loaded allowlist: scripts by name, plus warnings for skipped lines.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -30,6 +30,7 @@ pub struct ScriptEntry {
     /// Profile name (`profile=`, default [`DEFAULT_PROFILE`]).
     pub profile: String,
     /// Per-script run time limit (`timeout=`), overriding `script_timeout`.
+    /// Invariant: 1 s to [`MAX_SCRIPT_TIMEOUT_SECS`].
     pub timeout: Option<Duration>,
 }
 
@@ -52,7 +53,7 @@ pub fn parse_allowlist(path: &Path, text: &str, script_dirs: &[PathBuf]) -> Allo
         let Some((name, value)) = split_key_value(line).filter(|(k, _)| valid_script_name(k))
         else {
             list.warnings
-                .push(format!("{at}: skipped malformed line: '{trimmed}'"));
+                .push(format!("{at}: skipped malformed line: '{}'", clip(trimmed)));
             continue;
         };
         match parse_entry(name, value, script_dirs, &at, &mut list.warnings) {
@@ -85,14 +86,17 @@ fn parse_entry(
         match k {
             "profile" if is_profile_name(v) => profile = v.to_string(),
             "profile" => return Err(format!("invalid profile name '{v}'")),
-            "timeout" => match parse_uint::<u64>(v).filter(|&s| s > 0) {
-                Some(s) => timeout = Some(Duration::from_secs(s)),
-                None => {
-                    return Err(format!(
-                        "timeout must be a positive number of seconds, got '{v}'"
+            "timeout" => {
+                match parse_uint::<u64>(v).filter(|s| (1..=MAX_SCRIPT_TIMEOUT_SECS).contains(s)) {
+                    Some(s) => timeout = Some(Duration::from_secs(s)),
+                    None => {
+                        return Err(format!(
+                        "timeout must be a number of seconds 1-{MAX_SCRIPT_TIMEOUT_SECS}, got '{}'",
+                        clip(v)
                     ))
+                    }
                 }
-            },
+            }
             _ => warnings.push(format!(
                 "{at}: '{name}': ignoring unknown annotation '{tok}'"
             )),
@@ -214,7 +218,7 @@ mod tests {
             ),
             (
                 "t0 = /a.sh timeout=0",
-                "skipped 't0': timeout must be a positive number of seconds, got '0'",
+                "skipped 't0': timeout must be a number of seconds 1-604800, got '0'",
             ),
             ("tx = /a.sh timeout=soon", "got 'soon'"),
             (
