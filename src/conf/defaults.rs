@@ -1,0 +1,67 @@
+//! Defaults: the one home for every value a config key falls back to, and the
+//! fixed file and directory names the parsers derive paths from.
+
+use crate::conf::RateRule;
+
+/// Agent listen port used in the shipped example (`port` itself is required).
+pub const DEFAULT_AGENT_PORT: u16 = 7443;
+/// Agent bind address: all IPv4 interfaces, as the original listened.
+pub const DEFAULT_AGENT_BIND: &str = "0.0.0.0";
+/// Agent state directory (systemd `StateDirectory`).
+pub const DEFAULT_AGENT_STATE_DIR: &str = "/var/lib/ctrl-exec-agent";
+/// File name of the trusted-dispatcher map inside the agent state directory.
+pub const TRUSTED_DISPATCHERS_FILE: &str = "ctrl-exec-dispatchers";
+/// Directory name of the async result store inside the agent state directory.
+pub const ASYNC_RUNS_DIR: &str = "runs";
+/// File name of the renewed-certificate staging file in the agent state directory.
+pub const CERT_STAGING_FILE: &str = "agent.crt.staged";
+/// Revocation list read by the agent; a missing file means none revoked.
+pub const DEFAULT_REVOKED_SERIALS: &str = "/etc/ctrl-exec-agent/revoked-serials";
+/// Seconds an auth hook may run before it is killed and the request denied.
+pub const DEFAULT_AUTH_HOOK_TIMEOUT_SECS: u64 = 10;
+/// Seconds the agent spends writing the context JSON to a script's stdin.
+pub const DEFAULT_STDIN_TIMEOUT_SECS: u64 = 10;
+/// Agent concurrent handler cap (503 / close beyond it).
+pub const DEFAULT_MAX_CHILDREN: usize = 256;
+/// Seconds a script may run before its process group is killed. The original
+/// had no limit; a hung script would hold a handler slot for ever.
+pub const DEFAULT_SCRIPT_TIMEOUT_SECS: u64 = 600;
+/// Bytes of stdout (and, separately, stderr) kept per run; the rest is drained
+/// and discarded so the child never blocks and the agent's memory stays flat.
+pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
+/// Agent volume rule: more than 10 connections a minute from one IP blocks it
+/// for five minutes.
+pub const DEFAULT_RATE_LIMIT_VOLUME: RateRule = RateRule::secs(10, 60, 300);
+/// Agent probe rule: 3 failed handshakes in ten minutes block the IP an hour.
+pub const DEFAULT_RATE_LIMIT_PROBE: RateRule = RateRule::secs(3, 600, 3600);
+/// Profile a script runs under when scripts.conf names none.
+pub const DEFAULT_PROFILE: &str = "default";
+
+/// Dispatcher CA directory (`ca.crt`, `ca.key`, serial state).
+pub const DEFAULT_CA_DIR: &str = "/etc/ctrl-exec";
+/// Dispatcher state directory (registry, pairing queue, locks, runs).
+pub const DEFAULT_DISPATCHER_STATE_DIR: &str = "/var/lib/ctrl-exec";
+/// Registry directory name inside the dispatcher state directory.
+pub const REGISTRY_DIR: &str = "agents";
+/// API bind address: loopback only unless the operator opens it.
+pub const DEFAULT_API_BIND: &str = "127.0.0.1";
+/// Pairing listener address: all interfaces, since agents connect from the fleet.
+pub const DEFAULT_PAIRING_BIND: &str = "0.0.0.0";
+/// API port.
+pub const DEFAULT_API_PORT: u16 = 7445;
+/// API concurrent handler cap (503 beyond it).
+pub const DEFAULT_API_MAX_CHILDREN: usize = 64;
+/// Seconds the dispatcher waits on an agent's reply.
+pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 60;
+/// Concurrent per-host workers in one fan-out.
+pub const DEFAULT_MAX_PARALLEL: usize = 64;
+/// Lifetime in days of certificates re-signed at renewal.
+pub const DEFAULT_CERT_DAYS: u32 = 365;
+/// Pairing session length in seconds; also the maximum allowed.
+pub const DEFAULT_PAIRING_TIMEOUT_SECS: u64 = 600;
+/// Pending pairing requests held at once.
+pub const DEFAULT_PAIRING_MAX_QUEUE: usize = 10;
+/// Pairing-port volume rule (same shape and default as the agent's).
+pub const DEFAULT_PAIRING_RATE_LIMIT: RateRule = RateRule::secs(10, 60, 300);
+/// `dispatcher_id` when the configured or host name sanitises to nothing.
+pub const FALLBACK_DISPATCHER_ID: &str = "dispatcher";
