@@ -16,12 +16,7 @@ pub type TrustedMap = BTreeMap<String, String>;
 
 /// Whether `id` is a valid dispatcher id (`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`).
 pub fn valid_dispatcher_id(id: &str) -> bool {
-    let b = id.as_bytes();
-    !b.is_empty()
-        && b.len() <= 64
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+    crate::proto::DispatcherId::parse(id).is_some()
 }
 
 /// Parses the trusted map text; malformed lines are skipped with a warning.

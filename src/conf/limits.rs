@@ -68,11 +68,8 @@ pub const MAX_CONCURRENT_SLOTS: usize = 1 << 20;
 /// capture could never reach it, and each run keeps up to this much per stream.
 pub const MAX_OUTPUT_CAP_BYTES: usize = 64 << 20;
 
-/// Maximum length of a `dispatcher_id` (it must fit the trusted map's id rule).
-pub const MAX_DISPATCHER_ID_CHARS: usize = 64;
-
-/// Maximum length of a script name (a file-name component on most systems).
-pub const MAX_SCRIPT_NAME_CHARS: usize = 255;
+/// Identifier lengths are the wire's (`proto::limits`), not the config's.
+pub use crate::proto::limits::{MAX_DISPATCHER_ID_CHARS, MAX_SCRIPT_NAME_CHARS};
 
 #[cfg(test)]
 mod tests {

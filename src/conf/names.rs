@@ -1,7 +1,8 @@
 //! Name rules shared by the parsers and the roles: agent, script and profile
 //! names, and the dispatcher-id sanitiser. One validator per identifier.
 
-use crate::conf::{FALLBACK_DISPATCHER_ID, MAX_DISPATCHER_ID_CHARS, MAX_SCRIPT_NAME_CHARS};
+use crate::conf::{FALLBACK_DISPATCHER_ID, MAX_DISPATCHER_ID_CHARS};
+use crate::proto::{AgentName, ScriptName};
 
 /// Sanitises a dispatcher id (protocol.md 5.6): characters outside
 /// `[A-Za-z0-9._-]` become `-`, leading non-alphanumerics are stripped, the
@@ -33,21 +34,12 @@ pub fn sanitise_dispatcher_id(s: &str) -> String {
 /// Whether `name` can name an agent: its certificate CN, its registry key and
 /// registry file name (`^[A-Za-z0-9][A-Za-z0-9._-]*$`, at most 253 bytes).
 pub fn valid_agent_name(name: &str) -> bool {
-    let b = name.as_bytes();
-    !b.is_empty()
-        && b.len() <= 253
-        && b[0].is_ascii_alphanumeric()
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+    AgentName::parse(name).is_some()
 }
 
 /// Whether `name` is a valid script name: `^[A-Za-z0-9_-]+$`, at most 255 chars.
 pub fn valid_script_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_SCRIPT_NAME_CHARS
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-'))
+    ScriptName::parse(name).is_some()
 }
 
 /// `[\w.-]+`.
