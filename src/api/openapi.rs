@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::{error_body, routes, Api};
+use crate::api::{error_body, Api};
 use crate::control::ops;
 use crate::control::registry::{self, Registry};
 use crate::json::{self, Object, Value};
@@ -32,7 +32,7 @@ pub async fn live(api: &Api) -> (u16, Value) {
     let names = registry.names().unwrap_or_default();
     let targets = registry::resolve(&registry, &names, None).unwrap_or_default();
     let caps = ops::capabilities(&api.engine, &targets).await;
-    routes::refresh_tags(&registry, &caps);
+    registry::refresh_tags(&registry, &caps);
     // script name -> schema_version (or "") -> (hosts, schema)
     let mut scripts: BTreeMap<String, Variants> = BTreeMap::new();
     for (host, c) in &caps {

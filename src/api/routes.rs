@@ -378,30 +378,9 @@ async fn discovery(ctx: &Ctx<'_>) -> Reply {
         Err(r) => return r,
     };
     let caps = ops::capabilities(&ctx.api.engine, &targets).await;
-    refresh_tags(&registry, &caps);
+    registry::refresh_tags(&registry, &caps);
     let map: Object = caps.into_iter().collect();
     (200, ok_with(vec![("hosts", Value::Object(map))]))
-}
-
-/// Replaces each answering agent's cached tags with its live ones.
-pub fn refresh_tags(registry: &Registry, caps: &[(String, Value)]) {
-    for (name, c) in caps {
-        let Value::Object(c) = c else { continue };
-        if json::get_str(c, "status") != Some("ok") {
-            continue;
-        }
-        let Some(Value::Object(tags)) = c.get("tags") else {
-            continue;
-        };
-        let tags = tags
-            .iter()
-            .filter_map(|(k, v)| match v {
-                Value::String(s) => Some((k.clone(), s.clone())),
-                _ => None,
-            })
-            .collect();
-        let _ = registry.update(name, |a| a.tags = tags);
-    }
 }
 
 async fn status(ctx: &Ctx<'_>, reqid: &str) -> Reply {

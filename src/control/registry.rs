@@ -365,6 +365,28 @@ fn split_port(arg: &str) -> (&str, Option<u16>) {
     (arg, None)
 }
 
+/// Replaces each answering agent's cached tags with its live ones, from
+/// `(name, capabilities answer)` pairs; failed answers leave tags alone.
+pub fn refresh_tags(registry: &Registry, caps: &[(String, Value)]) {
+    for (name, c) in caps {
+        let Value::Object(c) = c else { continue };
+        if json::get_str(c, "status") != Some("ok") {
+            continue;
+        }
+        let Some(Value::Object(tags)) = c.get("tags") else {
+            continue;
+        };
+        let tags = tags
+            .iter()
+            .filter_map(|(k, v)| match v {
+                Value::String(s) => Some((k.clone(), s.clone())),
+                _ => None,
+            })
+            .collect();
+        let _ = registry.update(name, |a| a.tags = tags);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
