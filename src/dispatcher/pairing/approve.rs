@@ -1,0 +1,213 @@
+//! The operator's decision on a queued request: approve (check the CSR, sign
+//! it with the CA, write the registry record, then `<reqid>.approved`) or
+//! deny (`<reqid>.denied`, drop the request).
+//!
+//! Both are synchronous (file reads, signing, a name lookup, the registry
+//! lock): the CLI verbs call them directly, async callers through
+//! `smol::unblock`.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use crate::conf::DispatcherConf;
+use crate::control::registry::Registry;
+use crate::dispatcher::pairing::queue::{queue_file, s, valid_request_id};
+use crate::dispatcher::{Args, CliError};
+use crate::json;
+use crate::{fsx, log, pki, time};
+
+/// Operator overrides given to `approve` and `edit-agent`.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// `--lookup-by`.
+    pub lookup_by: Option<String>,
+    /// `--agent-port`.
+    pub port: Option<u16>,
+    /// `--ip`.
+    pub ip: Option<String>,
+}
+
+impl Overrides {
+    /// Validates the flags.
+    pub fn from_args(a: &Args) -> Result<Overrides, CliError> {
+        let lookup_by = match a.lookup_by.as_deref() {
+            None => None,
+            Some(v @ ("ip" | "hostname")) => Some(v.to_string()),
+            Some(_) => {
+                return Err(CliError::Usage(
+                    "--lookup-by must be 'ip' or 'hostname'".into(),
+                ))
+            }
+        };
+        let port = match a.agent_port.as_deref() {
+            None => None,
+            Some(p) => match p.parse::<u16>() {
+                Ok(n) if n > 0 => Some(n),
+                _ => {
+                    return Err(CliError::Usage(
+                        "--agent-port must be a port number (1-65535)".into(),
+                    ))
+                }
+            },
+        };
+        let ip = match a.ip.as_deref() {
+            None | Some("") => a.ip.clone(),
+            Some(ip) if ip.parse::<IpAddr>().is_ok() => Some(ip.to_string()),
+            Some(_) => {
+                return Err(CliError::Usage(
+                    "--ip must be an IPv4 or IPv6 address".into(),
+                ))
+            }
+        };
+        Ok(Overrides {
+            lookup_by,
+            port,
+            ip,
+        })
+    }
+}
+
+/// Signs a queued request and records the agent. Returns (name, lookup_by, address, port).
+pub fn approve_request(
+    conf: &DispatcherConf,
+    id: &str,
+    o: &Overrides,
+) -> Result<(String, String, String, u16), CliError> {
+    let dir = conf.pairing_dir();
+    let missing = || CliError::Failed(format!("No pending request '{id}'"));
+    if !valid_request_id(id) {
+        return Err(missing());
+    }
+    let req = std::fs::read(queue_file(&dir, id, "json"))
+        .ok()
+        .and_then(|b| json::parse_object(&b))
+        .ok_or_else(missing)?;
+    let name = s(&req, "hostname").to_string();
+    let csr = pki::check_csr(s(&req, "csr"), Some(&name))
+        .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| CliError::Failed(format!("cannot read {}: {e}", p.display())))
+    };
+    let ca_key = read(&conf.ca_key_path())?;
+    let ca_cert = read(&conf.ca_cert_path())?;
+    let cert_pem = pki::sign_csr(&ca_cert, &ca_key, &csr, conf.cert_days)
+        .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
+    let info = pki::cert_info_pem(&cert_pem).map_err(|e| CliError::Failed(e.to_string()))?;
+    let dispatcher_serial = read(&conf.cert)
+        .ok()
+        .and_then(|pem| pki::cert_info_pem(&pem).ok())
+        .map(|i| i.serial)
+        .unwrap_or_default();
+    if dispatcher_serial.is_empty() {
+        eprintln!("WARNING: cannot read the dispatcher certificate serial from {}; the agent will reject every request as 'serial mismatch'. Run 'ctrl-exec-dispatcher setup-ctrl-exec'.", conf.cert.display());
+    }
+    let approved = json::object([
+        ("status", json::str("approved")),
+        ("cert", json::str(&cert_pem)),
+        ("ca", json::str(&ca_cert)),
+        ("nonce", json::str(s(&req, "nonce"))),
+        ("dispatcher_serial", json::str(&dispatcher_serial)),
+        ("dispatcher_id", json::str(&conf.dispatcher_id)),
+    ]);
+    let ip = o.ip.clone().unwrap_or_else(|| s(&req, "ip").to_string());
+    // No operator flag and no agent hint: address the agent by name only when
+    // the name resolves here; otherwise by the IP it paired from.
+    let lookup_by = o
+        .lookup_by
+        .clone()
+        .or_else(|| {
+            json::get_str(&req, "lookup_by")
+                .filter(|l| *l == "ip" || *l == "hostname")
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| {
+            if !ip.is_empty() && !resolves(&name) {
+                "ip".into()
+            } else {
+                "hostname".into()
+            }
+        });
+    let port = o
+        .port
+        .or_else(|| {
+            json::get_i64(&req, "port")
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p > 0)
+        })
+        .unwrap_or(crate::proto::DEFAULT_AGENT_PORT);
+    let now = time::iso8601(time::now());
+    let record = crate::proto::AgentRecord {
+        hostname: name.clone(),
+        ip: ip.clone(),
+        paired: now.clone(),
+        expiry: time::openssl_date(info.not_after),
+        reqid: id.to_string(),
+        lookup_by: crate::proto::LookupBy::parse(&lookup_by).unwrap_or_default(),
+        port,
+        tags: Default::default(),
+        dispatcher_serial: dispatcher_serial.clone(),
+        serial_status: if dispatcher_serial.is_empty() {
+            "unknown"
+        } else {
+            "current"
+        }
+        .into(),
+        serial_broadcast: String::new(),
+        serial_confirmed: if dispatcher_serial.is_empty() {
+            String::new()
+        } else {
+            now
+        },
+        pubkey_sha256: info.spki_sha256.clone(),
+    };
+    Registry::new(&conf.registry_dir)
+        .put(&record)
+        .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
+    fsx::write_atomic(
+        &queue_file(&dir, id, "approved"),
+        json::to_string(&approved).as_bytes(),
+        0o600,
+    )
+    .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
+    log::info(
+        "pair-approve",
+        &[("AGENT", &name), ("REQID", id), ("SERIAL", &info.serial)],
+    );
+    let addr = if lookup_by == "ip" && !ip.is_empty() {
+        ip
+    } else {
+        name.clone()
+    };
+    Ok((name, lookup_by, addr, port))
+}
+
+/// Whether `name` resolves here (a blocking name lookup).
+fn resolves(name: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    (name, crate::proto::DEFAULT_AGENT_PORT)
+        .to_socket_addrs()
+        .map(|mut a| a.next().is_some())
+        .unwrap_or(false)
+}
+
+/// Writes `<reqid>.denied` for a queued request and removes the request.
+pub fn deny_request(conf: &DispatcherConf, id: &str) -> Result<(), CliError> {
+    let dir = conf.pairing_dir();
+    if !valid_request_id(id) || !queue_file(&dir, id, "json").exists() {
+        return Err(CliError::Failed(format!("No pending request '{id}'")));
+    }
+    let body = json::object([
+        ("status", json::str("denied")),
+        ("reason", json::str("rejected by operator")),
+    ]);
+    fsx::write_atomic(
+        &queue_file(&dir, id, "denied"),
+        json::to_string(&body).as_bytes(),
+        0o600,
+    )
+    .map_err(|e| CliError::Failed(format!("Deny failed: {e}")))?;
+    let _ = std::fs::remove_file(queue_file(&dir, id, "json"));
+    log::info("pair-deny", &[("REQID", id)]);
+    Ok(())
+}

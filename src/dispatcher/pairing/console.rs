@@ -1,0 +1,108 @@
+//! The interactive console of a foreground `ced pairing-mode` on a terminal:
+//! shows pending requests and takes `a`/`d`/`s`/`list`/`quit` (and `aN`/`dN`
+//! when several are pending).
+
+use smol::io::AsyncBufReadExt;
+use smol::stream::StreamExt;
+
+use crate::conf::DispatcherConf;
+use crate::dispatcher::pairing::approve::{approve_request, deny_request, Overrides};
+use crate::dispatcher::pairing::queue::{pending, s};
+use crate::json::Object;
+
+/// The interactive console: a/d/s/list/quit and aN/dN.
+pub async fn interactive(conf: &DispatcherConf) {
+    let stdin = smol::Unblock::new(std::io::stdin());
+    let mut lines = smol::io::BufReader::new(stdin).lines();
+    let dir = conf.pairing_dir();
+    show(&dir);
+    while let Some(Ok(line)) = lines.next().await {
+        let cmd = line.trim().to_string();
+        let reqs = pending(&dir);
+        let pick = |n: &str| -> Option<Object> {
+            if n.is_empty() {
+                if reqs.len() == 1 {
+                    reqs.first().cloned()
+                } else {
+                    None
+                }
+            } else {
+                n.parse::<usize>()
+                    .ok()
+                    .and_then(|i| i.checked_sub(1))
+                    .and_then(|i| reqs.get(i).cloned())
+            }
+        };
+        match cmd.as_str() {
+            "" => {}
+            "q" | "quit" => return,
+            "l" | "list" => show(&dir),
+            "s" | "skip" => println!("Left pending."),
+            c if c.starts_with(['a', 'A', 'd', 'D'])
+                && c[1..].bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                let Some(r) = pick(&c[1..]) else {
+                    println!("No such request. Commands: a/d/s/list/quit or a1/d1 for multiple.");
+                    continue;
+                };
+                let id = s(&r, "id").to_string();
+                if c.starts_with(['a', 'A']) {
+                    match approve_request(conf, &id, &Overrides::default()) {
+                        Ok((name, lb, addr, port)) => println!("Approved '{name}' ({id}); registered lookup_by={lb} addr={addr}:{port}"),
+                        Err(e) => println!("Approve failed: {e}"),
+                    }
+                } else {
+                    match deny_request(conf, &id) {
+                        Ok(()) => println!("Denied request '{id}'."),
+                        Err(e) => println!("Deny failed: {e}"),
+                    }
+                }
+                println!("Waiting for next request... (Ctrl-C to exit pairing mode)");
+            }
+            other => println!(
+                "Unknown command '{other}'. Commands: a/d/s/list/quit or a1/d1 for multiple."
+            ),
+        }
+    }
+}
+
+/// Prints the pending requests and the prompt that fits their number.
+fn show(dir: &std::path::Path) {
+    let reqs = pending(dir);
+    match reqs.len() {
+        0 => println!("No pending pairing requests.\nWaiting... (Commands: list, quit)"),
+        1 => {
+            let r = &reqs[0];
+            println!(
+                "Pairing request from {} ({}) - ID: {}",
+                s(r, "hostname"),
+                s(r, "ip"),
+                s(r, "id")
+            );
+            println!(
+                "  Code:     {}   (verify this matches the agent display)",
+                s(r, "code")
+            );
+            println!("  Received: {}", s(r, "received"));
+            println!(
+                "  Source IP:     {}   (as this dispatcher saw the connection)",
+                s(r, "source_ip")
+            );
+            println!("Accept, Deny, or Skip? [a/d/s]: ");
+        }
+        n => {
+            println!("{n} pending pairing requests:");
+            for (i, r) in reqs.iter().enumerate() {
+                println!(
+                    "  [{}] {:<30}  {:<16}  code: {}  {}",
+                    i + 1,
+                    s(r, "hostname"),
+                    s(r, "ip"),
+                    s(r, "code"),
+                    s(r, "received")
+                );
+            }
+            println!("Command (a1/d1/a2/d2/list/quit): ");
+        }
+    }
+}

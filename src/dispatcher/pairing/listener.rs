@@ -1,0 +1,321 @@
+//! The pairing listener (`ced pairing-mode`, port 7444): TLS without client
+//! certificates, one request per connection, the connection held open until
+//! the operator decides or [`REQUEST_TTL`] passes.
+//!
+//! It bounds everything an unauthenticated peer controls: per-IP rate,
+//! connections, handshake and read deadlines, 32 headers, a 64 KiB body, the
+//! queue length. The session ends on SIGTERM/SIGINT, `quit` on the console,
+//! or the pairing timeout.
+
+use std::net::{IpAddr, TcpStream};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use smol::lock::Semaphore;
+use smol::stream::StreamExt;
+use smol::Async;
+
+use crate::conf::DispatcherConf;
+use crate::dispatcher::pairing::console;
+use crate::dispatcher::pairing::queue::{queue_file, write_request, REQUEST_TTL};
+use crate::dispatcher::CliError;
+use crate::json::{self, Value};
+use crate::net::http::{Conn, HttpError};
+use crate::net::limits::Limits;
+use crate::net::ratelimit::{Decision, RateLimiter, Rule, DEFAULT_CAPACITY};
+use crate::net::server::{self, ServerStream};
+use crate::net::tls::{self, Identity};
+use crate::{fsx, log, pki, rt};
+
+/// Largest pairing request body (the original's 64 KiB).
+pub const MAX_PAIRING_BODY_BYTES: usize = 65_536;
+/// Concurrent pairing connections (each waits for the operator).
+pub const MAX_PAIRING_CONNECTIONS: usize = 64;
+/// How often a waiting connection looks for the decision.
+pub const DECISION_POLL: Duration = Duration::from_millis(500);
+
+/// How the session talks to the operator.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Foreground on a terminal: banner, notices and the console.
+    Interactive,
+    /// Foreground without a terminal: banner and notices, no console.
+    Quiet,
+    /// The detached child of `pairing-mode start`: logs only, a pidfile.
+    Background,
+}
+
+/// Shared state of one pairing session.
+struct Session {
+    conf: DispatcherConf,
+    limiter: Mutex<RateLimiter>,
+    limits: Limits,
+    quiet: bool,
+}
+
+/// Runs one pairing session on `port` until stopped or `timeout` seconds pass.
+pub fn session(conf: &DispatcherConf, port: u16, timeout: u64, mode: Mode) -> Result<u8, CliError> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| {
+            CliError::Failed(format!("Cannot start pairing mode: {}: {e}", p.display()))
+        })
+    };
+    let ca_pem = read(&conf.ca_cert_path()).or_else(|_| read(&conf.ca))?;
+    let ca_der = pki::pem_certs(&ca_pem)
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Failed("no CA certificate".into()))?;
+    let identity = Identity::from_pem(&read(&conf.cert)?, &read(&conf.key)?)
+        .map_err(|e| CliError::Failed(format!("Cannot start pairing mode: {e}")))?
+        .with_extra(ca_der.clone());
+    let tls_config = tls::plain_server(&identity).map_err(|e| CliError::Failed(e.to_string()))?;
+    let dir = conf.pairing_dir();
+    fsx::ensure_dir(&dir, 0o770)
+        .map_err(|e| CliError::Failed(format!("cannot create {}: {e}", dir.display())))?;
+    let listener = server::bind(&conf.pairing_bind, port)
+        .map_err(|e| CliError::Failed(format!("Cannot listen on port {port}: {e}")))?;
+    let bound = server::local_addr(&listener)
+        .map_err(|e| CliError::Failed(e.to_string()))?
+        .port();
+    let pidfile = conf.pairing_pidfile();
+    if mode == Mode::Background {
+        fsx::write_atomic(
+            &pidfile,
+            format!("{}\n{bound}\n", std::process::id()).as_bytes(),
+            0o644,
+        )
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    }
+    let rule = conf.pairing_rate_limit.as_ref().map(|r| Rule {
+        limit: r.limit,
+        window: r.window,
+        block: r.block,
+    });
+    let limits = Limits {
+        max_body_bytes: MAX_PAIRING_BODY_BYTES,
+        ..Limits::default()
+    };
+    let state = Arc::new(Session {
+        conf: conf.clone(),
+        limiter: Mutex::new(RateLimiter::new(rule, None, DEFAULT_CAPACITY)),
+        limits,
+        quiet: mode == Mode::Background,
+    });
+    log::info("pairing-mode-start", &[("PORT", &bound.to_string())]);
+    if mode != Mode::Background {
+        let how = if mode == Mode::Interactive {
+            "Ctrl-C or 'quit' to stop."
+        } else {
+            "Ctrl-C to stop."
+        };
+        println!("Pairing mode active on port {bound} (auto-stops in {timeout}s). {how}");
+        println!("CA fingerprint: sha256:{}", pki::sha256_hex(&ca_der));
+        if mode == Mode::Interactive {
+            println!("Waiting for pairing requests...");
+        } else {
+            println!("Use 'ctrl-exec-dispatcher list-requests' to see pending requests.");
+        }
+    }
+    let outcome = rt::block_on(run_session(
+        state,
+        listener,
+        tls_config,
+        Duration::from_secs(timeout),
+        mode,
+    ));
+    if mode == Mode::Background {
+        let _ = std::fs::remove_file(&pidfile);
+    }
+    match outcome {
+        End::TimedOut => {
+            log::info("pairing-mode-timeout", &[]);
+            if mode != Mode::Background {
+                println!("Pairing mode timed out after {timeout}s. Stopped.");
+            }
+        }
+        End::Stopped => {
+            log::info("pairing-mode-stop", &[]);
+            if mode != Mode::Background {
+                println!("Pairing mode stopped.");
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Why a session ended.
+enum End {
+    TimedOut,
+    Stopped,
+}
+
+/// Races the accept loop, the stop signals, the console and the timeout.
+async fn run_session(
+    state: Arc<Session>,
+    listener: Async<std::net::TcpListener>,
+    tls_config: Arc<rustls::ServerConfig>,
+    timeout: Duration,
+    mode: Mode,
+) -> End {
+    let slots = Arc::new(Semaphore::new(MAX_PAIRING_CONNECTIONS));
+    let accept = {
+        let state = state.clone();
+        async move {
+            loop {
+                let Ok((tcp, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let ip = server::canonical_ip(peer.ip());
+                let decision = state
+                    .limiter
+                    .lock()
+                    .map(|mut l| l.connection(ip, Instant::now()))
+                    .unwrap_or(Decision::Allow);
+                match decision {
+                    Decision::Allow => {}
+                    Decision::Blocked => continue,
+                    Decision::NewlyBlocked(r) => {
+                        log::warn(
+                            "rate-block",
+                            &[("PEER", &ip.to_string()), ("REASON", r.as_str())],
+                        );
+                        continue;
+                    }
+                }
+                let Some(slot) = slots.try_acquire_arc() else {
+                    continue;
+                };
+                let (state, cfg) = (state.clone(), tls_config.clone());
+                rt::spawn(async move {
+                    handle(&state, cfg, tcp, ip).await;
+                    drop(slot);
+                })
+                .detach();
+            }
+        }
+    };
+    let signals = async {
+        match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
+            Ok(mut s) => {
+                s.next().await;
+            }
+            Err(_) => smol::future::pending::<()>().await,
+        }
+        End::Stopped
+    };
+    let console = async {
+        if mode == Mode::Interactive {
+            console::interactive(&state.conf).await;
+            End::Stopped
+        } else {
+            smol::future::pending().await
+        }
+    };
+    let timer = async {
+        rt::sleep(timeout).await;
+        End::TimedOut
+    };
+    smol::future::or(
+        accept,
+        smol::future::or(signals, smol::future::or(console, timer)),
+    )
+    .await
+}
+
+/// Serves one pairing connection: handshake, read, queue, wait, answer.
+async fn handle(
+    state: &Session,
+    cfg: Arc<rustls::ServerConfig>,
+    tcp: Async<TcpStream>,
+    ip: IpAddr,
+) {
+    let peer = ip.to_string();
+    let stream = match server::handshake(cfg, tcp, state.limits.handshake_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            log::info(
+                "tls-failure",
+                &[("PEER", &peer), ("REASON", &e.to_string())],
+            );
+            return;
+        }
+    };
+    let mut conn = Conn::new(stream);
+    let req = match conn.read_request(&state.limits).await {
+        Ok(r) => r,
+        Err(e) => {
+            let reason = match e {
+                HttpError::BodyTooLarge { .. } => "request too large",
+                HttpError::TimedOut(_) | HttpError::Closed | HttpError::Io(_) => return,
+                _ => "invalid request",
+            };
+            log::warn("pair-reject", &[("IP", &peer), ("REASON", reason)]);
+            reply(&mut conn, &state.limits, &error(reason)).await;
+            return;
+        }
+    };
+    let queued = match write_request(&state.conf, &req.body, &peer) {
+        Ok(q) => q,
+        Err(reason) => {
+            log::warn("pair-reject", &[("IP", &peer), ("REASON", reason)]);
+            reply(&mut conn, &state.limits, &error(reason)).await;
+            return;
+        }
+    };
+    let (id, hostname, code) = queued;
+    if !state.quiet {
+        println!("Pairing request queued: {hostname} ({peer}) - ID: {id}  code: {code}");
+    }
+    if !reply(
+        &mut conn,
+        &state.limits,
+        &json::object([("status", json::str("pending")), ("reqid", json::str(&id))]),
+    )
+    .await
+    {
+        return;
+    }
+    let dir = state.conf.pairing_dir();
+    let deadline = Instant::now() + REQUEST_TTL;
+    let decision = loop {
+        if let Some(v) = ["approved", "denied"].iter().find_map(|ext| {
+            std::fs::read(queue_file(&dir, &id, ext))
+                .ok()
+                .and_then(|b| json::parse(&b))
+        }) {
+            break v;
+        }
+        if Instant::now() >= deadline {
+            log::info("pair-timeout", &[("REQID", &id)]);
+            break json::object([
+                ("status", json::str("denied")),
+                ("reason", json::str("approval timeout")),
+            ]);
+        }
+        rt::sleep(DECISION_POLL).await;
+    };
+    reply(&mut conn, &state.limits, &decision).await;
+    for ext in ["approved", "denied", "json"] {
+        let _ = std::fs::remove_file(queue_file(&dir, &id, ext));
+    }
+}
+
+/// The pairing wire's error body.
+fn error(reason: &str) -> Value {
+    json::object([
+        ("status", json::str("error")),
+        ("reason", json::str(reason)),
+    ])
+}
+
+/// Writes one 200 answer; false when the peer is gone.
+async fn reply(conn: &mut Conn<ServerStream>, limits: &Limits, body: &Value) -> bool {
+    conn.write_response(
+        200,
+        json::to_string(body).as_bytes(),
+        Instant::now() + limits.write_timeout,
+    )
+    .await
+    .is_ok()
+}
