@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use smol::future::FutureExt;
 use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use smol::lock::Semaphore;
 use smol::stream::StreamExt;
@@ -25,6 +26,7 @@ use crate::conf::{ConfError, DispatcherConf};
 use crate::control::dispatch::Dispatch;
 use crate::control::engine::EngineError;
 use crate::exit::{self, Failure, Outcome};
+use crate::net::accept::{self, Incoming, Policy, Work};
 use crate::net::http::{Conn, HttpError};
 use crate::net::limits::Limits;
 use crate::net::server;
@@ -182,13 +184,25 @@ fn serve(config: &std::path::Path) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The accept loop's rules for the API port.
+struct Gateway {
+    api: Arc<Api>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Permits for the connections answered 503 beyond `api_max_children`.
+    overflow: Arc<Semaphore>,
+}
+
 async fn accept_loop(
     api: Arc<Api>,
     listener: Async<std::net::TcpListener>,
     tls_config: Option<Arc<rustls::ServerConfig>>,
 ) {
     let slots = Arc::new(Semaphore::new(api.dispatch.conf.api_max_children.max(1)));
-    let overflow = Arc::new(Semaphore::new(OVERFLOW_ANSWERS));
+    let gateway = Arc::new(Gateway {
+        api,
+        tls: tls_config,
+        overflow: Arc::new(Semaphore::new(OVERFLOW_ANSWERS)),
+    });
     let stop = async {
         match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
             Ok(mut s) => {
@@ -197,33 +211,30 @@ async fn accept_loop(
             Err(_) => smol::future::pending::<()>().await,
         }
     };
-    let accept = async {
-        loop {
-            let Ok((tcp, peer)) = listener.accept().await else {
-                continue;
-            };
-            let ip = server::canonical_ip(peer.ip());
-            let (api, tls_config) = (api.clone(), tls_config.clone());
-            match slots.try_acquire_arc() {
-                Some(slot) => rt::spawn(async move {
-                    connection(&api, tls_config, tcp, ip, false).await;
-                    drop(slot);
-                })
-                .detach(),
-                None => {
-                    log::warn("api-overload", &[("PEER", &ip.to_string())]);
-                    if let Some(slot) = overflow.try_acquire_arc() {
-                        rt::spawn(async move {
-                            connection(&api, tls_config, tcp, ip, true).await;
-                            drop(slot);
-                        })
-                        .detach();
-                    }
-                }
-            }
+    accept::serve(&listener, &slots, gateway, stop).await;
+}
+
+impl Policy for Gateway {
+    fn serve(self: Arc<Self>, conn: Incoming) -> Work {
+        async move {
+            connection(&self.api, self.tls.clone(), conn.tcp, conn.peer, false).await;
         }
-    };
-    smol::future::or(stop, accept).await;
+        .boxed()
+    }
+
+    /// No room: answer 503 from the small overflow pool while it has room,
+    /// then close without an answer.
+    fn full(self: Arc<Self>, conn: Incoming) -> Option<Work> {
+        log::warn("api-overload", &[("PEER", &conn.peer.to_string())]);
+        let slot = self.overflow.try_acquire_arc()?;
+        Some(
+            async move {
+                connection(&self.api, self.tls.clone(), conn.tcp, conn.peer, true).await;
+                drop(slot);
+            }
+            .boxed(),
+        )
+    }
 }
 
 async fn connection(

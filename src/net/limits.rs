@@ -48,6 +48,14 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// forever.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Pause before the next `accept` after the process ran out of descriptors,
+/// socket buffers or memory.
+///
+/// Retrying at once only spins (the backlog stays full and every try fails
+/// the same way); 100 ms lets connections in flight finish and free
+/// descriptors while costing a legitimate client at most a tenth of a second.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Bytes requested from the stream per read.
 ///
 /// Buffers grow in steps of this size as bytes arrive, never to a declared

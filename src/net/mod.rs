@@ -1,9 +1,11 @@
 //! The shared network stack: bounded HTTP/1.x over TCP or TLS.
 //!
 //! `net` turns bytes into requests and responses under limits it is handed.
-//! It reads no config, names no role and decides no policy: listeners,
-//! routes, error bodies and identity checks belong to the roles.
+//! It reads no config, names no role and decides no policy: it runs the one
+//! accept loop (`accept`), and the admission rules, routes, error bodies and
+//! identity checks it applies are handed in by the caller.
 
+pub mod accept;
 pub mod client;
 pub mod http;
 pub mod limits;

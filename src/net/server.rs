@@ -1,8 +1,8 @@
 //! The inbound side: bind, TLS handshake under a deadline, peer certificate.
 //!
-//! Accept loops live in the roles (each decides what to check before the
-//! handshake and what to do when full); they use these helpers so every
-//! listener bounds its handshake the same way.
+//! The accept loop itself is in `accept`; the work a listener spawns per
+//! connection uses these helpers so every listener bounds its handshake the
+//! same way.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -8,7 +8,7 @@
 //! X.509 v1 with no SAN, which webpki refuses. [`CaVerifier`] therefore
 //! checks the end-entity certificate directly: issued by the configured CA
 //! (issuer name and signature), inside its validity period. Identity beyond
-//! that (which dispatcher, which agent) is the caller's decision, made on the
+//! that (which peer this is) is the caller's decision, made on the
 //! peer certificate after the handshake.
 
 use std::fmt;
@@ -97,7 +97,7 @@ impl Identity {
     }
 
     /// Appends a certificate to the presented chain (the pairing listener sends
-    /// its CA so an agent can pin it during the handshake).
+    /// its CA so a client can pin it during the handshake).
     pub fn with_extra(mut self, der: Vec<u8>) -> Identity {
         self.chain.push(CertificateDer::from(der));
         self
@@ -139,7 +139,8 @@ pub fn mtls_server(identity: &Identity, ca_der: &[u8]) -> Result<Arc<ServerConfi
     Ok(Arc::new(cfg))
 }
 
-/// A server without client authentication (pairing listener, API over TLS).
+/// A server without client authentication (the pairing listener, plain
+/// HTTPS gateways).
 pub fn plain_server(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> {
     let cfg = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)
@@ -261,14 +262,14 @@ impl ServerCertVerifier for CaVerifier {
     signature_checks!();
 }
 
-/// The agent's verifier for the pairing listener.
+/// The client's verifier for a pairing listener.
 ///
 /// Without a pin it accepts any server (first contact has no CA to check
 /// against, as in the original) and records the chain. With a pin
 /// (`--ca-fingerprint`), a chain that carries a certificate with that
 /// SHA-256 fingerprint must have its leaf issued by it; a chain that carries
 /// other certificates but not the pinned one is refused during the handshake;
-/// a bare leaf (older dispatchers send no CA) is accepted here and the caller
+/// a bare leaf (older servers send no CA) is accepted here and the caller
 /// checks it against the received CA before storing anything.
 #[derive(Debug)]
 pub struct PairingVerifier {

@@ -11,6 +11,7 @@ use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
+use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
 use smol::lock::Semaphore;
 use smol::stream::StreamExt;
@@ -21,6 +22,7 @@ use crate::agent::serve::routes::{error_body, route, Caller};
 use crate::agent::serve::Agent;
 use crate::agent::AgentError;
 use crate::json::{self, Value};
+use crate::net::accept::{self, Incoming, Policy, Work};
 use crate::net::http::{Conn, HttpError};
 use crate::net::limits::Limits;
 use crate::net::ratelimit::Decision;
@@ -41,47 +43,22 @@ pub async fn run(
         async_signal::Signal::Int,
     ])
     .map_err(|e| AgentError::Failed(format!("cannot install signal handlers: {e}")))?;
-    agent.jobs.recover_lost();
-    loop {
-        enum Event {
-            Conn(std::io::Result<(Async<TcpStream>, std::net::SocketAddr)>),
-            Signal(Option<std::io::Result<async_signal::Signal>>),
+    let recovering = agent.clone();
+    smol::unblock(move || recovering.jobs.recover_lost()).await;
+    // The stop future of the accept loop: it reloads on SIGHUP (off the
+    // executor: the reload reads and parses files) while the loop goes on
+    // accepting, and completes on SIGTERM/SIGINT.
+    let signalled = async {
+        while let Some(Ok(async_signal::Signal::Hup)) = signals.next().await {
+            let reloading = agent.clone();
+            smol::unblock(move || reloading.reload()).await;
         }
-        let event = smol::future::or(async { Event::Conn(listener.accept().await) }, async {
-            Event::Signal(signals.next().await)
-        })
-        .await;
-        match event {
-            Event::Signal(Some(Ok(async_signal::Signal::Hup))) => agent.reload(),
-            Event::Signal(_) => break,
-            Event::Conn(Err(e)) => {
-                log::warn("accept-fatal", &[("REASON", &e.to_string())]);
-                rt::sleep(std::time::Duration::from_millis(100)).await;
-            }
-            Event::Conn(Ok((tcp, peer))) => {
-                let ip = server::canonical_ip(peer.ip());
-                if !admit(&agent, ip) {
-                    continue;
-                }
-                let Some(slot) = slots.try_acquire_arc() else {
-                    log::warn(
-                        "overload",
-                        &[("LIVE", &max.to_string()), ("PEER", &ip.to_string())],
-                    );
-                    continue;
-                };
-                let agent = agent.clone();
-                rt::spawn(async move {
-                    handle(&agent, tcp, ip).await;
-                    drop(slot);
-                })
-                .detach();
-            }
-        }
-    }
+    };
+    accept::serve(&listener, &slots, agent.clone(), signalled).await;
     log::info("stop", &[]);
     drop(listener);
-    agent.jobs.shutdown();
+    let stopping = agent.clone();
+    smol::unblock(move || stopping.jobs.shutdown()).await;
     let _ = rt::timeout(Some(SHUTDOWN_GRACE), async {
         let mut held = Vec::with_capacity(max);
         for _ in 0..max {
@@ -90,6 +67,30 @@ pub async fn run(
     })
     .await;
     Ok(())
+}
+
+/// The accept loop's rules for the agent port.
+impl Policy for Agent {
+    fn admit(&self, peer: IpAddr) -> bool {
+        admit(self, peer)
+    }
+
+    fn serve(self: Arc<Self>, conn: Incoming) -> Work {
+        async move { handle(&self, conn.tcp, conn.peer).await }.boxed()
+    }
+
+    /// No room: close at once, logged (`max_children` bounds the live
+    /// connections and the runs they carry).
+    fn full(self: Arc<Self>, conn: Incoming) -> Option<Work> {
+        log::warn(
+            "overload",
+            &[
+                ("LIVE", &self.conf.max_children.to_string()),
+                ("PEER", &conn.peer.to_string()),
+            ],
+        );
+        None
+    }
 }
 
 /// The raw-TCP checks: `allowed_ips`, then the rate limiter.

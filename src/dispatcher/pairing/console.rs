@@ -2,6 +2,9 @@
 //! shows pending requests and takes `a`/`d`/`s`/`list`/`quit` (and `aN`/`dN`
 //! when several are pending).
 
+use std::path::Path;
+use std::sync::Arc;
+
 use smol::io::AsyncBufReadExt;
 use smol::stream::StreamExt;
 
@@ -14,11 +17,18 @@ use crate::json::Object;
 pub async fn interactive(conf: &DispatcherConf) {
     let stdin = smol::Unblock::new(std::io::stdin());
     let mut lines = smol::io::BufReader::new(stdin).lines();
+    // Every step below scans the queue directory or signs and writes files:
+    // all of it runs on the blocking pool, never on the executor that serves
+    // the waiting connections.
+    let conf = Arc::new(conf.clone());
     let dir = conf.pairing_dir();
-    show(&dir);
+    show_off_executor(&dir).await;
     while let Some(Ok(line)) = lines.next().await {
         let cmd = line.trim().to_string();
-        let reqs = pending(&dir);
+        let reqs = {
+            let dir = dir.clone();
+            smol::unblock(move || pending(&dir)).await
+        };
         let pick = |n: &str| -> Option<Object> {
             if n.is_empty() {
                 if reqs.len() == 1 {
@@ -36,7 +46,7 @@ pub async fn interactive(conf: &DispatcherConf) {
         match cmd.as_str() {
             "" => {}
             "q" | "quit" => return,
-            "l" | "list" => show(&dir),
+            "l" | "list" => show_off_executor(&dir).await,
             "s" | "skip" => println!("Left pending."),
             c if c.starts_with(['a', 'A', 'd', 'D'])
                 && c[1..].bytes().all(|b| b.is_ascii_digit()) =>
@@ -46,13 +56,17 @@ pub async fn interactive(conf: &DispatcherConf) {
                     continue;
                 };
                 let id = s(&r, "id").to_string();
+                let (conf, req) = (conf.clone(), id.clone());
                 if c.starts_with(['a', 'A']) {
-                    match approve_request(conf, &id, &Overrides::default()) {
+                    let approved =
+                        smol::unblock(move || approve_request(&conf, &req, &Overrides::default()))
+                            .await;
+                    match approved {
                         Ok((name, lb, addr, port)) => println!("Approved '{name}' ({id}); registered lookup_by={lb} addr={addr}:{port}"),
                         Err(e) => println!("Approve failed: {e}"),
                     }
                 } else {
-                    match deny_request(conf, &id) {
+                    match smol::unblock(move || deny_request(&conf, &req)).await {
                         Ok(()) => println!("Denied request '{id}'."),
                         Err(e) => println!("Deny failed: {e}"),
                     }
@@ -66,8 +80,15 @@ pub async fn interactive(conf: &DispatcherConf) {
     }
 }
 
-/// Prints the pending requests and the prompt that fits their number.
-fn show(dir: &std::path::Path) {
+/// [`show`] on the blocking pool.
+async fn show_off_executor(dir: &Path) {
+    let dir = dir.to_path_buf();
+    smol::unblock(move || show(&dir)).await;
+}
+
+/// Prints the pending requests and the prompt that fits their number
+/// (blocking: scans the queue directory).
+fn show(dir: &Path) {
     let reqs = pending(dir);
     match reqs.len() {
         0 => println!("No pending pairing requests.\nWaiting... (Commands: list, quit)"),

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use smol::future::FutureExt;
 use smol::lock::Semaphore;
 use smol::stream::StreamExt;
 use smol::Async;
@@ -21,6 +22,7 @@ use crate::dispatcher::pairing::console;
 use crate::dispatcher::pairing::queue::{queue_file, write_request, REQUEST_TTL};
 use crate::dispatcher::CliError;
 use crate::json::{self, Value};
+use crate::net::accept::{self, Incoming, Policy, Work};
 use crate::net::http::{Conn, HttpError};
 use crate::net::limits::Limits;
 use crate::net::ratelimit::{Decision, RateLimiter, Rule, DEFAULT_CAPACITY};
@@ -49,6 +51,7 @@ pub enum Mode {
 /// Shared state of one pairing session.
 struct Session {
     conf: DispatcherConf,
+    tls: Arc<rustls::ServerConfig>,
     limiter: Mutex<RateLimiter>,
     limits: Limits,
     quiet: bool,
@@ -98,6 +101,7 @@ pub fn session(conf: &DispatcherConf, port: u16, timeout: u64, mode: Mode) -> Re
     };
     let state = Arc::new(Session {
         conf: conf.clone(),
+        tls: tls_config,
         limiter: Mutex::new(RateLimiter::new(rule, None, DEFAULT_CAPACITY)),
         limits,
         quiet: mode == Mode::Background,
@@ -120,7 +124,6 @@ pub fn session(conf: &DispatcherConf, port: u16, timeout: u64, mode: Mode) -> Re
     let outcome = rt::block_on(run_session(
         state,
         listener,
-        tls_config,
         Duration::from_secs(timeout),
         mode,
     ));
@@ -150,51 +153,15 @@ enum End {
     Stopped,
 }
 
-/// Races the accept loop, the stop signals, the console and the timeout.
+/// Runs the accept loop until a stop signal, `quit` on the console or the
+/// timeout.
 async fn run_session(
     state: Arc<Session>,
     listener: Async<std::net::TcpListener>,
-    tls_config: Arc<rustls::ServerConfig>,
     timeout: Duration,
     mode: Mode,
 ) -> End {
     let slots = Arc::new(Semaphore::new(MAX_PAIRING_CONNECTIONS));
-    let accept = {
-        let state = state.clone();
-        async move {
-            loop {
-                let Ok((tcp, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let ip = server::canonical_ip(peer.ip());
-                let decision = state
-                    .limiter
-                    .lock()
-                    .map(|mut l| l.connection(ip, Instant::now()))
-                    .unwrap_or(Decision::Allow);
-                match decision {
-                    Decision::Allow => {}
-                    Decision::Blocked => continue,
-                    Decision::NewlyBlocked(r) => {
-                        log::warn(
-                            "rate-block",
-                            &[("PEER", &ip.to_string()), ("REASON", r.as_str())],
-                        );
-                        continue;
-                    }
-                }
-                let Some(slot) = slots.try_acquire_arc() else {
-                    continue;
-                };
-                let (state, cfg) = (state.clone(), tls_config.clone());
-                rt::spawn(async move {
-                    handle(&state, cfg, tcp, ip).await;
-                    drop(slot);
-                })
-                .detach();
-            }
-        }
-    };
     let signals = async {
         match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
             Ok(mut s) => {
@@ -216,21 +183,49 @@ async fn run_session(
         rt::sleep(timeout).await;
         End::TimedOut
     };
-    smol::future::or(
-        accept,
-        smol::future::or(signals, smol::future::or(console, timer)),
-    )
-    .await
+    // Signals first: `or` prefers its first future.
+    let stop = smol::future::or(signals, smol::future::or(console, timer));
+    accept::serve(&listener, &slots, state.clone(), stop).await
+}
+
+/// The accept loop's rules for the pairing port.
+impl Policy for Session {
+    /// The per-IP rate limit, before the handshake.
+    fn admit(&self, peer: IpAddr) -> bool {
+        let decision = self
+            .limiter
+            .lock()
+            .map(|mut l| l.connection(peer, Instant::now()))
+            .unwrap_or(Decision::Allow);
+        match decision {
+            Decision::Allow => true,
+            Decision::Blocked => false,
+            Decision::NewlyBlocked(r) => {
+                log::warn(
+                    "rate-block",
+                    &[("PEER", &peer.to_string()), ("REASON", r.as_str())],
+                );
+                false
+            }
+        }
+    }
+
+    fn serve(self: Arc<Self>, conn: Incoming) -> Work {
+        async move { handle(self, conn.tcp, conn.peer).await }.boxed()
+    }
+
+    /// No room: close at once (each connection may wait for the operator
+    /// for minutes, so a queue would only grow).
+    fn full(self: Arc<Self>, _conn: Incoming) -> Option<Work> {
+        None
+    }
 }
 
 /// Serves one pairing connection: handshake, read, queue, wait, answer.
-async fn handle(
-    state: &Session,
-    cfg: Arc<rustls::ServerConfig>,
-    tcp: Async<TcpStream>,
-    ip: IpAddr,
-) {
+/// Queue files are read and written off the executor.
+async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
     let peer = ip.to_string();
+    let cfg = state.tls.clone();
     let stream = match server::handshake(cfg, tcp, state.limits.handshake_timeout).await {
         Ok(s) => s,
         Err(e) => {
@@ -255,7 +250,11 @@ async fn handle(
             return;
         }
     };
-    let queued = match write_request(&state.conf, &req.body, &peer) {
+    let queued = {
+        let (state, peer) = (state.clone(), peer.clone());
+        smol::unblock(move || write_request(&state.conf, &req.body, &peer)).await
+    };
+    let queued = match queued {
         Ok(q) => q,
         Err(reason) => {
             log::warn("pair-reject", &[("IP", &peer), ("REASON", reason)]);
@@ -279,11 +278,11 @@ async fn handle(
     let dir = state.conf.pairing_dir();
     let deadline = Instant::now() + REQUEST_TTL;
     let decision = loop {
-        if let Some(v) = ["approved", "denied"].iter().find_map(|ext| {
-            std::fs::read(queue_file(&dir, &id, ext))
-                .ok()
-                .and_then(|b| json::parse(&b))
-        }) {
+        let found = {
+            let (dir, id) = (dir.clone(), id.clone());
+            smol::unblock(move || read_decision(&dir, &id)).await
+        };
+        if let Some(v) = found {
             break v;
         }
         if Instant::now() >= deadline {
@@ -296,9 +295,22 @@ async fn handle(
         rt::sleep(DECISION_POLL).await;
     };
     reply(&mut conn, &state.limits, &decision).await;
-    for ext in ["approved", "denied", "json"] {
-        let _ = std::fs::remove_file(queue_file(&dir, &id, ext));
-    }
+    smol::unblock(move || {
+        for ext in ["approved", "denied", "json"] {
+            let _ = std::fs::remove_file(queue_file(&dir, &id, ext));
+        }
+    })
+    .await;
+}
+
+/// The operator's decision on request `id`, once `approve` or `deny` wrote
+/// it (blocking: reads the queue directory).
+fn read_decision(dir: &Path, id: &str) -> Option<Value> {
+    ["approved", "denied"].iter().find_map(|ext| {
+        std::fs::read(queue_file(dir, id, ext))
+            .ok()
+            .and_then(|b| json::parse(&b))
+    })
 }
 
 /// The pairing wire's error body.
