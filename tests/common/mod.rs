@@ -14,14 +14,14 @@ use std::net::TcpStream;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ctrl_exec::json::{self, Number, Value};
 use ctrl_exec::net::http::{Conn, Response};
 use ctrl_exec::net::limits::Limits;
-use ctrl_exec::net::{client, tls};
+use ctrl_exec::net::{client, server, tls};
 use ctrl_exec::{pki, rt};
 
 /// The multicall binary under test.
@@ -313,6 +313,46 @@ impl Fixture {
         }
     }
 
+    /// Runs `cmd` with stdout a pipe whose read end is closed at once, so
+    /// every write the child makes to stdout fails with `EPIPE`; captures
+    /// stderr (stdout is reported empty).
+    pub fn run_with_stdout_closed(&self, mut cmd: Command) -> Out {
+        let desc = describe(&cmd);
+        let cwd = cwd_of(&cmd);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let start = Instant::now();
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+        drop(child.stdout.take());
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(CMD_TIMEOUT) {
+            Ok(Ok(o)) => Out {
+                cmd: format!("{desc} (stdout closed)"),
+                cwd,
+                status: o.status,
+                stdout: String::new(),
+                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+                elapsed: start.elapsed(),
+            },
+            Ok(Err(e)) => panic!("waiting for {desc} failed: {e}"),
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .arg("-KILL")
+                    .arg(pid.to_string())
+                    .status();
+                panic!(
+                    "{desc} (stdout closed) did not finish within {CMD_TIMEOUT:?}\n{}",
+                    self.report()
+                );
+            }
+        }
+    }
+
     /// `ced --config <conf> <args>`.
     pub fn ced(&self, args: &[&str]) -> Out {
         let mut c = self.cmd("ced");
@@ -429,6 +469,23 @@ impl Fixture {
             read(&self.dir.join("dispatcher/ctrl-exec.crt")),
             read(&self.dir.join("dispatcher/ctrl-exec.key")),
         )
+    }
+
+    /// The dispatcher's registry directory (`<state_dir>/agents`).
+    pub fn registry_dir(&self) -> PathBuf {
+        self.dir.join("dispatcher/state/agents")
+    }
+
+    /// Writes a registry record for `name` by hand (no pairing, no key pin),
+    /// pointing at 127.0.0.1:`port`.
+    pub fn write_registry_record(&self, name: &str, port: u16) {
+        let dir = self.registry_dir();
+        fs::create_dir_all(&dir).expect("create registry dir");
+        let record = format!(
+            r#"{{"hostname":{n},"ip":"127.0.0.1","paired":"2026-01-01T00:00:00Z","expiry":"Jun  7 16:28:00 2028 GMT","reqid":"0000000000000000","lookup_by":"ip","port":{port},"tags":{{}},"dispatcher_serial":"","serial_status":"current","serial_broadcast":"","serial_confirmed":"","pubkey_sha256":""}}"#,
+            n = jquote(name)
+        );
+        fs::write(dir.join(format!("{name}.json")), record).expect("write registry record");
     }
 
     /// The pairing port, starting background pairing mode on first use.
@@ -584,6 +641,42 @@ impl Fixture {
         self.pair(&a);
         self.serve(&mut a);
         a
+    }
+
+    /// Pairs an agent called `name` for real (so the registry pins its key),
+    /// then serves its certificate from a fake agent instead of `cea`: every
+    /// request gets `status` and `body`. The registry points at the fake.
+    pub fn fake_agent(&self, name: &str, status: u16, body: Vec<u8>) -> FakeAgent {
+        let a = self.agent_files(name, &[], "");
+        self.pair(&a);
+        let id = tls::Identity::from_pem(
+            &read(&a.dir.join("agent.crt")),
+            &read(&a.dir.join("agent.key")),
+        )
+        .expect("agent identity");
+        let ca_der = pki::pem_certs(&self.ca_pem()).remove(0);
+        let config = tls::mtls_server(&id, &ca_der).expect("fake agent TLS config");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake agent");
+        let port = listener.local_addr().expect("fake agent address").port();
+        let fake = FakeAgent {
+            name: name.to_string(),
+            port,
+            hits: Arc::new(Mutex::new(Vec::new())),
+            stop: Arc::new(AtomicBool::new(false)),
+        };
+        let (hits, stop, body) = (fake.hits.clone(), fake.stop.clone(), Arc::new(body));
+        std::thread::spawn(move || {
+            for tcp in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(tcp) = tcp else { continue };
+                let (config, hits, body) = (config.clone(), hits.clone(), body.clone());
+                std::thread::spawn(move || fake_answer(config, tcp, status, &body, &hits));
+            }
+        });
+        self.ced_ok(&["edit-agent", name, "--agent-port", &port.to_string()]);
+        fake
     }
 
     /// Sends SIGHUP and waits until the agent logged one more reload.
@@ -780,6 +873,59 @@ impl Drop for Fixture {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A TLS server holding a paired agent's certificate and key that answers
+/// every request with one fixed reply; stopped on drop.
+pub struct FakeAgent {
+    /// Its registry name.
+    pub name: String,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+    hits: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl FakeAgent {
+    /// `METHOD target` of every request it has answered so far.
+    pub fn hits(&self) -> Vec<String> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+impl Drop for FakeAgent {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop so it sees the flag.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn fake_answer(
+    config: Arc<rustls::ServerConfig>,
+    tcp: TcpStream,
+    status: u16,
+    body: &[u8],
+    hits: &Mutex<Vec<String>>,
+) {
+    smol::block_on(async move {
+        let Ok(tcp) = smol::Async::new(tcp) else {
+            return;
+        };
+        let Ok(stream) = server::handshake(config, tcp, Duration::from_secs(10)).await else {
+            return;
+        };
+        let mut conn = Conn::new(stream);
+        let Ok(req) = conn.read_request(&Limits::default()).await else {
+            return;
+        };
+        hits.lock()
+            .unwrap()
+            .push(format!("{} {}", req.head.method, req.head.target));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let _ = conn.write_response(status, body, deadline).await;
+        let _ = smol::io::AsyncWriteExt::close(&mut conn.io).await;
+    });
 }
 
 /// Which certificate a direct TLS client presents.
