@@ -18,19 +18,11 @@ use smol::Task;
 
 use crate::agent::limits::RESULT_TTL;
 use crate::agent::runner::{self, Bounds, Context};
-use crate::agent::trust::valid_dispatcher_id;
-use crate::json::{self, Object, Value};
+use crate::proto::json;
+use crate::proto::{DispatcherId, JobRecord, JobState, Output, ReqId, RunReply};
 use crate::{fsx, log, rt, time};
 
 const LOST_MESSAGE: &str = "job lost: the agent stopped before the script finished";
-
-/// Whether `reqid` is acceptable as a file name (`^[A-Za-z0-9_-]{1,128}$`).
-pub fn valid_reqid(reqid: &str) -> bool {
-    (1..=128).contains(&reqid.len())
-        && reqid
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
-}
 
 /// The job store and the set of scripts running detached.
 #[derive(Clone)]
@@ -72,31 +64,32 @@ impl Jobs {
         })
     }
 
-    /// Starts `ctx.script` detached; the reply is 202 accepted, 409 busy or a
-    /// 200 refusal in the original's shapes.
-    pub fn submit(&self, path: PathBuf, ctx: Context, bounds: Bounds) -> (u16, Value) {
-        let reply = |status: u16, fields: Vec<(&str, Value)>| {
-            let mut o = Object::new();
-            o.insert("script".into(), json::str(&ctx.script));
-            o.insert("reqid".into(), json::str(&ctx.reqid));
-            for (k, v) in fields {
-                o.insert(k.into(), v);
-            }
-            (status, Value::Object(o))
+    /// Starts `ctx.script` detached: 202 accepted, 409 busy, or a 200
+    /// refusal in the original's shapes. The record is on disk before the
+    /// job starts, so an accepted job is never without one.
+    pub async fn submit(&self, path: PathBuf, ctx: Context, bounds: Bounds) -> RunReply {
+        let refuse = |error: &str| RunReply::Refused {
+            script: ctx.script.clone(),
+            reqid: ctx.reqid.clone(),
+            error: error.into(),
         };
-        let refuse = |msg: &str| {
-            reply(
-                200,
-                vec![("exit", json::int(-1)), ("error", json::str(msg))],
-            )
-        };
-        if !valid_reqid(&ctx.reqid) || !valid_dispatcher_id(&ctx.dispatcher) {
+        let (Some(reqid), Some(owner)) = (
+            ReqId::parse(&ctx.reqid),
+            DispatcherId::parse(&ctx.dispatcher),
+        ) else {
             return refuse("async run requires a valid reqid");
-        }
-        self.purge_old();
-        let owner_dir = self.inner.dir.join(&ctx.dispatcher);
-        let record_path = owner_dir.join(format!("{}.json", ctx.reqid));
-        if record_path.exists() {
+        };
+        let owner_dir = self.inner.dir.join(owner.as_str());
+        let record_path = owner_dir.join(format!("{reqid}.json"));
+        let known = {
+            let (jobs, record_path) = (self.clone(), record_path.clone());
+            smol::unblock(move || {
+                jobs.purge_old();
+                record_path.exists()
+            })
+            .await
+        };
+        if known {
             return refuse("reqid already used");
         }
         {
@@ -112,13 +105,10 @@ impl Jobs {
                         ("SCRIPT", &ctx.script),
                     ],
                 );
-                return reply(
-                    409,
-                    vec![
-                        ("status", json::str("busy")),
-                        ("error", json::str("script already running")),
-                    ],
-                );
+                return RunReply::Busy {
+                    script: ctx.script.clone(),
+                    reqid: ctx.reqid.clone(),
+                };
             }
             running.insert(ctx.script.clone());
         }
@@ -126,16 +116,26 @@ impl Jobs {
             inner: self.inner.clone(),
             script: ctx.script.clone(),
         };
-        let started = time::iso8601(time::now());
-        let running_record = record(&ctx, "running", &started, Vec::new());
-        let written = fsx::ensure_dir(&owner_dir, 0o750).and_then(|_| {
-            fsx::write_atomic(
-                &record_path,
-                json::to_string(&running_record).as_bytes(),
-                0o640,
-            )
-        });
+        let mut record = JobRecord {
+            reqid: ctx.reqid.clone(),
+            state: JobState::Running,
+            script: ctx.script.clone(),
+            owner: ctx.dispatcher.clone(),
+            started: time::iso8601(time::now()),
+            finished: None,
+            output: None,
+            lost: false,
+        };
+        let written = {
+            let (bytes, target) = (json::to_string(&record.to_json()), record_path.clone());
+            smol::unblock(move || {
+                fsx::ensure_dir(&owner_dir, 0o750)
+                    .and_then(|_| fsx::write_atomic(&target, bytes.as_bytes(), 0o640))
+            })
+            .await
+        };
         if let Err(e) = written {
+            drop(guard);
             log::error(
                 "async-store-fail",
                 &[("ERROR", &e.to_string()), ("REQID", &ctx.reqid)],
@@ -151,31 +151,34 @@ impl Jobs {
                 ("SCRIPT", &ctx.script),
             ],
         );
-        let job_ctx = ctx.clone();
+        let reply = RunReply::Accepted {
+            script: ctx.script.clone(),
+            reqid: ctx.reqid.clone(),
+        };
         let task = rt::spawn(async move {
             let _guard = guard;
-            let out = runner::run(&path, &job_ctx, bounds).await;
-            let mut fields: Vec<(&str, Value)> = out.fields();
-            fields.push(("finished", json::str(time::iso8601(time::now()))));
-            let done = record(&job_ctx, "done", &started, fields);
-            let bytes = json::to_string(&done).into_bytes();
-            let target = record_path.clone();
-            let res = smol::unblock(move || fsx::write_atomic(&target, &bytes, 0o640)).await;
+            let output = runner::run(&path, &ctx, bounds).await;
+            let exit = output.exit;
+            record.state = JobState::Done;
+            record.finished = Some(time::iso8601(time::now()));
+            record.output = Some(output);
+            let bytes = json::to_string(&record.to_json()).into_bytes();
+            let res = smol::unblock(move || fsx::write_atomic(&record_path, &bytes, 0o640)).await;
             if let Err(e) = res {
                 log::error(
                     "async-store-fail",
-                    &[("ERROR", &e.to_string()), ("REQID", &job_ctx.reqid)],
+                    &[("ERROR", &e.to_string()), ("REQID", &ctx.reqid)],
                 );
             }
             log::info(
                 "run",
                 &[
-                    ("DISPATCHER", &job_ctx.dispatcher),
-                    ("EXIT", &out.exit.to_string()),
+                    ("DISPATCHER", &ctx.dispatcher),
+                    ("EXIT", &exit.to_string()),
                     ("MODE", "async"),
-                    ("PEER", &job_ctx.peer_ip),
-                    ("REQID", &job_ctx.reqid),
-                    ("SCRIPT", &job_ctx.script),
+                    ("PEER", &ctx.peer_ip),
+                    ("REQID", &ctx.reqid),
+                    ("SCRIPT", &ctx.script),
                 ],
             );
         });
@@ -183,50 +186,39 @@ impl Jobs {
             tasks.retain(|t| !t.is_finished());
             tasks.push(task);
         }
-        reply(202, vec![("status", json::str("accepted"))])
+        reply
     }
 
-    /// `GET /result/<reqid>` for dispatcher `owner`.
-    pub fn result(&self, owner: &str, reqid: &str, peer: &str) -> (u16, Value) {
-        let unknown = (
-            404,
-            json::object([
-                ("status", json::str("unknown")),
-                ("reqid", json::str(reqid)),
-            ]),
-        );
-        if !valid_reqid(reqid) || !valid_dispatcher_id(owner) {
-            return unknown;
+    /// `GET /result/<reqid>` for dispatcher `owner`: the record, or `None`
+    /// when it does not exist or belongs to another dispatcher (the two
+    /// look alike to the caller).
+    pub async fn result(&self, owner: &str, reqid: &ReqId, peer: &str) -> Option<JobRecord> {
+        let owner_id = DispatcherId::parse(owner)?;
+        let (jobs, id, owner) = (self.clone(), reqid.clone(), owner_id.clone());
+        let (found, other) = smol::unblock(move || {
+            let path = jobs
+                .inner
+                .dir
+                .join(owner.as_str())
+                .join(format!("{id}.json"));
+            let found = std::fs::read(&path)
+                .ok()
+                .and_then(|b| json::parse_object(&b).ok())
+                .and_then(|o| JobRecord::from_json(&o).ok());
+            let other = found.is_none() && jobs.owned_by_other(owner.as_str(), id.as_str());
+            (found, other)
+        })
+        .await;
+        let (who, reqid) = (("DISPATCHER", owner_id.as_str()), ("REQID", reqid.as_str()));
+        match (&found, other) {
+            (Some(_), _) => log::info("result", &[who, ("PEER", peer), reqid]),
+            (None, true) => log::warn(
+                "result-deny",
+                &[who, ("PEER", peer), ("REASON", "not-owner"), reqid],
+            ),
+            (None, false) => log::info("result-miss", &[who, ("PEER", peer), reqid]),
         }
-        let path = self.inner.dir.join(owner).join(format!("{reqid}.json"));
-        match std::fs::read(&path).ok().and_then(|b| json::parse(&b)) {
-            Some(rec) => {
-                log::info(
-                    "result",
-                    &[("DISPATCHER", owner), ("PEER", peer), ("REQID", reqid)],
-                );
-                (200, rec)
-            }
-            None => {
-                if self.owned_by_other(owner, reqid) {
-                    log::warn(
-                        "result-deny",
-                        &[
-                            ("DISPATCHER", owner),
-                            ("PEER", peer),
-                            ("REASON", "not-owner"),
-                            ("REQID", reqid),
-                        ],
-                    );
-                } else {
-                    log::info(
-                        "result-miss",
-                        &[("DISPATCHER", owner), ("PEER", peer), ("REQID", reqid)],
-                    );
-                }
-                unknown
-            }
-        }
+        found
     }
 
     fn owned_by_other(&self, owner: &str, reqid: &str) -> bool {
@@ -241,11 +233,11 @@ impl Jobs {
     /// Closes records left `running` by a previous agent process as lost.
     pub fn recover_lost(&self) {
         for path in self.records() {
-            let Some(Value::Object(rec)) = std::fs::read(&path).ok().and_then(|b| json::parse(&b))
-            else {
-                continue;
-            };
-            if json::get_str(&rec, "status") == Some("running") {
+            let record = std::fs::read(&path)
+                .ok()
+                .and_then(|b| json::parse_object(&b).ok())
+                .and_then(|o| JobRecord::from_json(&o).ok());
+            if let Some(rec) = record.filter(|r| r.state == JobState::Running) {
                 close_lost(&path, rec);
             }
         }
@@ -303,33 +295,20 @@ impl Jobs {
     }
 }
 
-fn record(ctx: &Context, status: &str, started: &str, extra: Vec<(&str, Value)>) -> Value {
-    let mut o = Object::new();
-    o.insert("reqid".into(), json::str(&ctx.reqid));
-    o.insert("status".into(), json::str(status));
-    o.insert("script".into(), json::str(&ctx.script));
-    o.insert("owner".into(), json::str(&ctx.dispatcher));
-    o.insert("started".into(), json::str(started));
-    for (k, v) in extra {
-        o.insert(k.into(), v);
-    }
-    Value::Object(o)
-}
-
-fn close_lost(path: &Path, mut rec: Object) {
-    rec.insert("status".into(), json::str("done"));
-    rec.insert("exit".into(), json::int(-1));
-    rec.insert("stdout".into(), json::str(""));
-    rec.insert("stderr".into(), json::str(LOST_MESSAGE));
-    rec.insert("error".into(), json::str(LOST_MESSAGE));
-    rec.insert("lost".into(), Value::Bool(true));
-    rec.insert("finished".into(), json::str(time::iso8601(time::now())));
-    let reqid = json::get_str(&rec, "reqid").unwrap_or("").to_string();
-    match fsx::write_atomic(path, json::to_string(&Value::Object(rec)).as_bytes(), 0o640) {
-        Ok(()) => log::warn("run-async-lost", &[("REQID", &reqid)]),
+fn close_lost(path: &Path, mut rec: JobRecord) {
+    rec.state = JobState::Done;
+    rec.output = Some(Output {
+        stderr: LOST_MESSAGE.into(),
+        ..Output::failed(LOST_MESSAGE)
+    });
+    rec.lost = true;
+    rec.finished = Some(time::iso8601(time::now()));
+    let bytes = json::to_string(&rec.to_json());
+    match fsx::write_atomic(path, bytes.as_bytes(), 0o640) {
+        Ok(()) => log::warn("run-async-lost", &[("REQID", &rec.reqid)]),
         Err(e) => log::error(
             "async-store-fail",
-            &[("ERROR", &e.to_string()), ("REQID", &reqid)],
+            &[("ERROR", &e.to_string()), ("REQID", &rec.reqid)],
         ),
     }
 }

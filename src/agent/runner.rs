@@ -6,8 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent::limits::{KEPT_ENV, SCRIPT_PATH};
-use crate::json::{self, Value};
 use crate::proc::{self, Env, Exit, Spec};
+use crate::proto::json::Builder;
+use crate::proto::Output;
 use crate::{log, time};
 
 /// Who asked for a run, and with what.
@@ -32,16 +33,17 @@ pub struct Context {
 impl Context {
     /// The JSON written to the script's stdin.
     pub fn stdin_json(&self) -> String {
-        json::to_string(&json::object([
-            ("script", json::str(&self.script)),
-            ("args", json::str_array(&self.args)),
-            ("reqid", json::str(&self.reqid)),
-            ("peer_ip", json::str(&self.peer_ip)),
-            ("username", json::str(&self.username)),
-            ("token", json::str(&self.token)),
-            ("dispatcher", json::str(&self.dispatcher)),
-            ("timestamp", json::str(time::iso8601(time::now()))),
-        ]))
+        let context = Builder::new()
+            .str("script", &self.script)
+            .strings("args", &self.args)
+            .str("reqid", &self.reqid)
+            .str("peer_ip", &self.peer_ip)
+            .str("username", &self.username)
+            .str("token", &self.token)
+            .str("dispatcher", &self.dispatcher)
+            .str("timestamp", time::iso8601(time::now()))
+            .build();
+        crate::proto::json::to_string(&context)
     }
 }
 
@@ -56,50 +58,8 @@ pub struct Bounds {
     pub max_output: usize,
 }
 
-/// What a run produced, in the reply's terms.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    /// 0-255 exit status; 126 killed by a signal; 127 could not exec; -1 timed out.
-    pub exit: i64,
-    /// Captured stdout (lossy UTF-8), at most the cap.
-    pub stdout: String,
-    /// Captured stderr (lossy UTF-8), at most the cap.
-    pub stderr: String,
-    /// Stdout went past the cap.
-    pub stdout_truncated: bool,
-    /// Stderr went past the cap.
-    pub stderr_truncated: bool,
-    /// The signal that ended the script, if any.
-    pub signal: Option<i32>,
-    /// Set when the run deadline killed the script.
-    pub error: Option<String>,
-}
-
-impl Outcome {
-    /// The reply fields beyond `script`/`reqid`: `exit, stdout, stderr`, plus
-    /// the additive `stdout_truncated`, `stderr_truncated`, and `error`/
-    /// `timed_out`/`signal` when they apply.
-    pub fn fields(&self) -> Vec<(&'static str, Value)> {
-        let mut f = vec![
-            ("exit", json::int(self.exit)),
-            ("stdout", json::str(&self.stdout)),
-            ("stderr", json::str(&self.stderr)),
-            ("stdout_truncated", Value::Bool(self.stdout_truncated)),
-            ("stderr_truncated", Value::Bool(self.stderr_truncated)),
-        ];
-        if let Some(sig) = self.signal {
-            f.push(("signal", json::int(sig as i64)));
-        }
-        if let Some(e) = &self.error {
-            f.push(("error", json::str(e)));
-            f.push(("timed_out", Value::Bool(true)));
-        }
-        f
-    }
-}
-
 /// Runs `path` for `ctx` under `bounds`.
-pub async fn run(path: &Path, ctx: &Context, bounds: Bounds) -> Outcome {
+pub async fn run(path: &Path, ctx: &Context, bounds: Bounds) -> Output {
     let mut env = vec![("PATH".to_string(), SCRIPT_PATH.to_string())];
     for key in KEPT_ENV {
         if let Ok(v) = std::env::var(key) {
@@ -136,13 +96,14 @@ pub async fn run(path: &Path, ctx: &Context, bounds: Bounds) -> Outcome {
             (127, None)
         }
     };
-    Outcome {
+    Output {
         exit,
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr,
         stdout_truncated: out.stdout_truncated,
         stderr_truncated: out.stderr_truncated,
-        signal,
+        signal: signal.map(i64::from),
+        timed_out: out.timed_out,
         error: out.timed_out.then(|| {
             format!(
                 "script timed out after {}s and was killed",

@@ -475,7 +475,7 @@ impl JobRecord {
 
 /// The host's error bodies.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AgentError {
+pub enum ErrorReply {
     /// The peer's serial is not a trusted controller's:
     /// 403 `{"error":"serial mismatch","status":"forbidden"}`.
     SerialMismatch,
@@ -486,25 +486,25 @@ pub enum AgentError {
     UnknownJob(String),
 }
 
-impl AgentError {
+impl ErrorReply {
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         match self {
-            AgentError::SerialMismatch => 403,
-            AgentError::Plain(status, _) => *status,
-            AgentError::UnknownJob(_) => 404,
+            ErrorReply::SerialMismatch => 403,
+            ErrorReply::Plain(status, _) => *status,
+            ErrorReply::UnknownJob(_) => 404,
         }
     }
 
     /// The body.
     pub fn to_json(&self) -> Value {
         match self {
-            AgentError::SerialMismatch => Builder::new()
+            ErrorReply::SerialMismatch => Builder::new()
                 .str("error", "serial mismatch")
                 .str("status", "forbidden")
                 .build(),
-            AgentError::Plain(_, msg) => Builder::new().str("error", msg).build(),
-            AgentError::UnknownJob(reqid) => Builder::new()
+            ErrorReply::Plain(_, msg) => Builder::new().str("error", msg).build(),
+            ErrorReply::UnknownJob(reqid) => Builder::new()
                 .str("status", "unknown")
                 .str("reqid", reqid)
                 .build(),

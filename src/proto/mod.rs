@@ -24,7 +24,7 @@ pub mod results;
 mod tests;
 
 pub use exec::{
-    AgentError, Capabilities, JobRecord, JobState, Output, PingReply, PingRequest, RunReply,
+    Capabilities, ErrorReply, JobRecord, JobState, Output, PingReply, PingRequest, RunReply,
     RunRequest, ScriptInfo,
 };
 pub use gateway::{

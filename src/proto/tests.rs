@@ -184,11 +184,11 @@ fn job_records_of_protocol_3_4() {
 #[test]
 fn agent_error_bodies_of_protocol_3() {
     assert_eq!(
-        to_string(&AgentError::SerialMismatch.to_json()),
+        to_string(&ErrorReply::SerialMismatch.to_json()),
         r#"{"error":"serial mismatch","status":"forbidden"}"#
     );
     assert_eq!(
-        to_string(&AgentError::UnknownJob("r".into()).to_json()),
+        to_string(&ErrorReply::UnknownJob("r".into()).to_json()),
         r#"{"reqid":"r","status":"unknown"}"#
     );
 }

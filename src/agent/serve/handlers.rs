@@ -1,17 +1,24 @@
-//! The agent's handlers: ping, run (sync or async), capabilities.
+//! The agent's handlers: ping, run (sync or async), capabilities, result.
 //!
 //! Each is called by the route table with the connection's snapshot and
-//! authenticated caller, and returns a status and a JSON body.
+//! authenticated caller, reads its request into a `proto` type, and returns
+//! a typed answer.
 
 use std::path::Path;
 
+use miniserde::json::Object;
+
 use crate::agent::runner::{self, Bounds, Context};
-use crate::agent::serve::routes::{error_body, Caller};
+use crate::agent::serve::routes::{Answer, Caller};
 use crate::agent::serve::snapshot::Snapshot;
 use crate::agent::serve::Agent;
 use crate::conf;
 use crate::hook::{self, Verdict};
-use crate::json::{self, Object, Value};
+use crate::proto::json::{FieldError, JsonError};
+use crate::proto::{
+    Capabilities, ErrorReply, PingReply, PingRequest, ReqId, RunReply, RunRequest, ScriptInfo,
+    ScriptName,
+};
 use crate::{log, VERSION};
 
 /// `POST /ping`: the agent's status for a trusted dispatcher.
@@ -20,64 +27,59 @@ pub(super) fn ping(
     snap: &Snapshot,
     caller: &Caller,
     dispatcher: &str,
-    reqid: &str,
-) -> (u16, Value) {
+    body: &Object,
+) -> Answer {
+    let request = match PingRequest::from_json(body) {
+        Ok(r) => r,
+        Err(e) => return Answer::Error(ErrorReply::Plain(400, e.to_string())),
+    };
     log::info(
         "ping",
         &[
             ("DISPATCHER", dispatcher),
             ("PEER", &caller.ip),
-            ("REQID", reqid),
+            ("REQID", &request.reqid),
         ],
     );
-    (
-        200,
-        json::object([
-            ("status", json::str("ok")),
-            ("host", json::str(&agent.conf.hostname)),
-            ("version", json::str(VERSION)),
-            ("expiry", json::str(&snap.expiry)),
-            ("staged", Value::Bool(agent.conf.cert_staging_path.exists())),
-            ("reqid", json::str(reqid)),
-        ]),
-    )
+    Answer::Ping(PingReply {
+        status: "ok".into(),
+        host: agent.conf.hostname.clone(),
+        version: VERSION.into(),
+        expiry: snap.expiry.clone(),
+        staged: agent.conf.cert_staging_path.exists(),
+        reqid: request.reqid,
+    })
 }
 
-/// `POST /run`: allowlist, auth hook, then run (or queue, when async).
+/// `POST /run`: typed body, allowlist, auth hook, then run (or start
+/// detached).
 pub(super) async fn run_script(
     agent: &Agent,
     snap: &Snapshot,
     caller: &Caller,
     dispatcher: &str,
-    body: Object,
-) -> (u16, Value) {
-    let reqid = json::get_str(&body, "reqid").unwrap_or("").to_string();
-    let script = json::get_str(&body, "script").unwrap_or("").to_string();
-    let refuse = |status: u16, error: &str| {
-        (
-            status,
-            json::object([
-                ("script", json::str(&script)),
-                ("exit", json::int(-1)),
-                ("error", json::str(error)),
-                ("reqid", json::str(&reqid)),
-            ]),
-        )
+    body: Result<Object, JsonError>,
+) -> RunReply {
+    let Ok(body) = body else {
+        return RunReply::InvalidJson;
     };
-    let args = match body.get("args") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(_)) => match json::get_str_array(&body, "args") {
-            Ok(a) => a,
-            Err(()) => return refuse(400, "args must be an array of strings"),
-        },
-        Some(_) => return refuse(200, "args must be an array"),
+    let req = match RunRequest::from_json(&body) {
+        Ok(r) => r,
+        Err(e) => return RunReply::BadField(e),
     };
-    if args.iter().any(|a| a.contains('\0')) {
-        return refuse(400, "args must not contain NUL bytes");
+    if req.args.iter().any(|a| a.contains('\0')) {
+        return RunReply::BadField(FieldError {
+            field: "args",
+            expected: "an array of strings without NUL bytes",
+        });
     }
-    let entry = conf::valid_script_name(&script)
-        .then(|| snap.allowlist.scripts.get(&script))
-        .flatten()
+    let refuse = |error: String| RunReply::Refused {
+        script: req.script.clone(),
+        reqid: req.reqid.clone(),
+        error,
+    };
+    let entry = ScriptName::parse(&req.script)
+        .and_then(|name| snap.allowlist.scripts.get(name.as_str()))
         .filter(|e| {
             agent.conf.script_dirs.is_empty()
                 || conf::within_script_dirs(&e.path, &agent.conf.script_dirs)
@@ -85,25 +87,25 @@ pub(super) async fn run_script(
     let Some(entry) = entry else {
         log::warn(
             "deny",
-            &[("PEER", &caller.ip), ("REQID", &reqid), ("SCRIPT", &script)],
+            &[
+                ("PEER", &caller.ip),
+                ("REQID", &req.reqid),
+                ("SCRIPT", &req.script),
+            ],
         );
-        return refuse(200, "script not permitted");
+        return refuse("script not permitted".into());
     };
-    let username = json::get_str(&body, "username").unwrap_or("").to_string();
-    let token = json::get_str(&body, "token").unwrap_or("").to_string();
     if let Some(h) = &agent.hook {
         let request = hook::Request {
             action: "run".into(),
-            script: script.clone(),
-            hosts: Vec::new(),
-            args: args.clone(),
-            username: username.clone(),
-            token: token.clone(),
+            script: req.script.clone(),
+            args: req.args.clone(),
+            username: req.username.clone(),
+            token: req.token.clone(),
             source_ip: caller.ip.clone(),
             dispatcher: dispatcher.to_string(),
             dispatcher_serial: caller.serial.clone(),
-            reqid: reqid.clone(),
-            submitter: None,
+            reqid: req.reqid.clone(),
             ..Default::default()
         };
         if let Verdict::Deny { reason, .. } = hook::check(h, &request).await {
@@ -112,53 +114,59 @@ pub(super) async fn run_script(
                 &[
                     ("PEER", &caller.ip),
                     ("REASON", &reason),
-                    ("REQID", &reqid),
-                    ("SCRIPT", &script),
+                    ("REQID", &req.reqid),
+                    ("SCRIPT", &req.script),
                 ],
             );
-            return refuse(200, &format!("not authorised: {reason}"));
+            return refuse(format!("not authorised: {reason}"));
         }
     }
-    let ctx = Context {
-        script: script.clone(),
-        args,
-        reqid: reqid.clone(),
-        username,
-        token,
-        peer_ip: caller.ip.clone(),
-        dispatcher: dispatcher.to_string(),
-    };
     let bounds = Bounds {
         stdin_timeout: agent.conf.stdin_timeout,
         run_timeout: entry.timeout.unwrap_or(agent.conf.script_timeout),
         max_output: agent.conf.max_output_bytes,
     };
-    if json::truthy(&body, "async") {
-        return agent.jobs.submit(entry.path.clone(), ctx, bounds);
+    let detach = req.detach;
+    let ctx = Context {
+        script: req.script,
+        args: req.args,
+        reqid: req.reqid,
+        username: req.username,
+        token: req.token,
+        peer_ip: caller.ip.clone(),
+        dispatcher: dispatcher.to_string(),
+    };
+    if detach {
+        return agent.jobs.submit(entry.path.clone(), ctx, bounds).await;
     }
-    let out = runner::run(&entry.path, &ctx, bounds).await;
+    let output = runner::run(&entry.path, &ctx, bounds).await;
     log::info(
         "run",
         &[
             ("DISPATCHER", dispatcher),
-            ("EXIT", &out.exit.to_string()),
+            ("EXIT", &output.exit.to_string()),
             ("PEER", &caller.ip),
-            ("REQID", &reqid),
-            ("SCRIPT", &script),
+            ("REQID", &ctx.reqid),
+            ("SCRIPT", &ctx.script),
         ],
     );
-    let mut reply: Object = out
-        .fields()
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    reply.insert("script".into(), json::str(&script));
-    reply.insert("reqid".into(), json::str(&reqid));
-    (200, Value::Object(reply))
+    RunReply::Ran {
+        script: ctx.script,
+        reqid: ctx.reqid,
+        output,
+    }
 }
 
-/// `GET /capabilities`: the allowlist as this dispatcher may see it.
-pub(super) async fn capabilities(agent: &Agent, snap: &Snapshot, caller: &Caller) -> (u16, Value) {
+/// `GET /result/<reqid>`: a detached job's record, for its owner only.
+pub(super) async fn result(agent: &Agent, dispatcher: &str, reqid: &ReqId, peer: &str) -> Answer {
+    match agent.jobs.result(dispatcher, reqid, peer).await {
+        Some(job) => Answer::Job(job),
+        None => Answer::Error(ErrorReply::UnknownJob(reqid.to_string())),
+    }
+}
+
+/// `GET /capabilities`: the allowlist with schemas, and the agent's tags.
+pub(super) async fn capabilities(agent: &Agent, snap: &Snapshot, caller: &Caller) -> Answer {
     let Some(dispatcher) = snap.trusted.get(&caller.serial) else {
         let reason = if snap.trusted.is_empty() {
             "no trusted dispatchers stored"
@@ -173,21 +181,14 @@ pub(super) async fn capabilities(agent: &Agent, snap: &Snapshot, caller: &Caller
                 ("REASON", reason),
             ],
         );
-        return (403, error_body("forbidden"));
+        return Answer::Error(ErrorReply::Plain(403, "forbidden".into()));
     };
     if let Some(h) = &agent.hook {
         let request = hook::Request {
             action: "discovery".into(),
-            script: String::new(),
-            hosts: Vec::new(),
-            args: Vec::new(),
-            username: String::new(),
-            token: String::new(),
             source_ip: caller.ip.clone(),
             dispatcher: dispatcher.clone(),
             dispatcher_serial: caller.serial.clone(),
-            reqid: String::new(),
-            submitter: None,
             ..Default::default()
         };
         if let Verdict::Deny { reason, .. } = hook::check(h, &request).await {
@@ -195,24 +196,38 @@ pub(super) async fn capabilities(agent: &Agent, snap: &Snapshot, caller: &Caller
                 "capabilities-deny",
                 &[("PEER", &caller.ip), ("REASON", &reason)],
             );
-            return (403, error_body("not authorised"));
+            return Answer::Error(ErrorReply::Plain(403, "not authorised".into()));
         }
     }
-    let scripts: Vec<Value> = snap
+    let entries: Vec<(String, std::path::PathBuf, String)> = snap
         .allowlist
         .scripts
         .values()
-        .map(|s| {
-            let mut o = Object::new();
-            o.insert("name".into(), json::str(&s.name));
-            o.insert("path".into(), json::str(s.path.display().to_string()));
-            o.insert("executable".into(), Value::Bool(is_executable(&s.path)));
-            o.insert("profile".into(), json::str(&s.profile));
-            if let Some(sc) = snap.sidecars.get(&s.name) {
-                o.insert("schema".into(), sc.schema.clone());
-                o.insert("schema_version".into(), json::str(&sc.version));
+        .map(|s| (s.name.clone(), s.path.clone(), s.profile.clone()))
+        .collect();
+    // `access(2)` on every script is file-system work: off the executor.
+    let executable: Vec<bool> = smol::unblock(move || {
+        entries
+            .iter()
+            .map(|(_, path, _)| is_executable(path))
+            .collect()
+    })
+    .await;
+    let scripts: Vec<ScriptInfo> = snap
+        .allowlist
+        .scripts
+        .values()
+        .zip(executable)
+        .map(|(s, executable)| {
+            let sidecar = snap.sidecars.get(&s.name);
+            ScriptInfo {
+                name: s.name.clone(),
+                path: s.path.display().to_string(),
+                executable,
+                profile: s.profile.clone(),
+                schema: sidecar.map(|sc| sc.schema.clone()),
+                schema_version: sidecar.map(|sc| sc.version.clone()),
             }
-            Value::Object(o)
         })
         .collect();
     log::info(
@@ -223,22 +238,12 @@ pub(super) async fn capabilities(agent: &Agent, snap: &Snapshot, caller: &Caller
             ("SCRIPTS", &scripts.len().to_string()),
         ],
     );
-    let tags: Object = agent
-        .conf
-        .tags
-        .iter()
-        .map(|(k, v)| (k.clone(), json::str(v)))
-        .collect();
-    (
-        200,
-        json::object([
-            ("status", json::str("ok")),
-            ("host", json::str(&agent.conf.hostname)),
-            ("version", json::str(VERSION)),
-            ("scripts", Value::Array(scripts.into_iter().collect())),
-            ("tags", Value::Object(tags)),
-        ]),
-    )
+    Answer::Capabilities(Capabilities {
+        host: agent.conf.hostname.clone(),
+        version: VERSION.into(),
+        scripts,
+        tags: agent.conf.tags.clone(),
+    })
 }
 
 /// Whether `path` is a regular file this process may execute.

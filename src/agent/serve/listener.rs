@@ -11,6 +11,7 @@ use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
 
+use miniserde::json::Value;
 use smol::future::FutureExt;
 use smol::io::AsyncWriteExt;
 use smol::lock::Semaphore;
@@ -18,15 +19,16 @@ use smol::stream::StreamExt;
 use smol::Async;
 
 use crate::agent::limits::SHUTDOWN_GRACE;
-use crate::agent::serve::routes::{error_body, route, Caller};
+use crate::agent::serve::routes::{route, Caller};
 use crate::agent::serve::Agent;
 use crate::agent::AgentError;
-use crate::json::{self, Value};
 use crate::net::accept::{self, Incoming, Policy, Work};
 use crate::net::http::{Conn, HttpError};
 use crate::net::limits::Limits;
 use crate::net::ratelimit::Decision;
 use crate::net::server::{self, ServerStream};
+use crate::proto::json;
+use crate::proto::ErrorReply;
 use crate::{log, pki, rt};
 
 /// Accepts until SIGTERM/SIGINT (SIGHUP reloads), then waits up to
@@ -155,7 +157,8 @@ async fn handle(agent: &Agent, tcp: Async<TcpStream>, ip: IpAddr) {
     let mut conn = Conn::new(stream);
     let (status, body) = if snap.revoked.contains(&serial) {
         log::warn("revoked-cert", &[("PEER", &peer), ("SERIAL", &serial)]);
-        (403, error_body("certificate revoked"))
+        let refusal = ErrorReply::Plain(403, "certificate revoked".into());
+        (refusal.status(), refusal.to_json())
     } else {
         match conn.read_request(&agent.limits).await {
             Ok(req) => {
@@ -163,7 +166,7 @@ async fn handle(agent: &Agent, tcp: Async<TcpStream>, ip: IpAddr) {
                     ip: peer.clone(),
                     serial,
                 };
-                route(agent, &snap, &caller, req).await
+                route(agent, &snap, &caller, req).await.into_wire()
             }
             Err(e) => match reply_for(&e) {
                 Some(reply) => {
@@ -210,5 +213,8 @@ fn reply_for(e: &HttpError) -> Option<(u16, Value)> {
         HttpError::Unsupported(_) => "transfer-encoding not supported",
         HttpError::Malformed(_) => "malformed request",
     };
-    Some((e.status(), error_body(msg)))
+    Some((
+        e.status(),
+        ErrorReply::Plain(e.status(), msg.into()).to_json(),
+    ))
 }

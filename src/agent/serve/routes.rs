@@ -3,14 +3,18 @@
 //! `/run`, `/ping` and `/result/<id>` pass the serial gate first: the peer's
 //! exact certificate serial must be in the trusted-dispatcher map.
 //! `/capabilities` makes the same check itself, with its own log line.
+//! Handlers return typed answers; [`Answer::into_wire`] is the one place
+//! they become a status and a JSON body.
 
-use crate::agent::jobs;
-use crate::agent::serve::handlers::{capabilities, ping, run_script};
+use miniserde::json::Value;
+
+use crate::agent::serve::handlers::{capabilities, ping, result, run_script};
 use crate::agent::serve::snapshot::Snapshot;
 use crate::agent::serve::Agent;
-use crate::json::{self, Value};
 use crate::log;
 use crate::net::http::Request;
+use crate::proto::json::{self, Fields};
+use crate::proto::{Capabilities, ErrorReply, JobRecord, PingReply, ReqId, RunReply};
 
 /// The authenticated peer of one connection.
 pub(super) struct Caller {
@@ -20,93 +24,84 @@ pub(super) struct Caller {
     pub(super) serial: String,
 }
 
+/// What a handler answers.
+pub(super) enum Answer {
+    /// `/run`.
+    Run(RunReply),
+    /// `/ping`.
+    Ping(PingReply),
+    /// `/capabilities`.
+    Capabilities(Capabilities),
+    /// `/result/<id>`.
+    Job(JobRecord),
+    /// Any refusal.
+    Error(ErrorReply),
+}
+
+impl Answer {
+    /// The status and body sent.
+    pub(super) fn into_wire(self) -> (u16, Value) {
+        match self {
+            Answer::Run(r) => (r.status(), r.to_json()),
+            Answer::Ping(p) => (200, p.to_json()),
+            Answer::Capabilities(c) => (200, c.to_json()),
+            Answer::Job(j) => (200, j.to_json()),
+            Answer::Error(e) => (e.status(), e.to_json()),
+        }
+    }
+}
+
 /// Routes one request to its handler.
-pub(super) async fn route(
-    agent: &Agent,
-    snap: &Snapshot,
-    caller: &Caller,
-    req: Request,
-) -> (u16, Value) {
+pub(super) async fn route(agent: &Agent, snap: &Snapshot, caller: &Caller, req: Request) -> Answer {
     let method = req.head.method.as_str();
     let target = req.head.target.as_str();
     match (method, target) {
         ("POST", "/run") | ("POST", "/ping") => {
             let body = json::parse_object(&req.body);
+            // Only for the refusal's log line: the handlers read the body.
             let reqid = body
                 .as_ref()
-                .and_then(|o| json::get_str(o, "reqid"))
+                .ok()
+                .and_then(|o| Fields(o).str("reqid").ok().flatten())
                 .unwrap_or("")
                 .to_string();
-            let Some(dispatcher) = snap.trusted.get(&caller.serial) else {
-                log::warn(
-                    "serial-reject",
-                    &[
-                        ("PEER", &caller.ip),
-                        ("PEER_SERIAL", &caller.serial),
-                        ("REQID", or_none(&reqid)),
-                    ],
-                );
-                return (
-                    403,
-                    json::object([
-                        ("error", json::str("serial mismatch")),
-                        ("status", json::str("forbidden")),
-                    ]),
-                );
+            let Some(dispatcher) = trusted(snap, caller, &reqid) else {
+                return Answer::Error(ErrorReply::SerialMismatch);
             };
             if target == "/ping" {
-                return ping(agent, snap, caller, dispatcher, &reqid);
+                // The original treats an unreadable ping body as `{}`.
+                let body = body.unwrap_or_default();
+                return ping(agent, snap, caller, dispatcher, &body);
             }
-            match body {
-                Some(obj) => run_script(agent, snap, caller, dispatcher, obj).await,
-                None => (
-                    200,
-                    json::object([
-                        ("exit", json::int(-1)),
-                        ("error", json::str("invalid JSON")),
-                    ]),
-                ),
-            }
+            Answer::Run(run_script(agent, snap, caller, dispatcher, body).await)
         }
         ("GET", "/capabilities") => capabilities(agent, snap, caller).await,
         ("GET", path) if path.starts_with("/result/") => {
-            let reqid = &path["/result/".len()..];
-            if !jobs::valid_reqid(reqid) {
-                return (404, error_body("not found"));
-            }
-            let Some(dispatcher) = snap.trusted.get(&caller.serial) else {
-                log::warn(
-                    "serial-reject",
-                    &[
-                        ("PEER", &caller.ip),
-                        ("PEER_SERIAL", &caller.serial),
-                        ("REQID", reqid),
-                    ],
-                );
-                return (
-                    403,
-                    json::object([
-                        ("error", json::str("serial mismatch")),
-                        ("status", json::str("forbidden")),
-                    ]),
-                );
+            let raw = &path["/result/".len()..];
+            let Some(reqid) = ReqId::parse(raw) else {
+                return Answer::Error(ErrorReply::Plain(404, "not found".into()));
             };
-            agent.jobs.result(dispatcher, reqid, &caller.ip)
+            let Some(dispatcher) = trusted(snap, caller, raw) else {
+                return Answer::Error(ErrorReply::SerialMismatch);
+            };
+            result(agent, dispatcher, &reqid, &caller.ip).await
         }
-        _ => (404, error_body("not found")),
+        _ => Answer::Error(ErrorReply::Plain(404, "not found".into())),
     }
 }
 
-/// `s`, or `(none)` when empty, for log fields.
-fn or_none(s: &str) -> &str {
-    if s.is_empty() {
-        "(none)"
-    } else {
-        s
+/// The caller's dispatcher id, if its serial is trusted; logs a refusal.
+fn trusted<'s>(snap: &'s Snapshot, caller: &Caller, reqid: &str) -> Option<&'s str> {
+    let found = snap.trusted.get(&caller.serial).map(String::as_str);
+    if found.is_none() {
+        log::warn(
+            "serial-reject",
+            &[
+                ("PEER", &caller.ip),
+                ("PEER_SERIAL", &caller.serial),
+                ("REQID", if reqid.is_empty() { "(none)" } else { reqid }),
+            ],
+        );
     }
-}
-
-/// The agent's error body, `{"error": msg}`.
-pub(super) fn error_body(msg: &str) -> Value {
-    json::object([("error", json::str(msg))])
+    found
 }
