@@ -240,13 +240,13 @@ fn request_pairing(a: Args) -> Result<u8, AgentError> {
     let dispatcher = a.dispatcher.clone().ok_or_else(|| {
         AgentError::Usage("--dispatcher <host> required for request-pairing".into())
     })?;
-    if let Some(lb) = &a.lookup_by {
-        if lb != "ip" && lb != "hostname" {
-            return Err(AgentError::Usage(
-                "--lookup-by must be 'ip' or 'hostname'".into(),
-            ));
-        }
-    }
+    let lookup_by =
+        match a.lookup_by.as_deref() {
+            None => None,
+            Some(text) => Some(crate::proto::LookupBy::parse(text).ok_or_else(|| {
+                AgentError::Usage("--lookup-by must be 'ip' or 'hostname'".into())
+            })?),
+        };
     let wait = match a.timeout {
         Some(t) if t == 0 || t > limits::PAIRING_BACKGROUND_MAX_SECS => {
             return Err(AgentError::Usage(format!(
@@ -274,7 +274,7 @@ fn request_pairing(a: Args) -> Result<u8, AgentError> {
     let req = pairing::Request {
         dispatcher,
         port: a.port.unwrap_or(DEFAULT_PAIRING_PORT),
-        lookup_by: a.lookup_by.clone(),
+        lookup_by,
         background: a.background || a.background_child,
         wait,
         ca_fingerprint,

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use crate::agent::limits::PAIRING_CONNECT_TIMEOUT;
 use crate::agent::{trust, AgentError};
 use crate::conf::{self, AgentConf};
-use crate::json::{self, Object, Value};
 use crate::net::client::{self, ClientError};
 use crate::net::http::Conn;
 use crate::net::limits::Limits;
 use crate::net::tls::{self, PairingVerifier};
+use crate::proto::json;
+use crate::proto::{DispatcherId, LookupBy, PairAck, PairDecision, PairRequest, Serial};
 use crate::{fsx, log, pki};
 
 /// What `request-pairing` was asked to do.
@@ -30,8 +31,8 @@ pub struct Request {
     pub dispatcher: String,
     /// Its pairing port.
     pub port: u16,
-    /// `ip` or `hostname`, suggested to the dispatcher.
-    pub lookup_by: Option<String>,
+    /// Addressing suggested to the dispatcher.
+    pub lookup_by: Option<LookupBy>,
     /// Print only the request id and wait quietly.
     pub background: bool,
     /// How long to wait for the decision.
@@ -98,7 +99,7 @@ async fn exchange(
     csr_pem: &str,
     nonce: &str,
     verifier: Arc<PairingVerifier>,
-) -> Result<Object, AgentError> {
+) -> Result<Approval, AgentError> {
     let target = format!("{}:{}", req.dispatcher, req.port);
     let config = tls::pairing_client(verifier).map_err(|e| AgentError::Failed(e.to_string()))?;
     let connect_deadline = Instant::now() + PAIRING_CONNECT_TIMEOUT;
@@ -121,18 +122,15 @@ async fn exchange(
         .local_addr()
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
-    let mut body = Object::new();
-    body.insert("hostname".into(), json::str(&conf.hostname));
-    body.insert("csr".into(), json::str(csr_pem));
-    body.insert("nonce".into(), json::str(nonce));
-    if let Some(lb) = &req.lookup_by {
-        body.insert("lookup_by".into(), json::str(lb));
-    }
-    body.insert("port".into(), json::int(conf.port as i64));
-    if !local_ip.is_empty() {
-        body.insert("ip".into(), json::str(&local_ip));
-    }
-    let body = json::to_string(&Value::Object(body));
+    let body = PairRequest {
+        hostname: conf.hostname.clone(),
+        csr: csr_pem.to_string(),
+        nonce: nonce.to_string(),
+        lookup_by: req.lookup_by,
+        port: Some(conf.port),
+        ip: (!local_ip.is_empty()).then_some(local_ip),
+    };
+    let body = json::to_string(&body.to_json());
     let raw = format!(
         "POST /pair HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
@@ -150,18 +148,21 @@ async fn exchange(
         .await
         .map_err(|e| not_listener(&e))?;
     let ack =
-        json::parse_object(&ack.body).ok_or_else(|| not_listener(&"unreadable acknowledgement"))?;
-    match json::get_str(&ack, "status") {
-        Some("pending") => {}
-        Some("error") => {
-            return Err(AgentError::Failed(format!(
-                "Pairing failed: {}",
-                json::get_str(&ack, "reason").unwrap_or("error")
-            )))
+        json::parse_object(&ack.body).map_err(|_| not_listener(&"unreadable acknowledgement"))?;
+    let pair_reqid = match PairAck::from_json(&ack) {
+        PairAck::Pending { reqid } => reqid,
+        PairAck::Error { reason } if reason.starts_with("unexpected answer") => {
+            return Err(not_listener(&"unexpected acknowledgement"))
         }
-        _ => return Err(not_listener(&"unexpected acknowledgement")),
-    }
-    let pair_reqid = json::get_str(&ack, "reqid").unwrap_or("").to_string();
+        PairAck::Error { reason } => {
+            let reason = if reason.is_empty() {
+                "error".into()
+            } else {
+                reason
+            };
+            return Err(AgentError::Failed(format!("Pairing failed: {reason}")));
+        }
+    };
     if req.background {
         crate::outln!("{pair_reqid}")?;
         let _ = std::io::stdout().flush();
@@ -187,23 +188,39 @@ async fn exchange(
         }
     };
     let result = json::parse_object(&final_msg.body)
-        .ok_or_else(|| AgentError::Failed("Pairing failed: unreadable pairing result".into()))?;
-    if json::get_str(&result, "status") != Some("approved") {
-        let reason = json::get_str(&result, "reason")
-            .unwrap_or("denied")
-            .to_string();
-        log::warn(
-            "pair-denied",
-            &[("DISPATCHER_HOST", &req.dispatcher), ("REASON", &reason)],
-        );
-        return Err(AgentError::PairDenied(format!("Pairing failed: {reason}")));
-    }
-    if json::get_str(&result, "nonce") != Some(nonce) {
-        return Err(AgentError::Failed(
+        .map_err(|_| AgentError::Failed("Pairing failed: unreadable pairing result".into()))?;
+    match PairDecision::from_json(&result) {
+        PairDecision::Denied { reason } => {
+            log::warn(
+                "pair-denied",
+                &[("DISPATCHER_HOST", &req.dispatcher), ("REASON", &reason)],
+            );
+            Err(AgentError::PairDenied(format!("Pairing failed: {reason}")))
+        }
+        PairDecision::Approved { nonce: echoed, .. } if echoed != nonce => Err(AgentError::Failed(
             "Pairing failed: nonce mismatch in pairing result".into(),
-        ));
+        )),
+        PairDecision::Approved {
+            cert,
+            ca,
+            dispatcher_serial,
+            dispatcher_id,
+            ..
+        } => Ok(Approval {
+            cert,
+            ca,
+            dispatcher_serial,
+            dispatcher_id,
+        }),
     }
-    Ok(result)
+}
+
+/// What an approval delivers, before it is checked.
+struct Approval {
+    cert: String,
+    ca: String,
+    dispatcher_serial: String,
+    dispatcher_id: String,
 }
 
 fn store(
@@ -211,12 +228,11 @@ fn store(
     req: &Request,
     key_pem: &str,
     _nonce: &str,
-    approved: &Object,
+    approved: &Approval,
     presented: &[Vec<u8>],
 ) -> Result<(), AgentError> {
     let fail = |m: String| AgentError::Failed(format!("Pairing failed: {m}; nothing was stored."));
-    let cert_pem = json::get_str(approved, "cert").unwrap_or("");
-    let ca_pem = json::get_str(approved, "ca").unwrap_or("");
+    let (cert_pem, ca_pem) = (approved.cert.as_str(), approved.ca.as_str());
     let ca_der = pki::pem_certs(ca_pem)
         .into_iter()
         .next()
@@ -257,16 +273,16 @@ fn store(
             info.cn, conf.hostname
         )));
     }
-    let serial_text = json::get_str(approved, "dispatcher_serial").unwrap_or("");
-    let serial = pki::canonical_serial(serial_text)
+    let serial_text = &approved.dispatcher_serial;
+    let serial = Serial::parse(serial_text)
         .ok_or_else(|| fail(format!("invalid dispatcher serial '{serial_text}'")))?;
-    let id = match json::get_str(approved, "dispatcher_id") {
-        Some(id) if !id.is_empty() => id.to_string(),
-        _ => serial.clone(),
+    // The original uses the serial as the id when the dispatcher sent none.
+    let id_text = match approved.dispatcher_id.as_str() {
+        "" => serial.as_str(),
+        id => id,
     };
-    if !trust::valid_dispatcher_id(&id) {
-        return Err(fail(format!("invalid dispatcher id '{id}'")));
-    }
+    let id = DispatcherId::parse(id_text)
+        .ok_or_else(|| fail(format!("invalid dispatcher id '{id_text}'")))?;
     let write = |path: &Path, bytes: &[u8], mode: u32| {
         fsx::write_atomic(path, bytes, mode)
             .map_err(|e| AgentError::Failed(format!("cannot write {}: {e}", path.display())))
@@ -274,16 +290,18 @@ fn store(
     write(&conf.key, key_pem.as_bytes(), 0o600)?;
     write(&conf.cert, cert_pem.as_bytes(), 0o644)?;
     write(&conf.ca, ca_pem.as_bytes(), 0o644)?;
-    trust::add_trusted(&conf.trusted_dispatchers_path, &serial, &id).map_err(|e| {
-        AgentError::Failed(format!(
-            "cannot write {}: {e}",
-            conf.trusted_dispatchers_path.display()
-        ))
-    })?;
+    trust::add_trusted(&conf.trusted_dispatchers_path, serial.as_str(), id.as_str()).map_err(
+        |e| {
+            AgentError::Failed(format!(
+                "cannot write {}: {e}",
+                conf.trusted_dispatchers_path.display()
+            ))
+        },
+    )?;
     log::info(
         "pair-complete",
         &[
-            ("DISPATCHER", &id),
+            ("DISPATCHER", id.as_str()),
             ("DISPATCHER_HOST", &req.dispatcher),
             ("STATUS", "approved"),
         ],

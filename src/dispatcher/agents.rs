@@ -135,8 +135,8 @@ pub fn edit_agent(a: &Args) -> Result<u8, CliError> {
             if let Some(p) = overrides.port {
                 ag.port = p;
             }
-            if let Some(lb) = &overrides.lookup_by {
-                ag.lookup_by = crate::proto::LookupBy::parse(lb).unwrap_or_default();
+            if let Some(lb) = overrides.lookup_by {
+                ag.lookup_by = lb;
             }
         })
         .map_err(edit_err)?;

@@ -92,7 +92,7 @@ pub fn serve(conf: AgentConf, allowlist_path: PathBuf) -> Result<(), AgentError>
         "start",
         &[("PORT", &addr.port().to_string()), ("VERSION", VERSION)],
     );
-    println!("ctrl-exec-agent listening on {addr}");
+    crate::outln!("ctrl-exec-agent listening on {addr}")?;
     rt::block_on(listener::run(agent, listener))
 }
 

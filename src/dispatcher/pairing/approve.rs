@@ -11,16 +11,17 @@ use std::path::Path;
 
 use crate::conf::DispatcherConf;
 use crate::control::registry::Registry;
-use crate::dispatcher::pairing::queue::{queue_file, s, valid_request_id};
+use crate::dispatcher::pairing::queue::{self, queue_file, valid_request_id};
 use crate::dispatcher::{Args, CliError};
-use crate::json;
+use crate::proto::json;
+use crate::proto::{AgentRecord, LookupBy, PairDecision, DEFAULT_AGENT_PORT};
 use crate::{fsx, log, pki, time};
 
 /// Operator overrides given to `approve` and `edit-agent`.
 #[derive(Debug, Default)]
 pub struct Overrides {
     /// `--lookup-by`.
-    pub lookup_by: Option<String>,
+    pub lookup_by: Option<LookupBy>,
     /// `--agent-port`.
     pub port: Option<u16>,
     /// `--ip`.
@@ -30,15 +31,13 @@ pub struct Overrides {
 impl Overrides {
     /// Validates the flags.
     pub fn from_args(a: &Args) -> Result<Overrides, CliError> {
-        let lookup_by = match a.lookup_by.as_deref() {
-            None => None,
-            Some(v @ ("ip" | "hostname")) => Some(v.to_string()),
-            Some(_) => {
-                return Err(CliError::Usage(
-                    "--lookup-by must be 'ip' or 'hostname'".into(),
-                ))
-            }
-        };
+        let lookup_by =
+            match a.lookup_by.as_deref() {
+                None => None,
+                Some(v) => Some(LookupBy::parse(v).ok_or_else(|| {
+                    CliError::Usage("--lookup-by must be 'ip' or 'hostname'".into())
+                })?),
+            };
         let port = match a.agent_port.as_deref() {
             None => None,
             Some(p) => match p.parse::<u16>() {
@@ -72,18 +71,12 @@ pub fn approve_request(
     conf: &DispatcherConf,
     id: &str,
     o: &Overrides,
-) -> Result<(String, String, String, u16), CliError> {
+) -> Result<(String, LookupBy, String, u16), CliError> {
     let dir = conf.pairing_dir();
-    let missing = || CliError::Failed(format!("No pending request '{id}'"));
-    if !valid_request_id(id) {
-        return Err(missing());
-    }
-    let req = std::fs::read(queue_file(&dir, id, "json"))
-        .ok()
-        .and_then(|b| json::parse_object(&b))
-        .ok_or_else(missing)?;
-    let name = s(&req, "hostname").to_string();
-    let csr = pki::check_csr(s(&req, "csr"), Some(&name))
+    let req = queue::load(&dir, id)
+        .ok_or_else(|| CliError::Failed(format!("No pending request '{id}'")))?;
+    let name = req.hostname.clone();
+    let csr = pki::check_csr(&req.csr, Some(&name))
         .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
     let read = |p: &Path| {
         std::fs::read_to_string(p)
@@ -102,48 +95,35 @@ pub fn approve_request(
     if dispatcher_serial.is_empty() {
         eprintln!("WARNING: cannot read the dispatcher certificate serial from {}; the agent will reject every request as 'serial mismatch'. Run 'ctrl-exec-dispatcher setup-ctrl-exec'.", conf.cert.display());
     }
-    let approved = json::object([
-        ("status", json::str("approved")),
-        ("cert", json::str(&cert_pem)),
-        ("ca", json::str(&ca_cert)),
-        ("nonce", json::str(s(&req, "nonce"))),
-        ("dispatcher_serial", json::str(&dispatcher_serial)),
-        ("dispatcher_id", json::str(&conf.dispatcher_id)),
-    ]);
-    let ip = o.ip.clone().unwrap_or_else(|| s(&req, "ip").to_string());
+    let approved = PairDecision::Approved {
+        cert: cert_pem.clone(),
+        ca: ca_cert.clone(),
+        nonce: req.nonce.clone(),
+        dispatcher_serial: dispatcher_serial.clone(),
+        dispatcher_id: conf.dispatcher_id.clone(),
+    };
+    let ip = o.ip.clone().unwrap_or_else(|| req.ip.clone());
     // No operator flag and no agent hint: address the agent by name only when
     // the name resolves here; otherwise by the IP it paired from.
     let lookup_by = o
         .lookup_by
-        .clone()
-        .or_else(|| {
-            json::get_str(&req, "lookup_by")
-                .filter(|l| *l == "ip" || *l == "hostname")
-                .map(str::to_string)
-        })
+        .or_else(|| LookupBy::parse(&req.lookup_by))
         .unwrap_or_else(|| {
             if !ip.is_empty() && !resolves(&name) {
-                "ip".into()
+                LookupBy::Ip
             } else {
-                "hostname".into()
+                LookupBy::Hostname
             }
         });
-    let port = o
-        .port
-        .or_else(|| {
-            json::get_i64(&req, "port")
-                .and_then(|p| u16::try_from(p).ok())
-                .filter(|p| *p > 0)
-        })
-        .unwrap_or(crate::proto::DEFAULT_AGENT_PORT);
+    let port = o.port.or(req.port).unwrap_or(DEFAULT_AGENT_PORT);
     let now = time::iso8601(time::now());
-    let record = crate::proto::AgentRecord {
+    let record = AgentRecord {
         hostname: name.clone(),
         ip: ip.clone(),
         paired: now.clone(),
         expiry: time::openssl_date(info.not_after),
         reqid: id.to_string(),
-        lookup_by: crate::proto::LookupBy::parse(&lookup_by).unwrap_or_default(),
+        lookup_by,
         port,
         tags: Default::default(),
         dispatcher_serial: dispatcher_serial.clone(),
@@ -166,7 +146,7 @@ pub fn approve_request(
         .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
     fsx::write_atomic(
         &queue_file(&dir, id, "approved"),
-        json::to_string(&approved).as_bytes(),
+        json::to_string(&approved.to_json()).as_bytes(),
         0o600,
     )
     .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
@@ -174,7 +154,7 @@ pub fn approve_request(
         "pair-approve",
         &[("AGENT", &name), ("REQID", id), ("SERIAL", &info.serial)],
     );
-    let addr = if lookup_by == "ip" && !ip.is_empty() {
+    let addr = if lookup_by == LookupBy::Ip && !ip.is_empty() {
         ip
     } else {
         name.clone()
@@ -185,7 +165,7 @@ pub fn approve_request(
 /// Whether `name` resolves here (a blocking name lookup).
 fn resolves(name: &str) -> bool {
     use std::net::ToSocketAddrs;
-    (name, crate::proto::DEFAULT_AGENT_PORT)
+    (name, DEFAULT_AGENT_PORT)
         .to_socket_addrs()
         .map(|mut a| a.next().is_some())
         .unwrap_or(false)
@@ -197,13 +177,12 @@ pub fn deny_request(conf: &DispatcherConf, id: &str) -> Result<(), CliError> {
     if !valid_request_id(id) || !queue_file(&dir, id, "json").exists() {
         return Err(CliError::Failed(format!("No pending request '{id}'")));
     }
-    let body = json::object([
-        ("status", json::str("denied")),
-        ("reason", json::str("rejected by operator")),
-    ]);
+    let body = PairDecision::Denied {
+        reason: "rejected by operator".into(),
+    };
     fsx::write_atomic(
         &queue_file(&dir, id, "denied"),
-        json::to_string(&body).as_bytes(),
+        json::to_string(&body.to_json()).as_bytes(),
         0o600,
     )
     .map_err(|e| CliError::Failed(format!("Deny failed: {e}")))?;

@@ -53,8 +53,8 @@ pub fn start_background(
     use std::os::unix::process::CommandExt;
     let pidfile = conf.pairing_pidfile();
     if let Some((pid, _)) = read_pidfile(&pidfile).filter(|(pid, _)| alive(*pid)) {
-        println!("Pairing mode is already running in the background (PID {pid}).");
-        println!("Stop it with: ctrl-exec-dispatcher pairing-mode stop");
+        crate::outln!("Pairing mode is already running in the background (PID {pid}).")?;
+        crate::outln!("Stop it with: ctrl-exec-dispatcher pairing-mode stop")?;
         return Ok(1);
     }
     if !conf.cert.exists() || !conf.key.exists() {
@@ -85,9 +85,9 @@ pub fn start_background(
     let deadline = Instant::now() + BACKGROUND_WAIT;
     while Instant::now() < deadline {
         if let Some((pid, bound)) = read_pidfile(&pidfile) {
-            println!("Pairing mode started in the background on port {bound} (PID {pid}).");
-            println!("It auto-stops after {timeout}s; stop sooner with:");
-            println!("    ctrl-exec-dispatcher pairing-mode stop");
+            crate::outln!("Pairing mode started in the background on port {bound} (PID {pid}).")?;
+            crate::outln!("It auto-stops after {timeout}s; stop sooner with:")?;
+            crate::outln!("    ctrl-exec-dispatcher pairing-mode stop")?;
             return Ok(0);
         }
         if let Ok(Some(_)) = child.try_wait() {
@@ -104,12 +104,12 @@ pub fn start_background(
 pub fn stop_background(conf: &DispatcherConf) -> Result<u8, CliError> {
     let pidfile = conf.pairing_pidfile();
     let Some((pid, _)) = read_pidfile(&pidfile) else {
-        println!("No background pairing mode is running.");
+        crate::outln!("No background pairing mode is running.")?;
         return Ok(0);
     };
     if !alive(pid) {
         let _ = std::fs::remove_file(&pidfile);
-        println!("No background pairing mode is running (cleared stale pidfile).");
+        crate::outln!("No background pairing mode is running (cleared stale pidfile).")?;
         return Ok(0);
     }
     if let Some(p) = rustix::process::Pid::from_raw(pid) {
@@ -118,11 +118,11 @@ pub fn stop_background(conf: &DispatcherConf) -> Result<u8, CliError> {
     let deadline = Instant::now() + BACKGROUND_WAIT;
     while Instant::now() < deadline {
         if !alive(pid) {
-            println!("Pairing mode stopped (was PID {pid}); pairing port closed.");
+            crate::outln!("Pairing mode stopped (was PID {pid}); pairing port closed.")?;
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("Sent stop to PID {pid} but it has not exited yet - check the logs.");
+    crate::outln!("Sent stop to PID {pid} but it has not exited yet - check the logs.")?;
     Ok(1)
 }

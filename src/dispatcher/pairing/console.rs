@@ -10,8 +10,16 @@ use smol::stream::StreamExt;
 
 use crate::conf::DispatcherConf;
 use crate::dispatcher::pairing::approve::{approve_request, deny_request, Overrides};
-use crate::dispatcher::pairing::queue::{pending, s};
-use crate::json::Object;
+use crate::dispatcher::pairing::queue::pending;
+use crate::proto::QueueEntry;
+
+/// Prints a console line; a closed terminal is no reason to stop serving
+/// the agents that are waiting.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = crate::outln!($($arg)*);
+    }};
+}
 
 /// The interactive console: a/d/s/list/quit and aN/dN.
 pub async fn interactive(conf: &DispatcherConf) {
@@ -29,7 +37,7 @@ pub async fn interactive(conf: &DispatcherConf) {
             let dir = dir.clone();
             smol::unblock(move || pending(&dir)).await
         };
-        let pick = |n: &str| -> Option<Object> {
+        let pick = |n: &str| -> Option<QueueEntry> {
             if n.is_empty() {
                 if reqs.len() == 1 {
                     reqs.first().cloned()
@@ -47,35 +55,35 @@ pub async fn interactive(conf: &DispatcherConf) {
             "" => {}
             "q" | "quit" => return,
             "l" | "list" => show_off_executor(&dir).await,
-            "s" | "skip" => println!("Left pending."),
+            "s" | "skip" => say!("Left pending."),
             c if c.starts_with(['a', 'A', 'd', 'D'])
                 && c[1..].bytes().all(|b| b.is_ascii_digit()) =>
             {
                 let Some(r) = pick(&c[1..]) else {
-                    println!("No such request. Commands: a/d/s/list/quit or a1/d1 for multiple.");
+                    say!("No such request. Commands: a/d/s/list/quit or a1/d1 for multiple.");
                     continue;
                 };
-                let id = s(&r, "id").to_string();
+                let id = r.id.clone();
                 let (conf, req) = (conf.clone(), id.clone());
                 if c.starts_with(['a', 'A']) {
                     let approved =
                         smol::unblock(move || approve_request(&conf, &req, &Overrides::default()))
                             .await;
                     match approved {
-                        Ok((name, lb, addr, port)) => println!("Approved '{name}' ({id}); registered lookup_by={lb} addr={addr}:{port}"),
-                        Err(e) => println!("Approve failed: {e}"),
+                        Ok((name, lb, addr, port)) => say!("Approved '{name}' ({id}); registered lookup_by={lb} addr={addr}:{port}"),
+                        Err(e) => say!("Approve failed: {e}"),
                     }
                 } else {
                     match smol::unblock(move || deny_request(&conf, &req)).await {
-                        Ok(()) => println!("Denied request '{id}'."),
-                        Err(e) => println!("Deny failed: {e}"),
+                        Ok(()) => say!("Denied request '{id}'."),
+                        Err(e) => say!("Deny failed: {e}"),
                     }
                 }
-                println!("Waiting for next request... (Ctrl-C to exit pairing mode)");
+                say!("Waiting for next request... (Ctrl-C to exit pairing mode)");
             }
-            other => println!(
-                "Unknown command '{other}'. Commands: a/d/s/list/quit or a1/d1 for multiple."
-            ),
+            other => {
+                say!("Unknown command '{other}'. Commands: a/d/s/list/quit or a1/d1 for multiple.")
+            }
         }
     }
 }
@@ -91,39 +99,39 @@ async fn show_off_executor(dir: &Path) {
 fn show(dir: &Path) {
     let reqs = pending(dir);
     match reqs.len() {
-        0 => println!("No pending pairing requests.\nWaiting... (Commands: list, quit)"),
+        0 => say!("No pending pairing requests.\nWaiting... (Commands: list, quit)"),
         1 => {
             let r = &reqs[0];
-            println!(
+            say!(
                 "Pairing request from {} ({}) - ID: {}",
-                s(r, "hostname"),
-                s(r, "ip"),
-                s(r, "id")
+                r.hostname,
+                r.ip,
+                r.id
             );
-            println!(
+            say!(
                 "  Code:     {}   (verify this matches the agent display)",
-                s(r, "code")
+                r.code
             );
-            println!("  Received: {}", s(r, "received"));
-            println!(
+            say!("  Received: {}", r.received);
+            say!(
                 "  Source IP:     {}   (as this dispatcher saw the connection)",
-                s(r, "source_ip")
+                r.source_ip
             );
-            println!("Accept, Deny, or Skip? [a/d/s]: ");
+            say!("Accept, Deny, or Skip? [a/d/s]: ");
         }
         n => {
-            println!("{n} pending pairing requests:");
+            say!("{n} pending pairing requests:");
             for (i, r) in reqs.iter().enumerate() {
-                println!(
+                say!(
                     "  [{}] {:<30}  {:<16}  code: {}  {}",
                     i + 1,
-                    s(r, "hostname"),
-                    s(r, "ip"),
-                    s(r, "code"),
-                    s(r, "received")
+                    r.hostname,
+                    r.ip,
+                    r.code,
+                    r.received
                 );
             }
-            println!("Command (a1/d1/a2/d2/list/quit): ");
+            say!("Command (a1/d1/a2/d2/list/quit): ");
         }
     }
 }

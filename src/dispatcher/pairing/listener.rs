@@ -12,6 +12,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use miniserde::json::Value;
 use smol::future::FutureExt;
 use smol::lock::Semaphore;
 use smol::stream::StreamExt;
@@ -21,13 +22,14 @@ use crate::conf::DispatcherConf;
 use crate::dispatcher::pairing::console;
 use crate::dispatcher::pairing::queue::{queue_file, write_request, REQUEST_TTL};
 use crate::dispatcher::CliError;
-use crate::json::{self, Value};
 use crate::net::accept::{self, Incoming, Policy, Work};
 use crate::net::http::{Conn, HttpError};
 use crate::net::limits::Limits;
 use crate::net::ratelimit::{Decision, RateLimiter, Rule, DEFAULT_CAPACITY};
 use crate::net::server::{self, ServerStream};
 use crate::net::tls::{self, Identity};
+use crate::proto::json;
+use crate::proto::{PairAck, PairDecision};
 use crate::{fsx, log, pki, rt};
 
 /// Largest pairing request body (the original's 64 KiB).
@@ -113,12 +115,12 @@ pub fn session(conf: &DispatcherConf, port: u16, timeout: u64, mode: Mode) -> Re
         } else {
             "Ctrl-C to stop."
         };
-        println!("Pairing mode active on port {bound} (auto-stops in {timeout}s). {how}");
-        println!("CA fingerprint: sha256:{}", pki::sha256_hex(&ca_der));
+        crate::outln!("Pairing mode active on port {bound} (auto-stops in {timeout}s). {how}")?;
+        crate::outln!("CA fingerprint: sha256:{}", pki::sha256_hex(&ca_der))?;
         if mode == Mode::Interactive {
-            println!("Waiting for pairing requests...");
+            crate::outln!("Waiting for pairing requests...")?;
         } else {
-            println!("Use 'ctrl-exec-dispatcher list-requests' to see pending requests.");
+            crate::outln!("Use 'ctrl-exec-dispatcher list-requests' to see pending requests.")?;
         }
     }
     let outcome = rt::block_on(run_session(
@@ -134,13 +136,13 @@ pub fn session(conf: &DispatcherConf, port: u16, timeout: u64, mode: Mode) -> Re
         End::TimedOut => {
             log::info("pairing-mode-timeout", &[]);
             if mode != Mode::Background {
-                println!("Pairing mode timed out after {timeout}s. Stopped.");
+                crate::outln!("Pairing mode timed out after {timeout}s. Stopped.")?;
             }
         }
         End::Stopped => {
             log::info("pairing-mode-stop", &[]);
             if mode != Mode::Background {
-                println!("Pairing mode stopped.");
+                crate::outln!("Pairing mode stopped.")?;
             }
         }
     }
@@ -250,11 +252,11 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
             return;
         }
     };
-    let queued = {
+    let entry = {
         let (state, peer) = (state.clone(), peer.clone());
         smol::unblock(move || write_request(&state.conf, &req.body, &peer)).await
     };
-    let queued = match queued {
+    let entry = match entry {
         Ok(q) => q,
         Err(reason) => {
             log::warn("pair-reject", &[("IP", &peer), ("REASON", reason)]);
@@ -262,17 +264,17 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
             return;
         }
     };
-    let (id, hostname, code) = queued;
+    let id = entry.id.clone();
     if !state.quiet {
-        println!("Pairing request queued: {hostname} ({peer}) - ID: {id}  code: {code}");
+        // The console's reader may be gone; the agent is still served.
+        let _ = crate::outln!(
+            "Pairing request queued: {} ({peer}) - ID: {id}  code: {}",
+            entry.hostname,
+            entry.code
+        );
     }
-    if !reply(
-        &mut conn,
-        &state.limits,
-        &json::object([("status", json::str("pending")), ("reqid", json::str(&id))]),
-    )
-    .await
-    {
+    let ack = PairAck::Pending { reqid: id.clone() };
+    if !reply(&mut conn, &state.limits, &ack.to_json()).await {
         return;
     }
     let dir = state.conf.pairing_dir();
@@ -287,14 +289,13 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
         }
         if Instant::now() >= deadline {
             log::info("pair-timeout", &[("REQID", &id)]);
-            break json::object([
-                ("status", json::str("denied")),
-                ("reason", json::str("approval timeout")),
-            ]);
+            break PairDecision::Denied {
+                reason: "approval timeout".into(),
+            };
         }
         rt::sleep(DECISION_POLL).await;
     };
-    reply(&mut conn, &state.limits, &decision).await;
+    reply(&mut conn, &state.limits, &decision.to_json()).await;
     smol::unblock(move || {
         for ext in ["approved", "denied", "json"] {
             let _ = std::fs::remove_file(queue_file(&dir, &id, ext));
@@ -305,20 +306,21 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
 
 /// The operator's decision on request `id`, once `approve` or `deny` wrote
 /// it (blocking: reads the queue directory).
-fn read_decision(dir: &Path, id: &str) -> Option<Value> {
+fn read_decision(dir: &Path, id: &str) -> Option<PairDecision> {
     ["approved", "denied"].iter().find_map(|ext| {
         std::fs::read(queue_file(dir, id, ext))
             .ok()
-            .and_then(|b| json::parse(&b))
+            .and_then(|b| json::parse_object(&b).ok())
+            .map(|o| PairDecision::from_json(&o))
     })
 }
 
 /// The pairing wire's error body.
 fn error(reason: &str) -> Value {
-    json::object([
-        ("status", json::str("error")),
-        ("reason", json::str(reason)),
-    ])
+    PairAck::Error {
+        reason: reason.into(),
+    }
+    .to_json()
 }
 
 /// Writes one 200 answer; false when the peer is gone.

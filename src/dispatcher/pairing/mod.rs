@@ -25,7 +25,7 @@ pub use approve::Overrides;
 
 use approve::{approve_request, deny_request};
 use listener::{session, Mode};
-use queue::{pending, s};
+use queue::pending;
 
 /// Default pairing port.
 pub const DEFAULT_PAIRING_PORT: u16 = 7444;
@@ -35,31 +35,34 @@ pub fn list_requests(a: &Args) -> Result<u8, CliError> {
     let conf = load_conf(a)?;
     let reqs = pending(&conf.pairing_dir());
     if reqs.is_empty() {
-        println!("No pending pairing requests.");
+        crate::outln!("No pending pairing requests.")?;
         return Ok(0);
     }
-    println!(
+    crate::outln!(
         "{:<16}  {:<24}  {:<16}  {:<28}  CODE",
-        "ID", "HOSTNAME", "SOURCE IP", "REVERSE DNS"
-    );
-    println!("{}", "-".repeat(98));
+        "ID",
+        "HOSTNAME",
+        "SOURCE IP",
+        "REVERSE DNS"
+    )?;
+    crate::outln!("{}", "-".repeat(98))?;
     for r in &reqs {
-        let src = if s(r, "source_ip").is_empty() {
-            s(r, "ip")
+        let src = if r.source_ip.is_empty() {
+            &r.ip
         } else {
-            s(r, "source_ip")
+            &r.source_ip
         };
-        println!(
+        crate::outln!(
             "{:<16}  {:<24}  {:<16}  {:<28}  {}",
-            s(r, "id"),
-            s(r, "hostname"),
+            r.id,
+            r.hostname,
             src,
             "-",
-            s(r, "code")
-        );
+            r.code
+        )?;
     }
-    println!();
-    println!("Compare each CODE with the one the agent printed before approving.");
+    crate::outln!()?;
+    crate::outln!("Compare each CODE with the one the agent printed before approving.")?;
     Ok(0)
 }
 
@@ -71,8 +74,8 @@ pub fn approve(a: &Args) -> Result<u8, CliError> {
     let overrides = Overrides::from_args(a)?;
     let conf = load_conf(a)?;
     let (name, lookup_by, addr, port) = approve_request(&conf, id, &overrides)?;
-    println!("Approved '{name}' ({id}). Cert delivered on next poll.");
-    println!("  Registered:  {name}   lookup_by={lookup_by}   addr={addr}:{port}");
+    crate::outln!("Approved '{name}' ({id}). Cert delivered on next poll.")?;
+    crate::outln!("  Registered:  {name}   lookup_by={lookup_by}   addr={addr}:{port}")?;
     Ok(0)
 }
 
@@ -85,7 +88,7 @@ pub fn deny(a: &Args) -> Result<u8, CliError> {
     };
     let conf = load_conf(a)?;
     deny_request(&conf, id)?;
-    println!("Denied request '{id}'.");
+    crate::outln!("Denied request '{id}'.")?;
     Ok(0)
 }
 

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::conf::DispatcherConf;
 use crate::control::registry;
-use crate::json::{self, Object, Value};
+use crate::proto::json;
+use crate::proto::{LookupBy, PairRequest, QueueEntry};
 use crate::{fsx, log, pki, time};
 
 /// How long a queued request waits for a decision before it is refused.
@@ -54,93 +55,95 @@ fn purge_stale(dir: &Path) {
 }
 
 /// Pending requests, oldest first.
-pub fn pending(dir: &Path) -> Vec<Object> {
+pub fn pending(dir: &Path) -> Vec<QueueEntry> {
     purge_stale(dir);
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
-    let mut out: Vec<Object> = entries
+    let mut out: Vec<QueueEntry> = entries
         .flatten()
         .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
         .filter_map(|e| {
             std::fs::read(e.path())
                 .ok()
-                .and_then(|b| json::parse_object(&b))
+                .and_then(|b| json::parse_object(&b).ok())
+                .map(|o| QueueEntry::from_json(&o))
         })
-        .filter(|o| {
-            let id = json::get_str(o, "id").unwrap_or("");
-            valid_request_id(id)
-                && !queue_file(dir, id, "approved").exists()
-                && !queue_file(dir, id, "denied").exists()
+        .filter(|q| {
+            valid_request_id(&q.id)
+                && !queue_file(dir, &q.id, "approved").exists()
+                && !queue_file(dir, &q.id, "denied").exists()
         })
         .collect();
-    out.sort_by(|a, b| json::get_str(a, "received").cmp(&json::get_str(b, "received")));
+    out.sort_by(|a, b| a.received.cmp(&b.received));
     out
 }
 
-/// The string field `k` of a queued request, or "" when absent.
-pub fn s<'a>(o: &'a Object, k: &str) -> &'a str {
-    json::get_str(o, k).unwrap_or("")
+/// Reads a queued request.
+pub fn load(dir: &Path, id: &str) -> Option<QueueEntry> {
+    if !valid_request_id(id) {
+        return None;
+    }
+    std::fs::read(queue_file(dir, id, "json"))
+        .ok()
+        .and_then(|b| json::parse_object(&b).ok())
+        .map(|o| QueueEntry::from_json(&o))
 }
 
-/// Validates a pairing request and queues it; returns (id, hostname, code).
+/// Validates a pairing request and queues it; returns the queued entry.
 pub fn write_request(
     conf: &DispatcherConf,
     body: &[u8],
     peer: &str,
-) -> Result<(String, String, String), &'static str> {
-    let req = json::parse_object(body).ok_or("invalid request")?;
-    let hostname = json::get_str(&req, "hostname").unwrap_or("");
-    let csr = json::get_str(&req, "csr").unwrap_or("");
-    if hostname.is_empty() || csr.is_empty() {
-        return Err("invalid request");
-    }
-    if !registry::valid_name(hostname) {
+) -> Result<QueueEntry, &'static str> {
+    let req = json::parse_object(body)
+        .ok()
+        .and_then(|o| PairRequest::from_json(&o).ok())
+        .ok_or("invalid request")?;
+    if !registry::valid_name(&req.hostname) {
         return Err("invalid hostname");
     }
     let dir = conf.pairing_dir();
     if pending(&dir).len() >= conf.pairing_max_queue {
         return Err("pairing queue full");
     }
-    let id = pki::random_hex(8);
-    let code = pki::pairing_code(csr.as_bytes());
-    let ip = json::get_str(&req, "ip")
+    let ip = req
+        .ip
+        .as_deref()
         .filter(|ip| ip.parse::<IpAddr>().is_ok())
         .unwrap_or(peer);
-    let mut rec = Object::new();
-    rec.insert("id".into(), json::str(&id));
-    rec.insert("hostname".into(), json::str(hostname));
-    rec.insert("ip".into(), json::str(ip));
-    rec.insert("source_ip".into(), json::str(peer));
-    rec.insert("csr".into(), json::str(csr));
-    rec.insert(
-        "nonce".into(),
-        json::str(json::get_str(&req, "nonce").unwrap_or("")),
-    );
-    if let Some(lb) = json::get_str(&req, "lookup_by").filter(|l| *l == "ip" || *l == "hostname") {
-        rec.insert("lookup_by".into(), json::str(lb));
-    }
-    if let Some(p) = json::get_i64(&req, "port").filter(|p| (1..=65535).contains(p)) {
-        rec.insert("port".into(), json::int(p));
-    }
-    rec.insert("received".into(), json::str(time::iso8601(time::now())));
-    rec.insert("code".into(), json::str(&code));
-    rec.insert("reverse_dns".into(), json::str(""));
-    rec.insert("reverse_confirmed".into(), json::int(0));
+    let entry = QueueEntry {
+        id: pki::random_hex(8),
+        hostname: req.hostname.clone(),
+        ip: ip.to_string(),
+        source_ip: peer.to_string(),
+        code: pki::pairing_code(req.csr.as_bytes()),
+        csr: req.csr,
+        nonce: req.nonce,
+        lookup_by: req
+            .lookup_by
+            .map(LookupBy::as_str)
+            .unwrap_or("")
+            .to_string(),
+        port: req.port,
+        received: time::iso8601(time::now()),
+        reverse_dns: String::new(),
+        reverse_confirmed: false,
+    };
     fsx::write_atomic(
-        &queue_file(&dir, &id, "json"),
-        json::to_string(&Value::Object(rec)).as_bytes(),
+        &queue_file(&dir, &entry.id, "json"),
+        json::to_string(&entry.to_json()).as_bytes(),
         0o644,
     )
     .map_err(|_| "invalid request")?;
     log::info(
         "pair-request",
         &[
-            ("AGENT", hostname),
+            ("AGENT", &entry.hostname),
             ("IP", peer),
-            ("REQID", &id),
+            ("REQID", &entry.id),
             ("STATUS", "pending"),
         ],
     );
-    Ok((id, hostname.to_string(), code))
+    Ok(entry)
 }
