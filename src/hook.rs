@@ -20,8 +20,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::json::{self, Value};
+use miniserde::json::Value;
+
 use crate::proc::{self, Env, Exit, Spec};
+use crate::proto::json::{self, Builder};
 use crate::{log, time};
 
 /// A configured auth hook.
@@ -153,33 +155,31 @@ pub fn reason_for_exit(code: i32) -> String {
 /// sorted; the original's order is random, so no hook can depend on it.
 fn stdin_json(req: &Request, timestamp: &str) -> String {
     let submitter = match &req.submitter {
-        Some(s) => json::object([
-            ("username", json::str(&s.username)),
-            ("source_ip", json::str(&s.source_ip)),
-        ]),
+        Some(s) => Builder::new()
+            .str("username", &s.username)
+            .str("source_ip", &s.source_ip)
+            .build(),
         None => Value::Null,
     };
-    let mut obj = json::object([
-        ("action", json::str(&req.action)),
-        ("script", json::str(&req.script)),
-        ("hosts", json::str_array(&req.hosts)),
-        ("args", json::str_array(&req.args)),
-        ("username", json::str(&req.username)),
-        ("token", json::str(&req.token)),
-        ("source_ip", json::str(&req.source_ip)),
-        ("dispatcher", json::str(&req.dispatcher)),
-        ("dispatcher_serial", json::str(&req.dispatcher_serial)),
-        ("reqid", json::str(&req.reqid)),
-        ("submitter", submitter),
-        ("timestamp", json::str(timestamp)),
-    ]);
-    if let Value::Object(o) = &mut obj {
-        if !req.method.is_empty() {
-            o.insert("method".into(), json::str(&req.method));
-            o.insert("path".into(), json::str(&req.path));
-        }
-    }
-    json::to_string(&obj)
+    let b = Builder::new()
+        .str("action", &req.action)
+        .str("script", &req.script)
+        .strings("hosts", &req.hosts)
+        .strings("args", &req.args)
+        .str("username", &req.username)
+        .str("token", &req.token)
+        .str("source_ip", &req.source_ip)
+        .str("dispatcher", &req.dispatcher)
+        .str("dispatcher_serial", &req.dispatcher_serial)
+        .str("reqid", &req.reqid)
+        .value("submitter", submitter)
+        .str("timestamp", timestamp);
+    let b = if req.method.is_empty() {
+        b
+    } else {
+        b.str("method", &req.method).str("path", &req.path)
+    };
+    json::to_string(&b.build())
 }
 
 /// The `ENVEXEC_*` variables added to the caller's environment.
@@ -195,7 +195,7 @@ fn env_vars(req: &Request, timestamp: &str) -> Vec<(String, String)> {
         ("ENVEXEC_ARGS", req.args.join(" ")),
         (
             "ENVEXEC_ARGS_JSON",
-            json::to_string(&json::str_array(&req.args)),
+            json::to_string(&json::strings(&req.args)),
         ),
         ("ENVEXEC_USERNAME", req.username.clone()),
         ("ENVEXEC_TOKEN", req.token.clone()),
@@ -397,6 +397,7 @@ mod tests {
         let stdin = std::fs::read(dir.join("stdin")).unwrap();
         assert_ne!(stdin.last(), Some(&b'\n'));
         let obj = json::parse_object(&stdin).unwrap();
+        let f = json::Fields(&obj);
         let keys: Vec<&str> = obj.keys().map(String::as_str).collect();
         let mut want = [
             "action",
@@ -414,10 +415,12 @@ mod tests {
         ];
         want.sort();
         assert_eq!(keys, want);
-        assert_eq!(json::get_str_array(&obj, "args").unwrap(), ["a b", "c\nd"]);
-        assert_eq!(json::get_str(&obj, "token"), Some("canary-token-123"));
+        assert_eq!(f.strings("args").unwrap().unwrap(), ["a b", "c\nd"]);
+        assert_eq!(f.str("token").unwrap(), Some("canary-token-123"));
         match obj.get("submitter") {
-            Some(Value::Object(s)) => assert_eq!(json::get_str(s, "username"), Some("bob")),
+            Some(Value::Object(s)) => {
+                assert_eq!(json::Fields(s).str("username").unwrap(), Some("bob"))
+            }
             other => panic!("submitter {other:?}"),
         }
     }

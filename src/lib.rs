@@ -18,7 +18,6 @@ pub mod dispatcher;
 pub mod exit;
 pub mod fsx;
 pub mod hook;
-pub mod json;
 pub mod log;
 pub mod net;
 pub mod out;

@@ -7,11 +7,11 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
 
+use common::json::Value;
 use common::{
     eventually, get, http, http_raw, http_unprompted, jarr, jbool, jget, jint, jstr, jtext, post,
     try_http_raw, Fixture,
 };
-use ctrl_exec::json::Value;
 
 /// A dispatcher with `extra` config, one agent `web1` with `scripts`, and the API.
 fn api_fixture(name: &str, extra: &str, scripts: &[(&str, &str)]) -> (Fixture, u16) {

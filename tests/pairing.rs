@@ -7,8 +7,9 @@ use std::fs;
 use std::net::TcpListener;
 use std::time::Duration;
 
+use common::json;
 use common::{eventually, jstr, Agent, Fixture};
-use ctrl_exec::{json, pki};
+use ctrl_exec::pki;
 
 /// The files pairing writes on the agent; none may exist after a refusal.
 fn stored_files(a: &Agent) -> Vec<String> {

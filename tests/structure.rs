@@ -8,8 +8,8 @@ use std::fs;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
+use common::json::{self, Value};
 use common::{eventually, get, jget, jint, jstr, jtext, post, Agent, Fixture, Out};
-use ctrl_exec::json::{self, Value};
 
 const ALLOW: &str = "api_auth_default = allow";
 

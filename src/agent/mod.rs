@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use crate::conf::{self, AgentConf};
 use crate::exit::{self, Failure, Outcome};
-use crate::json;
 use crate::net::{client, http::Conn, limits::Limits, tls};
+use crate::proto::json;
 use crate::{log, pki, rt, time, VERSION};
 
 const DEFAULT_CONFIG: &str = "/etc/ctrl-exec-agent/agent.conf";
@@ -441,7 +441,12 @@ fn self_ping(a: &Args) -> Result<u8, AgentError> {
             .await
             .map_err(|e| format!("  mTLS handshake failed: {e}"))?;
         crate::outln!("  mTLS handshake: OK").map_err(|e| e.to_string())?;
-        let body = json::to_string(&json::object([("reqid", json::str(pki::random_hex(8)))]));
+        let body = json::to_string(
+            &crate::proto::PingRequest {
+                reqid: pki::random_hex(8),
+            }
+            .to_json(),
+        );
         let mut conn = Conn::new(stream);
         conn.write_request("POST", "/ping", &host, Some(body.as_bytes()), deadline)
             .await

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::conf::Allowlist;
-use crate::json::{self, Number, Value};
+use miniserde::json::{Number, Value};
+
+use crate::proto::json;
 use crate::{log, pki};
 
 /// The largest sidecar read (the original's 64 KiB).
@@ -65,7 +67,7 @@ fn load(path: &Path) -> Result<Option<Sidecar>, &'static str> {
     if bytes.len() as u64 > MAX_SIDECAR_BYTES {
         return Err("larger than 65536 bytes");
     }
-    let Some(Value::Object(obj)) = json::parse(&bytes) else {
+    let Ok(Value::Object(obj)) = json::parse(&bytes) else {
         return Err("not a JSON object");
     };
     let schema = Value::Object(obj);

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use crate::api::Api;
-use crate::json::{self, Object, Value};
+use miniserde::json::{Object, Value};
+
+use crate::proto::json;
 use crate::proto::ErrorBody;
 use crate::{time, VERSION};
 
@@ -21,7 +23,7 @@ pub fn static_spec() -> String {
 /// `GET /openapi-live.json`: the static document plus host and script enums
 /// and `x-ctrl-exec-scripts`, from live discovery of every registered agent.
 pub async fn live(api: &Api) -> (u16, Value) {
-    let Some(Value::Object(mut spec)) = json::parse(static_spec().as_bytes()) else {
+    let Ok(Value::Object(mut spec)) = json::parse(static_spec().as_bytes()) else {
         return (
             500,
             ErrorBody::new("server error", "cannot parse base spec").to_json(),
@@ -50,7 +52,7 @@ pub async fn live(api: &Api) -> (u16, Value) {
     let host_enum = if names.is_empty() {
         Value::Null
     } else {
-        json::str_array(&names)
+        json::strings(&names)
     };
     if let Some(Value::Object(components)) = spec.get_mut("components") {
         if let Some(Value::Object(schemas)) = components.get_mut("schemas") {
@@ -62,7 +64,7 @@ pub async fn live(api: &Api) -> (u16, Value) {
                 if let Some(Value::Object(run)) = schemas.get_mut("RunRequest") {
                     if let Some(Value::Object(props)) = run.get_mut("properties") {
                         if let Some(Value::Object(script)) = props.get_mut("script") {
-                            script.insert("enum".into(), json::str_array(&names));
+                            script.insert("enum".into(), json::strings(&names));
                         }
                     }
                 }
@@ -77,9 +79,9 @@ pub async fn live(api: &Api) -> (u16, Value) {
                 .map(|(version, (mut hosts, schema))| {
                     hosts.sort();
                     let mut v = Object::new();
-                    v.insert("hosts".into(), json::str_array(&hosts));
+                    v.insert("hosts".into(), json::strings(&hosts));
                     if !version.is_empty() {
-                        v.insert("schema_version".into(), json::str(version));
+                        v.insert("schema_version".into(), json::string(version));
                     }
                     if let Some(s) = schema {
                         v.insert("schema".into(), s);
@@ -95,7 +97,7 @@ pub async fn live(api: &Api) -> (u16, Value) {
         let base = VERSION.split('+').next().unwrap_or(VERSION);
         info.insert(
             "version".into(),
-            json::str(format!("{base}+{}", time::now())),
+            json::string(format!("{base}+{}", time::now())),
         );
     }
     (200, Value::Object(spec))

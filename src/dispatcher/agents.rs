@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use crate::control::locks::Locks;
 use crate::control::registry::{Registry, RegistryError};
 use crate::dispatcher::{load_conf, output, pairing, Args, CliError};
-use crate::json::{self, Object, Value};
+use miniserde::json::{Object, Value};
+
+use crate::proto::json;
 use crate::{log, time};
 
 /// `ced list-agents`.
@@ -187,7 +189,7 @@ pub fn list_locks(a: &Args) -> Result<u8, CliError> {
     if a.json {
         let locks: Vec<Value> = held
             .iter()
-            .map(|(h, s)| json::object([("host", json::str(h)), ("script", json::str(s))]))
+            .map(|(h, s)| json::Builder::new().str("host", h).str("script", s).build())
             .collect();
         let mut o = Object::new();
         o.insert("locks".into(), Value::Array(locks.into_iter().collect()));

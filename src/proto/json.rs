@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use miniserde::json::{Number, Object, Value};
+pub use miniserde::json::{Array, Number, Object, Value};
 
 use crate::proto::limits::MAX_JSON_DEPTH;
 
@@ -276,11 +276,7 @@ impl Builder {
 
     /// Sets an array of strings.
     pub fn strings<S: AsRef<str>>(mut self, key: &str, items: &[S]) -> Builder {
-        let array = items
-            .iter()
-            .map(|s| Value::String(s.as_ref().to_string()))
-            .collect();
-        self.0.insert(key.to_string(), Value::Array(array));
+        self.0.insert(key.to_string(), strings(items));
         self
     }
 
@@ -299,6 +295,16 @@ impl Builder {
     pub fn build(self) -> Value {
         Value::Object(self.0)
     }
+}
+
+/// A string value.
+pub fn string(s: impl Into<String>) -> Value {
+    Value::String(s.into())
+}
+
+/// An array of strings.
+pub fn strings<S: AsRef<str>>(items: &[S]) -> Value {
+    Value::Array(items.iter().map(|s| string(s.as_ref())).collect())
 }
 
 /// An integer value.

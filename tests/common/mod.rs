@@ -18,11 +18,41 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ctrl_exec::json::{self, Number, Value};
 use ctrl_exec::net::http::{Conn, Response};
 use ctrl_exec::net::limits::Limits;
 use ctrl_exec::net::{client, server, tls};
 use ctrl_exec::{pki, rt};
+use json::{Number, Value};
+
+/// JSON helpers for tests, over the crate's bounded parser.
+pub mod json {
+    pub use ctrl_exec::proto::json::{to_string, Number, Object, Value};
+
+    /// Parses bytes as JSON; `None` when they are not.
+    pub fn parse(bytes: &[u8]) -> Option<Value> {
+        ctrl_exec::proto::json::parse(bytes).ok()
+    }
+
+    /// Parses bytes as a JSON object; `None` when they are not one.
+    #[allow(dead_code)]
+    pub fn parse_object(bytes: &[u8]) -> Option<Object> {
+        ctrl_exec::proto::json::parse_object(bytes).ok()
+    }
+
+    /// The string at `key`.
+    #[allow(dead_code)]
+    pub fn get_str<'a>(o: &'a Object, key: &str) -> Option<&'a str> {
+        match o.get(key) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A string value.
+    pub fn str(s: impl Into<String>) -> Value {
+        Value::String(s.into())
+    }
+}
 
 /// The multicall binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_ctrl-exec");
