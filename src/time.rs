@@ -4,14 +4,13 @@
 //! `timestamp`) and OpenSSL `notAfter` text (`Jun  7 16:28:00 2028 GMT`, used for the ping
 //! `expiry` and the registry `expiry`).
 //!
-//! Pure proleptic-Gregorian civil-date arithmetic; no time zones, no leap seconds, no
-//! dependencies. Invariant: every formatter is the exact inverse of its parser for any second
+//! Civil-date arithmetic is the `time` crate's (already in the tree through x509-parser);
+//! no time zones, no leap seconds. Invariant: every formatter is the exact inverse of its parser for any second
 //! in years 0000..=9999 (`parse(format(t)) == Some(t)`); parsers refuse anything else.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Seconds per civil day.
-const DAY_SECS: i64 = 86_400;
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time};
 
 /// English month abbreviations as OpenSSL prints them (`%b` in the C locale).
 const MONTHS: [&str; 12] = [
@@ -115,33 +114,41 @@ struct Civil {
 }
 
 impl Civil {
+    /// A time outside the years -9999..=9999 is clamped to the nearest end.
     fn from_unix(secs: i64) -> Self {
-        let days = secs.div_euclid(DAY_SECS);
-        let rem = secs.rem_euclid(DAY_SECS);
-        let (year, month, day) = civil_from_days(days);
+        let t = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(if secs < 0 {
+            PrimitiveDateTime::MIN.assume_utc()
+        } else {
+            PrimitiveDateTime::MAX.assume_utc()
+        });
         Civil {
-            year,
-            month,
-            day,
-            hour: rem / 3600,
-            minute: rem % 3600 / 60,
-            second: rem % 60,
+            year: i64::from(t.year()),
+            month: i64::from(u8::from(t.month())),
+            day: i64::from(t.day()),
+            hour: i64::from(t.hour()),
+            minute: i64::from(t.minute()),
+            second: i64::from(t.second()),
         }
     }
 
     /// Unix seconds, or `None` when a field is out of range.
     fn to_unix(&self) -> Option<i64> {
-        if !(1..=12).contains(&self.month)
-            || self.day < 1
-            || self.day > days_in_month(self.year, self.month)
-            || !(0..24).contains(&self.hour)
-            || !(0..60).contains(&self.minute)
-            || !(0..60).contains(&self.second)
-        {
-            return None;
-        }
-        let days = days_from_civil(self.year, self.month, self.day);
-        Some(days * DAY_SECS + self.hour * 3600 + self.minute * 60 + self.second)
+        let narrow = |v: i64| u8::try_from(v).ok();
+        let month = Month::try_from(narrow(self.month)?).ok()?;
+        let date =
+            Date::from_calendar_date(i32::try_from(self.year).ok()?, month, narrow(self.day)?)
+                .ok()?;
+        let time = Time::from_hms(
+            narrow(self.hour)?,
+            narrow(self.minute)?,
+            narrow(self.second)?,
+        )
+        .ok()?;
+        Some(
+            PrimitiveDateTime::new(date, time)
+                .assume_utc()
+                .unix_timestamp(),
+        )
     }
 }
 
@@ -153,47 +160,11 @@ fn digits(b: &[u8]) -> Option<i64> {
     Some(b.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
 }
 
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 for a proleptic-Gregorian date (H. Hinnant's `days_from_civil`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400; // [0, 399]
-    let mp = (m + 9) % 12; // March = 0
-    let doy = (153 * mp + 2) / 5 + d - 1; // [0, 365]
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era * 146_097 + doe - 719_468
-}
-
-/// Inverse of `days_from_civil`: (year, month 1..=12, day 1..=31).
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = doy - (153 * mp + 2) / 5 + 1; // [1, 31]
-    let m = if mp < 10 { mp + 3 } else { mp - 9 }; // [1, 12]
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DAY_SECS: i64 = 86_400;
 
     #[test]
     fn iso8601_known_values() {
