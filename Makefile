@@ -38,7 +38,7 @@ demo: build
 
 ## bench: binary size, idle agent RSS, ced run and API latency on loopback
 bench: static
-	bash scripts/bench.sh $(BIN)
+	BASELINE="$(BASELINE)" bash scripts/bench.sh $(BIN)
 
 ## lint: formatting and clippy, as before every commit
 lint:
