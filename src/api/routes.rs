@@ -18,10 +18,10 @@ use crate::control::auth::{self, Caller, Front};
 use crate::control::dispatch::{DispatchError, RunOrder, RunOutcome};
 use crate::hook::Verdict;
 use crate::net::http::Request;
-use crate::proto::json::{self, Builder, FieldError, Fields, JsonError};
+use crate::proto::json::{self, Builder, FieldError};
 use crate::proto::{
     Credentials, DiscoveryBody, Endpoint, ErrorBody, Health, HostCapabilities, HostPing, HostRun,
-    HostSubmit, Index, PingBody, RunBody,
+    HostSubmit, Index, PingBody, ReadError, RunBody, TokenOnly,
 };
 use crate::{log, VERSION};
 
@@ -45,8 +45,6 @@ struct Ctx<'a> {
     api: &'a Api,
     req: &'a Request,
     peer: String,
-    /// The body as an object; `Err` when it is not one.
-    body: Result<Object, JsonError>,
 }
 
 impl Ctx<'_> {
@@ -80,19 +78,24 @@ impl Ctx<'_> {
         }
     }
 
-    /// The body, required and an object.
-    fn object(&self) -> Result<&Object, Reply> {
+    /// The body, required.
+    fn body(&self) -> Result<&[u8], Reply> {
         if self.req.body.is_empty() {
             return Err(bad_request("request body required"));
         }
-        self.body
-            .as_ref()
-            .map_err(|e| bad_request(&format!("invalid JSON body: {e}")))
+        Ok(&self.req.body)
     }
 }
 
 fn bad_request(detail: &str) -> Reply {
     (400, ErrorBody::new("bad request", detail).to_json())
+}
+
+fn unreadable(e: ReadError) -> Reply {
+    match e {
+        ReadError::Field(e) => bad_field(e),
+        ReadError::Json(e) => bad_request(&format!("invalid JSON body: {e}")),
+    }
 }
 
 fn bad_field(e: FieldError) -> Reply {
@@ -179,12 +182,10 @@ pub async fn handle(api: &Api, req: Request, ip: IpAddr) -> Reply {
             ("PEER", &peer),
         ],
     );
-    let body = json::parse_object(&req.body);
     let ctx = Ctx {
         api,
         req: &req,
         peer,
-        body,
     };
     if (method.as_str(), path.as_str()) == ("GET", "/health") {
         let health = Health {
@@ -193,17 +194,11 @@ pub async fn handle(api: &Api, req: Request, ip: IpAddr) -> Reply {
         };
         return (200, health.to_json());
     }
-    // The pre-route check sees only the token (body, else bearer).
-    let token = ctx
-        .body
-        .as_ref()
-        .ok()
-        .and_then(|b| Fields(b).str("token").ok().flatten())
-        .unwrap_or("")
-        .to_string();
+    // The pre-route check sees only the token (body, else bearer); it is
+    // all that is read of the body before the caller is admitted.
     let gate = ctx.caller(Credentials {
         username: String::new(),
-        token,
+        token: TokenOnly::read(&req.body).token,
     });
     if let Verdict::Deny { code, reason } =
         auth::authorise(&api.dispatch.conf, &gate, &gate.request("api")).await
@@ -255,7 +250,7 @@ fn ok_with(fields: Builder) -> Value {
 }
 
 async fn ping(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
-    let body = PingBody::from_json(ctx.object()?).map_err(bad_field)?;
+    let body = PingBody::read(ctx.body()?).map_err(unreadable)?;
     let caller = ctx.caller(body.credentials);
     let results = ctx
         .api
@@ -268,7 +263,7 @@ async fn ping(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
 }
 
 async fn run(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
-    let body = RunBody::from_json(ctx.object()?).map_err(bad_field)?;
+    let body = RunBody::read(ctx.body()?).map_err(unreadable)?;
     let caller = ctx.caller(body.credentials);
     let order = RunOrder {
         hosts: body.hosts,
@@ -311,12 +306,7 @@ async fn run(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
 }
 
 async fn discovery(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
-    // The original treats an unreadable body as `{}`; a readable one of
-    // the wrong shape is still a bad request.
-    let body = match &ctx.body {
-        Ok(o) => DiscoveryBody::from_json(o).map_err(bad_field)?,
-        Err(_) => DiscoveryBody::default(),
-    };
+    let body = DiscoveryBody::read(&ctx.req.body).map_err(bad_field)?;
     let caller = ctx.caller(body.credentials);
     let caps = ctx
         .api

@@ -10,6 +10,8 @@ use miniserde::json::{Object, Value};
 use miniserde::Serialize;
 
 use crate::proto::json::{Builder, FieldError, Fields};
+use crate::proto::limits::MAX_LIST_ITEMS;
+use crate::proto::read::{read, Kind, Message, ReadError, Val};
 
 /// `POST /run`: run one allowlisted script, sync or detached.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -30,21 +32,14 @@ pub struct RunRequest {
 }
 
 impl RunRequest {
-    /// Reads a request body. Every field is optional, as in the original;
-    /// a field of the wrong type is an error naming it. `async` takes JSON
-    /// booleans and the numbers 1/0 (what the original's clients send);
-    /// the strings and containers that Perl truthiness would also take are
-    /// refused, so `"async":"false"` cannot start a detached run.
-    pub fn from_json(o: &Object) -> Result<RunRequest, FieldError> {
-        let f = Fields(o);
-        Ok(RunRequest {
-            script: f.string("script")?,
-            args: f.strings("args")?.unwrap_or_default(),
-            reqid: f.string("reqid")?,
-            username: f.string("username")?,
-            token: f.string("token")?,
-            detach: f.flag("async")?.unwrap_or(false),
-        })
+    /// Reads a request body, building no value tree. Every field is
+    /// optional, as in the original; a field of the wrong type is an error
+    /// naming it. `async` takes JSON booleans and the numbers 1/0 (what the
+    /// original's clients send); the strings and containers that Perl
+    /// truthiness would also take are refused, so `"async":"false"` cannot
+    /// start a detached run.
+    pub fn read(bytes: &[u8]) -> Result<RunRequest, ReadError> {
+        read::<RunRequest>(bytes)
     }
 
     /// The body as sent; `async` only when true, as the original sends it.
@@ -59,6 +54,29 @@ impl RunRequest {
             b.bool("async", true).build()
         } else {
             b.build()
+        }
+    }
+}
+
+impl Message for RunRequest {
+    const FIELDS: &'static [(&'static str, Kind)] = &[
+        ("script", Kind::Str),
+        ("args", Kind::Strings(MAX_LIST_ITEMS)),
+        ("reqid", Kind::Str),
+        ("username", Kind::Str),
+        ("token", Kind::Str),
+        ("async", Kind::Flag),
+    ];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        match (field, value) {
+            ("script", Val::Str(s)) => self.script = s,
+            ("args", Val::Strings(a)) => self.args = a,
+            ("reqid", Val::Str(s)) => self.reqid = s,
+            ("username", Val::Str(s)) => self.username = s,
+            ("token", Val::Str(s)) => self.token = s,
+            ("async", Val::Flag(b)) => self.detach = b,
+            _ => {}
         }
     }
 }
@@ -237,15 +255,27 @@ pub struct PingRequest {
 impl PingRequest {
     /// Reads a ping body; the original treats an unreadable body as `{}`,
     /// so only a present `reqid` of the wrong type is an error.
-    pub fn from_json(o: &Object) -> Result<PingRequest, FieldError> {
-        Ok(PingRequest {
-            reqid: Fields(o).string("reqid")?,
-        })
+    pub fn read(bytes: &[u8]) -> Result<PingRequest, FieldError> {
+        match read::<PingRequest>(bytes) {
+            Ok(r) => Ok(r),
+            Err(ReadError::Field(e)) => Err(e),
+            Err(ReadError::Json(_)) => Ok(PingRequest::default()),
+        }
     }
 
     /// The body as sent.
     pub fn to_json(&self) -> Value {
         Builder::new().str("reqid", &self.reqid).build()
+    }
+}
+
+impl Message for PingRequest {
+    const FIELDS: &'static [(&'static str, Kind)] = &[("reqid", Kind::Str)];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        if let ("reqid", Val::Str(s)) = (field, value) {
+            self.reqid = s;
+        }
     }
 }
 

@@ -1,12 +1,15 @@
 //! Messages of the HTTP gateway on 7445 (surface.md 3.3): request bodies of
 //! `/run`, `/ping`, `/discovery`, and the error, health and index bodies.
-//! Per-host results are in [`crate::proto::results`].
+//! Per-host results are in [`crate::proto::results`]. Request bodies are
+//! read field by field ([`crate::proto::read`]), never as a value tree.
 
-use miniserde::json::{Object, Value};
+use miniserde::json::Value;
 use miniserde::Serialize;
 
 use crate::proto::exec::to_value;
-use crate::proto::json::{Builder, FieldError, Fields};
+use crate::proto::json::{Builder, FieldError};
+use crate::proto::limits::MAX_LIST_ITEMS;
+use crate::proto::read::{read, Kind, Message, ReadError, Val};
 
 /// Who is asking and with what token, as the body carries it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,23 +21,51 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    fn read(f: Fields<'_>) -> Result<Credentials, FieldError> {
-        Ok(Credentials {
-            username: f.string("username")?,
-            token: f.string("token")?,
-        })
+    /// Stores `username` or `token`; false for any other field.
+    fn set(&mut self, field: &'static str, value: &Val) -> bool {
+        match (field, value) {
+            ("username", Val::Str(s)) => self.username = s.clone(),
+            ("token", Val::Str(s)) => self.token = s.clone(),
+            _ => return false,
+        }
+        true
     }
 }
 
-fn required_hosts(f: Fields<'_>) -> Result<Vec<String>, FieldError> {
-    let wrong = FieldError {
-        field: "hosts",
-        expected: "a non-empty array of strings",
-    };
-    match f.strings("hosts") {
-        Ok(Some(h)) if !h.is_empty() => Ok(h),
-        _ => Err(wrong),
+/// The token alone, for the gateway's pre-route check (the rest of the
+/// body is skipped unread).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenOnly {
+    /// The body's `token`, empty when none.
+    pub token: String,
+}
+
+impl TokenOnly {
+    /// Reads the token from any body; anything unreadable has none.
+    pub fn read(bytes: &[u8]) -> TokenOnly {
+        read::<TokenOnly>(bytes).unwrap_or_default()
     }
+}
+
+impl Message for TokenOnly {
+    const FIELDS: &'static [(&'static str, Kind)] = &[("token", Kind::Str)];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        if let ("token", Val::Str(s)) = (field, value) {
+            self.token = s;
+        }
+    }
+}
+
+/// `hosts` is required and non-empty where a body must name hosts.
+fn require_hosts(hosts: &[String]) -> Result<(), ReadError> {
+    if hosts.is_empty() {
+        return Err(ReadError::Field(FieldError {
+            field: "hosts",
+            expected: "a non-empty array of strings",
+        }));
+    }
+    Ok(())
 }
 
 /// `POST /run`.
@@ -48,24 +79,40 @@ pub struct RunBody {
     pub args: Vec<String>,
     /// Identity.
     pub credentials: Credentials,
-    /// `async`: submit detached. JSON booleans and the numbers 1/0 only
-    /// (docs/gateway.md).
+    /// `async`: submit detached. JSON booleans and the numbers 1/0 only.
     pub detach: bool,
 }
 
 impl RunBody {
     /// Reads a body; the first field of the wrong type is the error.
-    pub fn from_json(o: &Object) -> Result<RunBody, FieldError> {
-        let f = Fields(o);
-        let hosts = required_hosts(f)?;
-        let script = f.string("script")?;
-        Ok(RunBody {
-            hosts,
-            script,
-            args: f.strings("args")?.unwrap_or_default(),
-            credentials: Credentials::read(f)?,
-            detach: f.flag("async")?.unwrap_or(false),
-        })
+    pub fn read(bytes: &[u8]) -> Result<RunBody, ReadError> {
+        let body = read::<RunBody>(bytes)?;
+        require_hosts(&body.hosts)?;
+        Ok(body)
+    }
+}
+
+impl Message for RunBody {
+    const FIELDS: &'static [(&'static str, Kind)] = &[
+        ("hosts", Kind::Strings(MAX_LIST_ITEMS)),
+        ("script", Kind::Str),
+        ("args", Kind::Strings(MAX_LIST_ITEMS)),
+        ("username", Kind::Str),
+        ("token", Kind::Str),
+        ("async", Kind::Flag),
+    ];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        if self.credentials.set(field, &value) {
+            return;
+        }
+        match (field, value) {
+            ("hosts", Val::Strings(h)) => self.hosts = h,
+            ("script", Val::Str(s)) => self.script = s,
+            ("args", Val::Strings(a)) => self.args = a,
+            ("async", Val::Flag(b)) => self.detach = b,
+            _ => {}
+        }
     }
 }
 
@@ -80,12 +127,27 @@ pub struct PingBody {
 
 impl PingBody {
     /// Reads a body.
-    pub fn from_json(o: &Object) -> Result<PingBody, FieldError> {
-        let f = Fields(o);
-        Ok(PingBody {
-            hosts: required_hosts(f)?,
-            credentials: Credentials::read(f)?,
-        })
+    pub fn read(bytes: &[u8]) -> Result<PingBody, ReadError> {
+        let body = read::<PingBody>(bytes)?;
+        require_hosts(&body.hosts)?;
+        Ok(body)
+    }
+}
+
+impl Message for PingBody {
+    const FIELDS: &'static [(&'static str, Kind)] = &[
+        ("hosts", Kind::Strings(MAX_LIST_ITEMS)),
+        ("username", Kind::Str),
+        ("token", Kind::Str),
+    ];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        if self.credentials.set(field, &value) {
+            return;
+        }
+        if let ("hosts", Val::Strings(h)) = (field, value) {
+            self.hosts = h;
+        }
     }
 }
 
@@ -99,13 +161,31 @@ pub struct DiscoveryBody {
 }
 
 impl DiscoveryBody {
-    /// Reads a body.
-    pub fn from_json(o: &Object) -> Result<DiscoveryBody, FieldError> {
-        let f = Fields(o);
-        Ok(DiscoveryBody {
-            hosts: f.strings("hosts")?.unwrap_or_default(),
-            credentials: Credentials::read(f)?,
-        })
+    /// Reads a body. The original treats an unreadable body as `{}`; a
+    /// readable one with a field of the wrong type is still an error.
+    pub fn read(bytes: &[u8]) -> Result<DiscoveryBody, FieldError> {
+        match read::<DiscoveryBody>(bytes) {
+            Ok(b) => Ok(b),
+            Err(ReadError::Field(e)) => Err(e),
+            Err(ReadError::Json(_)) => Ok(DiscoveryBody::default()),
+        }
+    }
+}
+
+impl Message for DiscoveryBody {
+    const FIELDS: &'static [(&'static str, Kind)] = &[
+        ("hosts", Kind::Strings(MAX_LIST_ITEMS)),
+        ("username", Kind::Str),
+        ("token", Kind::Str),
+    ];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        if self.credentials.set(field, &value) {
+            return;
+        }
+        if let ("hosts", Val::Strings(h)) = (field, value) {
+            self.hosts = h;
+        }
     }
 }
 

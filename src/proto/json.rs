@@ -3,7 +3,12 @@
 //!
 //! miniserde parses without recursion, but a parsed value is walked
 //! recursively later (cloned, compared), so nesting is bounded here, before
-//! miniserde sees the bytes, at [`MAX_JSON_DEPTH`].
+//! miniserde sees the bytes, at [`MAX_JSON_DEPTH`]. A value tree also costs
+//! far more than its text (every node is a 32-byte value, every object a
+//! B-tree node), so the same scan estimates that cost and refuses a body
+//! whose tree would outgrow [`tree_budget`]. Request bodies from peers that
+//! are not yet trusted are not parsed into trees at all: see
+//! [`crate::proto::read`].
 
 use std::fmt;
 
@@ -23,6 +28,13 @@ pub enum JsonError {
     },
     /// Valid JSON, but not an object.
     NotObject,
+    /// Its value tree would cost more memory than the body may.
+    TooComplex {
+        /// The estimated cost, in bytes.
+        cost: usize,
+        /// The budget for a body of this size, in bytes.
+        budget: usize,
+    },
 }
 
 impl fmt::Display for JsonError {
@@ -33,6 +45,10 @@ impl fmt::Display for JsonError {
                 write!(f, "JSON nested deeper than {limit} levels")
             }
             JsonError::NotObject => f.write_str("JSON is not an object"),
+            JsonError::TooComplex { cost, budget } => write!(
+                f,
+                "JSON too complex: its values would take about {cost} bytes, more than the {budget} allowed"
+            ),
         }
     }
 }
@@ -71,16 +87,65 @@ pub fn parse_object(bytes: &[u8]) -> Result<Object, JsonError> {
 
 /// Parses one JSON value with an explicit depth limit.
 pub fn parse_with_depth(bytes: &[u8], limit: usize) -> Result<Value, JsonError> {
-    if depth_exceeds(bytes, limit) {
+    let shape = scan(bytes);
+    if shape.depth > limit {
         return Err(JsonError::TooDeep { limit });
+    }
+    let (cost, budget) = (shape.tree_cost(), tree_budget(bytes.len()));
+    if cost > budget {
+        return Err(JsonError::TooComplex { cost, budget });
     }
     let text = std::str::from_utf8(bytes).map_err(|_| JsonError::Invalid)?;
     miniserde::json::from_str::<Value>(text).map_err(|_| JsonError::Invalid)
 }
 
-/// Whether brackets outside strings nest deeper than `limit`. A linear scan
-/// with no allocation; malformed input is left for the parser to refuse.
-fn depth_exceeds(bytes: &[u8], limit: usize) -> bool {
+/// What a linear scan learns of a JSON text, without parsing it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Shape {
+    /// Deepest bracket nesting.
+    depth: usize,
+    /// Values, roughly: containers opened plus elements separated.
+    values: usize,
+    /// Objects opened.
+    objects: usize,
+}
+
+impl Shape {
+    /// Estimated bytes of the value tree, strings aside (they are at most
+    /// the body's own size again).
+    fn tree_cost(&self) -> usize {
+        self.values
+            .saturating_mul(VALUE_COST_BYTES)
+            .saturating_add(self.objects.saturating_mul(OBJECT_COST_BYTES))
+    }
+}
+
+/// Bytes one parsed value costs: a 32-byte value plus room its array grew
+/// into.
+const VALUE_COST_BYTES: usize = 64;
+/// Bytes one parsed object costs beyond its values: one B-tree leaf of 11
+/// keys and values.
+const OBJECT_COST_BYTES: usize = 640;
+
+/// The most a value tree parsed from `len` bytes may cost: 8 times the
+/// text, and at least [`MIN_TREE_BUDGET_BYTES`] so small records never
+/// hit it. Real messages (records, capabilities with a thousand scripts)
+/// stay under 7 times; hostile ones (a megabyte of `[0,0,…]` or `{"a":0}`
+/// objects) would take 30-80 times and are refused.
+pub fn tree_budget(len: usize) -> usize {
+    len.saturating_mul(8).max(MIN_TREE_BUDGET_BYTES)
+}
+
+/// The smallest budget, in bytes: 1 MiB.
+const MIN_TREE_BUDGET_BYTES: usize = 1 << 20;
+
+/// Scans brackets, commas and strings; malformed input is left for the
+/// parser to refuse.
+fn scan(bytes: &[u8]) -> Shape {
+    let mut shape = Shape {
+        values: 1,
+        ..Shape::default()
+    };
     let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
     for &b in bytes {
         if in_string {
@@ -96,15 +161,21 @@ fn depth_exceeds(bytes: &[u8], limit: usize) -> bool {
             b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
-                if depth > limit {
-                    return true;
-                }
+                shape.depth = shape.depth.max(depth);
+                shape.values += 1;
+                shape.objects += usize::from(b == b'{');
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' => shape.values += 1,
             _ => {}
         }
     }
-    false
+    shape
+}
+
+/// Whether brackets outside strings nest deeper than `limit`.
+pub(crate) fn depth_exceeds(bytes: &[u8], limit: usize) -> bool {
+    scan(bytes).depth > limit
 }
 
 /// Serialises a value compactly.
@@ -344,6 +415,29 @@ mod tests {
         // Brackets inside strings do not count, nor do escaped quotes end them.
         let text = format!("{{\"a\":\"{}\\\"{}\"}}", "[".repeat(500), "{".repeat(500));
         assert!(parse_object(text.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn wide_trees_are_bounded_by_their_cost() {
+        let wide = format!("[{}0]", "0,".repeat(600_000));
+        assert!(matches!(
+            parse(wide.as_bytes()),
+            Err(JsonError::TooComplex { .. })
+        ));
+        let objects = format!("[{}{{}}]", "{\"a\":0},".repeat(200_000));
+        assert!(matches!(
+            parse(objects.as_bytes()),
+            Err(JsonError::TooComplex { .. })
+        ));
+        // A large real message: long strings, few nodes.
+        let output = format!("{{\"stdout\":\"{}\",\"exit\":0}}", "x".repeat(4 << 20));
+        assert!(parse_object(output.as_bytes()).is_ok());
+        // A capabilities-like list of a thousand small objects.
+        let scripts: Vec<String> = (0..1000)
+            .map(|i| format!("{{\"name\":\"s{i}\",\"path\":\"/opt/s/s{i}.sh\",\"executable\":true,\"profile\":\"default\"}}"))
+            .collect();
+        let caps = format!("{{\"scripts\":[{}]}}", scripts.join(","));
+        assert!(parse_object(caps.as_bytes()).is_ok());
     }
 
     #[test]

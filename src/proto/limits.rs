@@ -29,3 +29,8 @@ pub const MAX_DISPATCHER_ID_CHARS: usize = 64;
 /// original's `openssl` serials are shorter. 64 leaves room for colon forms
 /// written by hand.
 pub const MAX_SERIAL_HEX_DIGITS: usize = 64;
+
+/// Most items read into one list field of a request (`hosts`, `args`):
+/// bounds what a body can make the reader keep. Far above any real fan-out
+/// or argument list; the dispatch path applies its own, smaller host limit.
+pub const MAX_LIST_ITEMS: usize = 10_000;

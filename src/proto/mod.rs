@@ -17,6 +17,7 @@ pub mod ids;
 pub mod json;
 pub mod limits;
 pub mod pairing;
+pub mod read;
 pub mod records;
 pub mod results;
 
@@ -28,11 +29,12 @@ pub use exec::{
     RunRequest, ScriptInfo,
 };
 pub use gateway::{
-    Credentials, DiscoveryBody, Endpoint, ErrorBody, Health, Index, PingBody, RunBody,
+    Credentials, DiscoveryBody, Endpoint, ErrorBody, Health, Index, PingBody, RunBody, TokenOnly,
 };
 pub use ids::{AgentName, DispatcherId, Fingerprint, ReqId, ScriptName, Serial};
 pub use json::{FieldError, JsonError};
 pub use pairing::{PairAck, PairDecision, PairRequest, QueueEntry};
+pub use read::ReadError;
 pub use records::{
     AgentRecord, AsyncRecord, HostState, HostStatus, LookupBy, RunRecord, Submitter, SyncRecord,
     DEFAULT_AGENT_PORT,

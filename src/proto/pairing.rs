@@ -4,6 +4,7 @@
 use miniserde::json::{Object, Value};
 
 use crate::proto::json::{Builder, FieldError, Fields};
+use crate::proto::read::{read, Kind, Message, ReadError, Val};
 use crate::proto::records::LookupBy;
 
 /// The host's `POST /pair` body.
@@ -24,39 +25,32 @@ pub struct PairRequest {
 }
 
 impl PairRequest {
-    /// Reads a request as the original controller does: `csr` and
-    /// `hostname` must be present and non-empty strings; `lookup_by` is
-    /// kept only if `ip`/`hostname`; `port` only if an integer 1-65535 -
-    /// **given as a JSON number or, as the Perl host sends it, a JSON
-    /// string of digits**; `ip` only if a string. Other fields are ignored.
-    pub fn from_json(o: &Object) -> Result<PairRequest, FieldError> {
-        let f = Fields(o);
-        let required = |k: &'static str| match f.str(k) {
-            Ok(Some(s)) if !s.is_empty() => Ok(s.to_string()),
-            _ => Err(FieldError {
-                field: k,
-                expected: "a non-empty string",
-            }),
+    /// Reads a request as the original controller does, building no
+    /// value tree: `csr` and `hostname` must be present, non-empty strings;
+    /// `lookup_by` is kept only if `ip`/`hostname`; `port` only if an
+    /// integer 1-65535 - **given as a JSON number or, as the Perl host
+    /// sends it, a JSON string of digits**; `ip` only if a string. Other
+    /// fields are ignored.
+    pub fn read(bytes: &[u8]) -> Result<PairRequest, ReadError> {
+        let wire = read::<PairWire>(bytes)?;
+        let required = |value: Option<String>, field: &'static str| {
+            value
+                .filter(|s| !s.is_empty())
+                .ok_or(ReadError::Field(FieldError {
+                    field,
+                    expected: "a non-empty string",
+                }))
         };
-        let hostname = required("hostname")?;
-        let csr = required("csr")?;
-        let port = match f.raw("port") {
-            Some(Value::String(s)) => s.trim().parse::<u16>().ok(),
-            Some(_) => f
-                .int("port")
-                .ok()
-                .flatten()
-                .and_then(|p| u16::try_from(p).ok()),
-            None => None,
-        }
-        .filter(|p| *p != 0);
         Ok(PairRequest {
-            hostname,
-            csr,
-            nonce: f.str("nonce").ok().flatten().unwrap_or("").to_string(),
-            lookup_by: f.str("lookup_by").ok().flatten().and_then(LookupBy::parse),
-            port,
-            ip: f.str("ip").ok().flatten().map(str::to_string),
+            hostname: required(wire.hostname, "hostname")?,
+            csr: required(wire.csr, "csr")?,
+            nonce: wire.nonce.unwrap_or_default(),
+            lookup_by: wire.lookup_by.as_deref().and_then(LookupBy::parse),
+            port: wire
+                .port
+                .and_then(|p| u16::try_from(p).ok())
+                .filter(|p| *p != 0),
+            ip: wire.ip,
         })
     }
 
@@ -70,6 +64,40 @@ impl PairRequest {
             .opt_int("port", self.port.map(i64::from))
             .opt_str("ip", self.ip.as_deref())
             .build()
+    }
+}
+
+/// The request as it arrives, before the original's rules are applied.
+#[derive(Default)]
+struct PairWire {
+    hostname: Option<String>,
+    csr: Option<String>,
+    nonce: Option<String>,
+    lookup_by: Option<String>,
+    port: Option<i64>,
+    ip: Option<String>,
+}
+
+impl Message for PairWire {
+    const FIELDS: &'static [(&'static str, Kind)] = &[
+        ("hostname", Kind::Str),
+        ("csr", Kind::Str),
+        ("nonce", Kind::Str),
+        ("lookup_by", Kind::Str),
+        ("port", Kind::IntOrDigits),
+        ("ip", Kind::Str),
+    ];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        match (field, value) {
+            ("hostname", Val::Str(s)) => self.hostname = Some(s),
+            ("csr", Val::Str(s)) => self.csr = Some(s),
+            ("nonce", Val::Str(s)) => self.nonce = Some(s),
+            ("lookup_by", Val::Str(s)) => self.lookup_by = Some(s),
+            ("port", Val::Int(n)) => self.port = Some(n),
+            ("ip", Val::Str(s)) => self.ip = Some(s),
+            _ => {}
+        }
     }
 }
 

@@ -8,6 +8,19 @@ use super::json::{parse_object, to_string, Fields};
 use super::*;
 use miniserde::json::Value;
 
+/// The field a read refused.
+fn refused(e: ReadError) -> &'static str {
+    match e {
+        ReadError::Field(f) => f.field,
+        ReadError::Json(j) => panic!("not a field error: {j}"),
+    }
+}
+
+/// An object back to the bytes a reader sees.
+fn bytes(o: &miniserde::json::Object) -> Vec<u8> {
+    to_string(&Value::Object(o.clone())).into_bytes()
+}
+
 fn obj(text: &str) -> miniserde::json::Object {
     parse_object(text.as_bytes()).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
@@ -34,15 +47,15 @@ fn run_request_of_protocol_3_1() {
   "username": "alice", "token": "tok", "async": true }"#;
     round_trip(
         text,
-        |o| RunRequest::from_json(o).unwrap(),
+        |o| RunRequest::read(&bytes(o)).unwrap(),
         RunRequest::to_json,
     );
-    let r = RunRequest::from_json(&obj(text)).unwrap();
+    let r = RunRequest::read(text.as_bytes()).unwrap();
     assert!(r.detach);
     assert_eq!(r.args, vec!["--db", "myapp"]);
     // Every field is optional.
     assert_eq!(
-        RunRequest::from_json(&obj("{}")).unwrap(),
+        RunRequest::read("{}".as_bytes()).unwrap(),
         RunRequest::default()
     );
 }
@@ -60,8 +73,9 @@ fn run_request_refuses_each_wrong_type_by_name() {
         ("async", "{}"),
         ("async", "2"),
     ] {
-        let e = RunRequest::from_json(&obj(&format!(r#"{{"{field}":{bad}}}"#))).unwrap_err();
-        assert_eq!(e.field, field, "{field}={bad}");
+        let text = format!(r#"{{"{field}":{bad}}}"#);
+        let e = RunRequest::read(text.as_bytes()).unwrap_err();
+        assert_eq!(refused(e), field, "{field}={bad}");
     }
     for (text, detach) in [
         (r#"{"async":false}"#, false),
@@ -70,7 +84,7 @@ fn run_request_refuses_each_wrong_type_by_name() {
         (r#"{"async":null}"#, false),
     ] {
         assert_eq!(
-            RunRequest::from_json(&obj(text)).unwrap().detach,
+            RunRequest::read(text.as_bytes()).unwrap().detach,
             detach,
             "{text}"
         );
@@ -134,7 +148,7 @@ fn run_replies_of_protocol_3_1() {
 fn ping_of_protocol_3_2() {
     round_trip(
         r#"{"reqid":"abc"}"#,
-        |o| PingRequest::from_json(o).unwrap(),
+        |o| PingRequest::read(&bytes(o)).unwrap(),
         PingRequest::to_json,
     );
     let reply = r#"{"status":"ok","host":"web-01.example.com","version":"0.12.3","expiry":"Jun  7 16:28:00 2028 GMT","staged":false,"reqid":"abc"}"#;
@@ -198,18 +212,18 @@ fn pairing_messages_of_protocol_5_2() {
     let request = r#"{"hostname":"web-01.example.com","csr":"-----BEGIN CERTIFICATE REQUEST-----\nX\n-----END CERTIFICATE REQUEST-----\n","nonce":"00112233445566778899aabbccddeeff","lookup_by":"ip","port":7443,"ip":"192.0.2.10"}"#;
     round_trip(
         request,
-        |o| PairRequest::from_json(o).unwrap(),
+        |o| PairRequest::read(&bytes(o)).unwrap(),
         PairRequest::to_json,
     );
     // The Perl original sends its port as a JSON string.
     let perl = r#"{"hostname":"h","csr":"c","nonce":"n","port":"7450"}"#;
-    assert_eq!(PairRequest::from_json(&obj(perl)).unwrap().port, Some(7450));
+    assert_eq!(PairRequest::read(perl.as_bytes()).unwrap().port, Some(7450));
     let out_of_range = r#"{"hostname":"h","csr":"c","port":70000}"#;
     assert_eq!(
-        PairRequest::from_json(&obj(out_of_range)).unwrap().port,
+        PairRequest::read(out_of_range.as_bytes()).unwrap().port,
         None
     );
-    assert!(PairRequest::from_json(&obj(r#"{"hostname":"h","csr":""}"#)).is_err());
+    assert!(PairRequest::read(r#"{"hostname":"h","csr":""}"#.as_bytes()).is_err());
 
     let ack = r#"{"status":"pending","reqid":"0123456789abcdef"}"#;
     round_trip(ack, PairAck::from_json, PairAck::to_json);
@@ -249,9 +263,9 @@ fn registry_record_of_protocol_5_4() {
 
 #[test]
 fn api_bodies_of_surface_3_3() {
-    let run = RunBody::from_json(&obj(
-        r#"{"hosts":["a","b:7450"],"script":"s","args":["x"],"username":"u","token":"t","async":true}"#,
-    ))
+    let run = RunBody::read(
+        br#"{"hosts":["a","b:7450"],"script":"s","args":["x"],"username":"u","token":"t","async":true}"#,
+    )
     .unwrap();
     assert_eq!(run.hosts, vec!["a", "b:7450"]);
     assert!(run.detach);
@@ -265,21 +279,18 @@ fn api_bodies_of_surface_3_3() {
         ("async", r#"{"hosts":["a"],"async":"false"}"#),
     ] {
         assert_eq!(
-            RunBody::from_json(&obj(text)).unwrap_err().field,
+            refused(RunBody::read(text.as_bytes()).unwrap_err()),
             field,
             "{text}"
         );
     }
     assert_eq!(
-        PingBody::from_json(&obj(r#"{"hosts":["a"],"token":1}"#))
-            .unwrap_err()
-            .field,
+        PingBody::read(br#"{"hosts":["a"],"token":1}"#)
+            .map_err(refused)
+            .unwrap_err(),
         "token"
     );
-    assert!(DiscoveryBody::from_json(&obj("{}"))
-        .unwrap()
-        .hosts
-        .is_empty());
+    assert!(DiscoveryBody::read(b"{}").unwrap().hosts.is_empty());
     assert_eq!(
         to_string(
             &Health {

@@ -6,18 +6,16 @@
 
 use std::path::Path;
 
-use miniserde::json::Object;
-
 use crate::agent::runner::{self, Bounds, Context};
 use crate::agent::serve::routes::{Answer, Caller};
 use crate::agent::serve::snapshot::Snapshot;
 use crate::agent::serve::Agent;
 use crate::conf;
 use crate::hook::{self, Verdict};
-use crate::proto::json::{FieldError, JsonError};
+use crate::proto::json::FieldError;
 use crate::proto::{
-    Capabilities, ErrorReply, PingReply, PingRequest, ReqId, RunReply, RunRequest, ScriptInfo,
-    ScriptName,
+    Capabilities, ErrorReply, PingReply, PingRequest, ReadError, ReqId, RunReply, RunRequest,
+    ScriptInfo, ScriptName,
 };
 use crate::{log, VERSION};
 
@@ -27,9 +25,9 @@ pub(super) fn ping(
     snap: &Snapshot,
     caller: &Caller,
     dispatcher: &str,
-    body: &Object,
+    body: &[u8],
 ) -> Answer {
-    let request = match PingRequest::from_json(body) {
+    let request = match PingRequest::read(body) {
         Ok(r) => r,
         Err(e) => return Answer::Error(ErrorReply::Plain(400, e.to_string())),
     };
@@ -58,14 +56,12 @@ pub(super) async fn run_script(
     snap: &Snapshot,
     caller: &Caller,
     dispatcher: &str,
-    body: Result<Object, JsonError>,
+    body: &[u8],
 ) -> RunReply {
-    let Ok(body) = body else {
-        return RunReply::InvalidJson;
-    };
-    let req = match RunRequest::from_json(&body) {
+    let req = match RunRequest::read(body) {
         Ok(r) => r,
-        Err(e) => return RunReply::BadField(e),
+        Err(ReadError::Field(e)) => return RunReply::BadField(e),
+        Err(ReadError::Json(_)) => return RunReply::InvalidJson,
     };
     if req.args.iter().any(|a| a.contains('\0')) {
         return RunReply::BadField(FieldError {

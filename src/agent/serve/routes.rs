@@ -13,8 +13,7 @@ use crate::agent::serve::snapshot::Snapshot;
 use crate::agent::serve::Agent;
 use crate::log;
 use crate::net::http::Request;
-use crate::proto::json::{self, Fields};
-use crate::proto::{Capabilities, ErrorReply, JobRecord, PingReply, ReqId, RunReply};
+use crate::proto::{Capabilities, ErrorReply, JobRecord, PingReply, PingRequest, ReqId, RunReply};
 
 /// The authenticated peer of one connection.
 pub(super) struct Caller {
@@ -57,23 +56,16 @@ pub(super) async fn route(agent: &Agent, snap: &Snapshot, caller: &Caller, req: 
     let target = req.head.target.as_str();
     match (method, target) {
         ("POST", "/run") | ("POST", "/ping") => {
-            let body = json::parse_object(&req.body);
-            // Only for the refusal's log line: the handlers read the body.
-            let reqid = body
-                .as_ref()
-                .ok()
-                .and_then(|o| Fields(o).str("reqid").ok().flatten())
-                .unwrap_or("")
-                .to_string();
+            // Only `reqid`, for the refusal's log line; nothing else of an
+            // unauthorised body is read.
+            let reqid = PingRequest::read(&req.body).unwrap_or_default().reqid;
             let Some(dispatcher) = trusted(snap, caller, &reqid) else {
                 return Answer::Error(ErrorReply::SerialMismatch);
             };
             if target == "/ping" {
-                // The original treats an unreadable ping body as `{}`.
-                let body = body.unwrap_or_default();
-                return ping(agent, snap, caller, dispatcher, &body);
+                return ping(agent, snap, caller, dispatcher, &req.body);
             }
-            Answer::Run(run_script(agent, snap, caller, dispatcher, body).await)
+            Answer::Run(run_script(agent, snap, caller, dispatcher, &req.body).await)
         }
         ("GET", "/capabilities") => capabilities(agent, snap, caller).await,
         ("GET", path) if path.starts_with("/result/") => {

@@ -96,10 +96,7 @@ pub fn write_request(
     body: &[u8],
     peer: &str,
 ) -> Result<QueueEntry, &'static str> {
-    let req = json::parse_object(body)
-        .ok()
-        .and_then(|o| PairRequest::from_json(&o).ok())
-        .ok_or("invalid request")?;
+    let req = PairRequest::read(body).map_err(|_| "invalid request")?;
     if !registry::valid_name(&req.hostname) {
         return Err("invalid hostname");
     }
