@@ -14,10 +14,9 @@ use std::fmt;
 use std::net::{IpAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use smol::future::FutureExt;
-use smol::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use smol::io::{AsyncRead, AsyncWrite};
 use smol::lock::Semaphore;
 use smol::stream::StreamExt;
 use smol::Async;
@@ -276,14 +275,8 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + Send>(
             },
         }
     };
-    let deadline = Instant::now() + api.limits.write_timeout;
-    if conn
-        .write_response(status, json::to_string(&body).as_bytes(), deadline)
-        .await
-        .is_ok()
-    {
-        let _ = rt::deadline(deadline, conn.io.close()).await;
-    }
+    conn.respond_and_close(status, json::to_string(&body).as_bytes(), &api.limits)
+        .await;
 }
 
 /// The API's answer to a request that could not be read (`None`: the peer

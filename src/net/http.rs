@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::net::limits::{Limits, READ_CHUNK_BYTES};
+use crate::net::limits::{Limits, LINGER_BYTES, LINGER_TIMEOUT, READ_CHUNK_BYTES};
 use crate::rt;
 
 /// A connection: a stream plus the bytes read from it but not yet consumed.
@@ -182,6 +182,35 @@ impl<S: AsyncWrite + Unpin + Send> Conn<S> {
     /// Writes `bytes` exactly as given and flushes, before `deadline`.
     pub async fn write_raw(&mut self, bytes: &[u8], deadline: Instant) -> Result<(), HttpError> {
         write_all(&mut self.io, bytes, deadline).await
+    }
+}
+
+/// Answering and ending a connection.
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+    /// Writes a response and ends the connection so the peer sees it: the
+    /// write side is closed first (TLS `close_notify`, then a TCP FIN), then
+    /// whatever the peer still sends is read and discarded until it closes,
+    /// for at most [`LINGER_TIMEOUT`] and [`LINGER_BYTES`]. Without this a
+    /// peer still sending a body refused with 413 gets a reset instead of
+    /// the answer. Every step has its deadline; failures only end it early.
+    pub async fn respond_and_close(&mut self, status: u16, body: &[u8], limits: &Limits) {
+        let deadline = Instant::now() + limits.write_timeout;
+        if self.write_response(status, body, deadline).await.is_err() {
+            return;
+        }
+        if !matches!(rt::deadline(deadline, self.io.close()).await, Ok(Ok(()))) {
+            return;
+        }
+        self.buf = Vec::new();
+        let linger = Instant::now() + LINGER_TIMEOUT;
+        let mut scratch = [0u8; READ_CHUNK_BYTES];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match rt::deadline(linger, self.io.read(&mut scratch)).await {
+                Ok(Ok(n)) if n > 0 => drained += n,
+                _ => break,
+            }
+        }
     }
 }
 

@@ -56,6 +56,20 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// descriptors while costing a legitimate client at most a tenth of a second.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// How long a server keeps reading after its last answer, before it
+/// closes.
+///
+/// Closing a socket with unread bytes makes the kernel send a reset, and a
+/// reset can destroy the answer before the peer reads it: a client still
+/// sending a body that was refused with 413 would see "connection reset"
+/// instead of the 413. The server half-closes, then discards what arrives
+/// until the peer closes too, for at most this long.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Most bytes discarded while lingering: one request of the largest size
+/// accepted, head and body, so a refused request can be drained whole.
+pub const LINGER_BYTES: usize = MAX_BODY_BYTES + MAX_HEAD_BYTES;
+
 /// Bytes requested from the stream per read.
 ///
 /// Buffers grow in steps of this size as bytes arrive, never to a declared

@@ -989,6 +989,11 @@ fn sanitise(name: &str) -> String {
     }
 }
 
+/// The port of a `host:port` address a daemon printed.
+pub fn port_of_addr(addr: &str) -> u16 {
+    port_of(addr)
+}
+
 fn port_of(addr: &str) -> u16 {
     addr.rsplit(':')
         .next()

@@ -13,7 +13,6 @@ use std::time::Instant;
 
 use miniserde::json::Value;
 use smol::future::FutureExt;
-use smol::io::AsyncWriteExt;
 use smol::lock::Semaphore;
 use smol::stream::StreamExt;
 use smol::Async;
@@ -191,14 +190,8 @@ async fn handle(agent: &Agent, tcp: Async<TcpStream>, ip: IpAddr) {
 
 /// Writes the answer and closes, under the write deadline.
 async fn respond(conn: &mut Conn<ServerStream>, status: u16, body: &Value, limits: &Limits) {
-    let deadline = Instant::now() + limits.write_timeout;
-    if conn
-        .write_response(status, json::to_string(body).as_bytes(), deadline)
-        .await
-        .is_ok()
-    {
-        let _ = rt::deadline(deadline, conn.io.close()).await;
-    }
+    conn.respond_and_close(status, json::to_string(body).as_bytes(), limits)
+        .await;
 }
 
 /// The agent's wire answer to a request that could not be read; `None`
