@@ -9,10 +9,11 @@ use crate::conf::raw::{clip, is_truthy, is_word, read, split_key_value, starts_t
 use crate::conf::{
     sanitise_dispatcher_id, ConfError, RateRule, DEFAULT_API_BIND, DEFAULT_API_MAX_CHILDREN,
     DEFAULT_API_PORT, DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_CA_DIR, DEFAULT_CERT_DAYS,
-    DEFAULT_DISPATCHER_STATE_DIR, DEFAULT_MAX_PARALLEL, DEFAULT_PAIRING_BIND,
-    DEFAULT_PAIRING_MAX_QUEUE, DEFAULT_PAIRING_RATE_LIMIT, DEFAULT_PAIRING_TIMEOUT_SECS,
-    DEFAULT_READ_TIMEOUT_SECS, MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS,
-    MAX_PAIRING_TIMEOUT_SECS, MAX_READ_TIMEOUT_SECS, REGISTRY_DIR,
+    DEFAULT_DISPATCHER_STATE_DIR, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PARALLEL,
+    DEFAULT_PAIRING_BIND, DEFAULT_PAIRING_MAX_QUEUE, DEFAULT_PAIRING_RATE_LIMIT,
+    DEFAULT_PAIRING_TIMEOUT_SECS, DEFAULT_READ_TIMEOUT_SECS, MAX_AUTH_HOOK_TIMEOUT_SECS,
+    MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS, MAX_OUTPUT_CAP_BYTES, MAX_PAIRING_TIMEOUT_SECS,
+    MAX_READ_TIMEOUT_SECS, REGISTRY_DIR,
 };
 
 /// The dispatcher's (and API server's) `ctrl-exec.conf`.
@@ -58,6 +59,11 @@ pub struct DispatcherConf {
     /// Fan-out worker cap (`max_parallel`, default 64). Invariant: 1 to
     /// [`MAX_CONCURRENT_SLOTS`].
     pub max_parallel: usize,
+    /// The largest `max_output_bytes` of the agents this dispatcher drives
+    /// (`max_output_bytes`, default 1 MiB, the agents' default): agent
+    /// replies are read up to what two streams of that size can take as
+    /// JSON, and no further. Invariant: 1 to [`MAX_OUTPUT_CAP_BYTES`].
+    pub max_output_bytes: usize,
     /// Certificate lifetime at renewal in days (`cert_days`, default 365).
     /// Invariant: 1 to [`MAX_CERT_DAYS`].
     pub cert_days: u32,
@@ -179,6 +185,12 @@ impl DispatcherConf {
                 DEFAULT_MAX_PARALLEL,
                 1,
                 MAX_CONCURRENT_SLOTS,
+            )?,
+            max_output_bytes: raw.num(
+                "max_output_bytes",
+                DEFAULT_MAX_OUTPUT_BYTES,
+                1,
+                MAX_OUTPUT_CAP_BYTES,
             )?,
             cert_days: raw.num("cert_days", DEFAULT_CERT_DAYS, 1, MAX_CERT_DAYS)?,
             dispatcher_id,

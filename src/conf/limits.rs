@@ -63,9 +63,10 @@ pub const MAX_RATE_BLOCK_SECS: u64 = 2_592_000;
 /// at shutdown, which a larger value would overflow.
 pub const MAX_CONCURRENT_SLOTS: usize = 1 << 20;
 
-/// Upper bound of `max_output_bytes`: 64 MiB. The dispatcher reads agent
-/// replies up to 64 MiB (`control::engine::MAX_AGENT_REPLY_BYTES`), so a larger
-/// capture could never reach it, and each run keeps up to this much per stream.
+/// Upper bound of `max_output_bytes` (agent.conf, and ctrl-exec.conf where
+/// it sizes the largest agent reply read): 64 MiB. Each run keeps up to this
+/// much per stream in memory, and the dispatcher reads a reply up to what
+/// two such streams take as JSON (`control::engine::max_reply_bytes`).
 pub const MAX_OUTPUT_CAP_BYTES: usize = 64 << 20;
 
 /// Identifier lengths are the wire's (`proto::limits`), not the config's.

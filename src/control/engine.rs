@@ -29,10 +29,21 @@ use crate::{log, pki, rt};
 /// Most hosts one fan-out may address (the original's limit).
 pub const MAX_HOSTS: usize = 500;
 
-/// Largest agent reply read: a run result carries stdout and stderr, each up
-/// to the agent's `max_output_bytes` (default 1 MiB) and JSON-escaped, so the
-/// 1 MiB request-body limit would refuse ordinary capped output.
-pub const MAX_AGENT_REPLY_BYTES: usize = 64 << 20;
+/// Worst-case growth of captured output written as JSON: a control byte
+/// becomes `\u00XX`.
+const JSON_ESCAPE_FACTOR: usize = 6;
+
+/// Room for everything in a run reply but the two output streams.
+const REPLY_FRAMING_BYTES: usize = 64 << 10;
+
+/// The largest agent reply worth reading: a run result carries stdout and
+/// stderr, each up to the agents' `max_output_bytes` and JSON-escaped, plus
+/// framing. Anything longer is not a reply this protocol produces.
+pub fn max_reply_bytes(max_output_bytes: usize) -> usize {
+    max_output_bytes
+        .saturating_mul(2 * JSON_ESCAPE_FACTOR)
+        .saturating_add(REPLY_FRAMING_BYTES)
+}
 
 /// What one call produced.
 #[derive(Debug)]
@@ -140,7 +151,7 @@ impl Engine {
             read_timeout: conf.read_timeout,
             slots: Arc::new(Semaphore::new(conf.max_parallel.max(1))),
             limits: Limits {
-                max_body_bytes: MAX_AGENT_REPLY_BYTES,
+                max_body_bytes: max_reply_bytes(conf.max_output_bytes),
                 ..Limits::default()
             },
         }))
