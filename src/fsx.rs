@@ -6,10 +6,16 @@
 //! directory (created with its final mode, so a key is never briefly world
 //! readable), which is fsynced and renamed over the target; the directory is
 //! then fsynced so the rename survives a crash. Callers add the path to errors.
+//!
+//! Modes are exact whatever the umask: `open(2)` and `mkdir(2)` mask the
+//! mode they are given, so every file and directory created here is
+//! `fchmod`ed/`chmod`ed to its documented mode right after creation (a lock
+//! file created 0640 under umask 027 would lock the API's service user out
+//! for good).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{flock, FlockOperation};
@@ -49,9 +55,10 @@ fn write_temp(path: &Path, bytes: &[u8], mode: u32) -> io::Result<PathBuf> {
         .create_new(true)
         .mode(mode)
         .open(&tmp)?;
+    // The umask narrowed `mode` at open; fchmod before any byte is written.
     let written = file
-        .write_all(bytes)
-        .and_then(|_| file.set_permissions(fs::Permissions::from_mode(mode)))
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .and_then(|_| file.write_all(bytes))
         .and_then(|_| file.sync_all());
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
@@ -73,12 +80,21 @@ fn sync_parent(path: &Path) {
     }
 }
 
-/// Creates `dir` and its missing parents; new directories get `mode`.
+/// Creates `dir` and its missing parents; each directory created here gets
+/// exactly `mode` (existing ones are left as they are).
 pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::DirBuilder::new().recursive(true).mode(mode).create(dir)
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure_dir(parent, mode)?;
+    }
+    match fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => fs::set_permissions(dir, fs::Permissions::from_mode(mode)),
+        // Created meanwhile by another process: theirs to set.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// An exclusive advisory lock (`flock`), released when dropped or when the
@@ -129,15 +145,24 @@ pub fn is_locked(path: &Path) -> bool {
     }
 }
 
+/// Opens (creating if needed) a lock file and gives it exactly `mode` when
+/// this process owns it: a file it just created (the umask narrowed the
+/// mode) or one an earlier run left with a narrower mode. A file owned by
+/// someone else is used as it is (only its owner may chmod it).
 fn open_lock_file(path: &Path, mode: u32) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
         .mode(mode)
         .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.mode() & 0o7777 != mode && meta.uid() == rustix::process::geteuid().as_raw() {
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -173,6 +198,41 @@ mod tests {
         let e = write_new_atomic(&p, b"b", 0o600).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&p).unwrap(), b"a");
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    /// Runs `f` with the process umask set to `mask`, restoring it after.
+    /// Only this test module's tests touch the umask, and each test uses
+    /// its own scratch directory, so a parallel test sees at worst a
+    /// narrower mask on a file it then chmods itself.
+    fn with_umask<T>(mask: u32, f: impl FnOnce() -> T) -> T {
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask));
+        let out = f();
+        rustix::process::umask(old);
+        out
+    }
+
+    #[test]
+    fn modes_are_exact_under_a_restrictive_umask() {
+        let dir = scratch("umask");
+        let (deep, lock, file) = (dir.join("a/b/c"), dir.join("x.lock"), dir.join("rec"));
+        with_umask(0o077, || {
+            ensure_dir(&deep, 0o770).unwrap();
+            drop(try_lock(&lock, 0o660).unwrap().expect("lock"));
+            write_atomic(&file, b"x", 0o644).unwrap();
+        });
+        for d in [dir.join("a"), dir.join("a/b"), deep] {
+            assert_eq!(mode_of(&d), 0o770, "{}", d.display());
+        }
+        assert_eq!(mode_of(&lock), 0o660);
+        assert_eq!(mode_of(&file), 0o644);
+        // A lock file an older build left narrower is widened by its owner.
+        fs::set_permissions(&lock, fs::Permissions::from_mode(0o640)).unwrap();
+        drop(super::lock(&lock, 0o660).unwrap());
+        assert_eq!(mode_of(&lock), 0o660);
     }
 
     #[test]

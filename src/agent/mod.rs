@@ -203,7 +203,7 @@ fn run_mode(a: Args) -> Result<u8, AgentError> {
         "serve" => {
             let conf = load_conf(&a.config)?;
             init_log(&conf);
-            serve::serve(conf, a.allowlist).map(|_| 0)
+            serve::serve(conf, a.config, a.allowlist).map(|_| 0)
         }
         "request-pairing" => request_pairing(a),
         "pairing-status" => {

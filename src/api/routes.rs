@@ -160,6 +160,14 @@ fn refusal(api: &Api, e: DispatchError) -> Reply {
                 ErrorBody::new("server error", "cannot read result").to_json(),
             )
         }
+        // Refused before any agent saw the run; a full disk is 507.
+        DispatchError::Record { .. } => {
+            let status = if e.out_of_space() { 507 } else { 500 };
+            return (
+                status,
+                ErrorBody::new("cannot record run", e.to_string()).to_json(),
+            );
+        }
         DispatchError::Lock(_) | DispatchError::Registry(_) => 500,
     };
     (

@@ -1,6 +1,9 @@
 //! `scripts.conf`, the agent's allowlist: `name = /absolute/path [key=value ...]`
-//! per line. A bad line is skipped with a warning, never fatal, so one typo
-//! does not take every other script away.
+//! per line. A bad line is skipped with a warning, never fatal at start, so
+//! one typo does not take every other script away. Lines that are not
+//! `name = value` at all are also listed as syntax errors: a reload refuses
+//! a file with any, or one left with no valid entry, and keeps the previous
+//! allowlist (an editor's half-written file never empties it).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +21,9 @@ pub struct Allowlist {
     pub scripts: BTreeMap<String, ScriptEntry>,
     /// One message per skipped line or ignored annotation (`file:line: ...`).
     pub warnings: Vec<String>,
+    /// One message per line that is not `name = value` with a valid name
+    /// (`file:line: malformed line: '...'`); each is also a warning.
+    pub syntax_errors: Vec<String>,
 }
 
 /// One allowlisted script.
@@ -54,6 +60,8 @@ pub fn parse_allowlist(path: &Path, text: &str, script_dirs: &[PathBuf]) -> Allo
         else {
             list.warnings
                 .push(format!("{at}: skipped malformed line: '{}'", clip(trimmed)));
+            list.syntax_errors
+                .push(format!("{at}: malformed line: '{}'", clip(trimmed)));
             continue;
         };
         match parse_entry(name, value, script_dirs, &at, &mut list.warnings) {
@@ -229,6 +237,15 @@ mod tests {
         for &(line, want) in cases {
             let a = allow(&format!("ok = /ok.sh\n{line}\n"));
             assert_eq!(a.scripts.keys().collect::<Vec<_>>(), ["ok"], "{line}");
+            let malformed = want.starts_with("skipped malformed line");
+            assert_eq!(a.syntax_errors.len(), usize::from(malformed), "{line}");
+            if malformed {
+                assert!(
+                    a.syntax_errors[0].starts_with("/etc/s.conf:2: malformed line: "),
+                    "{:?}",
+                    a.syntax_errors
+                );
+            }
             assert_eq!(a.warnings.len(), 1, "{line}: {:?}", a.warnings);
             assert!(
                 a.warnings[0].starts_with("/etc/s.conf:2: "),

@@ -5,9 +5,20 @@
 //! File work (registry reads, `flock`, run-store writes) goes through
 //! `smol::unblock`, so a long-running server's executor never waits on
 //! the disk.
+//!
+//! A run that is recorded (every async run, every API sync run) is recorded
+//! before it is submitted: the record is written with every host pending
+//! (`accepted`; a sync run's with no results yet) after the locks are taken
+//! and before the fan-out, and rewritten with the outcome after it. A run
+//! store that cannot take the record (full disk, permissions) refuses the
+//! run with [`DispatchError::Record`] and no agent sees it, so a reqid that
+//! was handed out can always be looked up. Should the final rewrite fail,
+//! the first record stays: `status` then fetches every host's result from
+//! its agent, which is logged as `run-store-fail`.
 
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use miniserde::json::Object;
@@ -57,6 +68,24 @@ pub enum DispatchError {
     NotFound(String),
     /// The run store could not be read or written.
     Store(io::Error),
+    /// The run could not be recorded, so it was not submitted.
+    Record {
+        /// The record's path.
+        path: PathBuf,
+        /// Why the write failed.
+        error: io::Error,
+    },
+}
+
+impl DispatchError {
+    /// Whether the failure is a full disk or an exhausted quota (the API
+    /// answers 507 for it).
+    pub fn out_of_space(&self) -> bool {
+        let DispatchError::Record { error, .. } = self else {
+            return false;
+        };
+        error.kind() == io::ErrorKind::StorageFull || error.kind() == io::ErrorKind::QuotaExceeded
+    }
 }
 
 impl fmt::Display for DispatchError {
@@ -79,6 +108,9 @@ impl fmt::Display for DispatchError {
             DispatchError::Registry(e) => write!(f, "{e}"),
             DispatchError::NotFound(id) => write!(f, "No such request: {id}"),
             DispatchError::Store(e) => write!(f, "cannot read run record: {e}"),
+            DispatchError::Record { path, error } => {
+                write!(f, "cannot record run: {error} ({})", path.display())
+            }
         }
     }
 }
@@ -191,6 +223,26 @@ impl Dispatch {
             })
     }
 
+    /// Writes the first record of a run, before anything is submitted; a
+    /// failure refuses the run.
+    async fn record(&self, record: RunRecord) -> Result<(), DispatchError> {
+        let store = self.store.clone();
+        let reqid = record.reqid().to_string();
+        smol::unblock(move || {
+            let path = store.path_of(record.reqid());
+            store
+                .save(&record)
+                .map_err(|error| DispatchError::Record { path, error })
+        })
+        .await
+        .inspect_err(|e| {
+            log::error(
+                "run-store-fail",
+                &[("ERROR", &e.to_string()), ("REQID", &reqid)],
+            )
+        })
+    }
+
     async fn save(&self, record: RunRecord) {
         let store = self.store.clone();
         let reqid = record.reqid().to_string();
@@ -202,9 +254,10 @@ impl Dispatch {
         }
     }
 
-    /// Runs a script: authorise, resolve, lock, fan out, record. API sync
-    /// runs and every async run are recorded; the locks are held until
-    /// every host answered.
+    /// Runs a script: authorise, resolve, lock, record, fan out, record the
+    /// outcome. API sync runs and every async run are recorded, and refused
+    /// with [`DispatchError::Record`] before the fan-out when the record
+    /// cannot be written; the locks are held until every host answered.
     pub async fn run(&self, caller: &Caller, order: RunOrder) -> Result<RunOutcome, DispatchError> {
         let script = ScriptName::parse(&order.script)
             .ok_or_else(|| DispatchError::InvalidScript(order.script.clone()))?;
@@ -226,6 +279,41 @@ impl Dispatch {
                 ("SCRIPT", script.as_str()),
             ],
         );
+        let submitter = (caller.front == Front::Api).then(|| Submitter {
+            username: caller.username.clone(),
+            source_ip: caller.source_ip.clone(),
+        });
+        if order.detach {
+            let pending: Vec<HostSubmit> = targets
+                .iter()
+                .map(|t| HostSubmit {
+                    host: t.name.clone(),
+                    script: script.to_string(),
+                    reqid: reqid.to_string(),
+                    rtt: Rtt::default(),
+                    status: Submitted::Accepted,
+                    error: None,
+                })
+                .collect();
+            self.record(RunRecord::Async(AsyncRecord::submitted(
+                reqid.as_str(),
+                script.as_str(),
+                &pending,
+                submitter.clone(),
+                time::now(),
+            )))
+            .await?;
+        } else if submitter.is_some() {
+            self.record(RunRecord::Sync(SyncRecord {
+                reqid: reqid.to_string(),
+                script: script.to_string(),
+                hosts: order.hosts.clone(),
+                results: Vec::new(),
+                completed: time::now(),
+                submitter: submitter.clone(),
+            }))
+            .await?;
+        }
         let request = Arc::new(
             RunRequest {
                 script: script.to_string(),
@@ -251,10 +339,6 @@ impl Dispatch {
                 .await
         };
         drop(held);
-        let submitter = (caller.front == Front::Api).then(|| Submitter {
-            username: caller.username.clone(),
-            source_ip: caller.source_ip.clone(),
-        });
         if order.detach {
             let results: Vec<HostSubmit> = replies
                 .into_iter()

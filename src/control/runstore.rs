@@ -41,6 +41,15 @@ impl RunStore {
         self.dir.join(format!("{reqid}.json"))
     }
 
+    /// Where the record of `reqid` is (or would be) kept, for messages; the
+    /// directory itself when `reqid` is not a valid id.
+    pub fn path_of(&self, reqid: &str) -> PathBuf {
+        match ReqId::parse(reqid) {
+            Some(id) => self.path(&id),
+            None => self.dir.clone(),
+        }
+    }
+
     /// Saves a record.
     pub fn save(&self, record: &RunRecord) -> io::Result<()> {
         let reqid = ReqId::parse(record.reqid())

@@ -43,6 +43,10 @@ fn report(a: &Args, e: DispatchError) -> CliError {
         DispatchError::NotFound(reqid) => {
             Builder::new().str("error", "not found").str("reqid", reqid)
         }
+        // Nothing was submitted: the error object says so on stdout.
+        DispatchError::Record { .. } => Builder::new()
+            .str("error", "cannot record run")
+            .str("detail", e.to_string()),
         _ => return CliError::Dispatch(e),
     };
     match outln!("{}", output::cli_err(body.object())) {

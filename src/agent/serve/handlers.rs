@@ -41,7 +41,7 @@ pub(super) fn ping(
     );
     Answer::Ping(PingReply {
         status: "ok".into(),
-        host: agent.conf.hostname.clone(),
+        host: snap.settings.hostname.clone(),
         version: VERSION.into(),
         expiry: snap.expiry.clone(),
         staged: agent.conf.cert_staging_path.exists(),
@@ -77,8 +77,8 @@ pub(super) async fn run_script(
     let entry = ScriptName::parse(&req.script)
         .and_then(|name| snap.allowlist.scripts.get(name.as_str()))
         .filter(|e| {
-            agent.conf.script_dirs.is_empty()
-                || conf::within_script_dirs(&e.path, &agent.conf.script_dirs)
+            snap.settings.script_dirs.is_empty()
+                || conf::within_script_dirs(&e.path, &snap.settings.script_dirs)
         });
     let Some(entry) = entry else {
         log::warn(
@@ -91,7 +91,7 @@ pub(super) async fn run_script(
         );
         return refuse("script not permitted".into());
     };
-    if let Some(h) = &agent.hook {
+    if let Some(h) = &snap.settings.hook {
         let request = hook::Request {
             action: "run".into(),
             script: req.script.clone(),
@@ -118,9 +118,9 @@ pub(super) async fn run_script(
         }
     }
     let bounds = Bounds {
-        stdin_timeout: agent.conf.stdin_timeout,
-        run_timeout: entry.timeout.unwrap_or(agent.conf.script_timeout),
-        max_output: agent.conf.max_output_bytes,
+        stdin_timeout: snap.settings.stdin_timeout,
+        run_timeout: entry.timeout.unwrap_or(snap.settings.script_timeout),
+        max_output: snap.settings.max_output_bytes,
     };
     let detach = req.detach;
     let ctx = Context {
@@ -162,7 +162,7 @@ pub(super) async fn result(agent: &Agent, dispatcher: &str, reqid: &ReqId, peer:
 }
 
 /// `GET /capabilities`: the allowlist with schemas, and the agent's tags.
-pub(super) async fn capabilities(agent: &Agent, snap: &Snapshot, caller: &Caller) -> Answer {
+pub(super) async fn capabilities(snap: &Snapshot, caller: &Caller) -> Answer {
     let Some(dispatcher) = snap.trusted.get(&caller.serial) else {
         let reason = if snap.trusted.is_empty() {
             "no trusted dispatchers stored"
@@ -179,7 +179,7 @@ pub(super) async fn capabilities(agent: &Agent, snap: &Snapshot, caller: &Caller
         );
         return Answer::Error(ErrorReply::Plain(403, "forbidden".into()));
     };
-    if let Some(h) = &agent.hook {
+    if let Some(h) = &snap.settings.hook {
         let request = hook::Request {
             action: "discovery".into(),
             source_ip: caller.ip.clone(),
@@ -235,10 +235,10 @@ pub(super) async fn capabilities(agent: &Agent, snap: &Snapshot, caller: &Caller
         ],
     );
     Answer::Capabilities(Capabilities {
-        host: agent.conf.hostname.clone(),
+        host: snap.settings.hostname.clone(),
         version: VERSION.into(),
         scripts,
-        tags: agent.conf.tags.clone(),
+        tags: snap.settings.tags.clone(),
     })
 }
 

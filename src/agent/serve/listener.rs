@@ -94,9 +94,10 @@ impl Policy for Agent {
     }
 }
 
-/// The raw-TCP checks: `allowed_ips`, then the rate limiter.
+/// The raw-TCP checks: `allowed_ips` (as of the current snapshot), then the
+/// rate limiter.
 fn admit(agent: &Agent, ip: IpAddr) -> bool {
-    if let Some(nets) = &agent.conf.allowed_ips {
+    if let Some(nets) = &agent.snapshot().settings.allowed_ips {
         if !nets.iter().any(|n| n.contains(ip)) {
             log::warn("ip-block", &[("PEER", &ip.to_string())]);
             return false;

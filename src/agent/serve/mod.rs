@@ -15,10 +15,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use crate::agent::jobs;
 use crate::agent::AgentError;
-use crate::conf::{self, AgentConf, Allowlist};
-use crate::hook::Hook;
+use crate::conf::AgentConf;
 use crate::net::limits::Limits;
-use crate::net::ratelimit::{RateLimiter, Rule, DEFAULT_CAPACITY};
 use crate::net::server;
 use crate::{log, rt, VERSION};
 
@@ -29,19 +27,26 @@ use snapshot::{load_snapshot, Snapshot};
 
 /// The running agent.
 pub struct Agent {
-    /// agent.conf as loaded at start (not reloaded: port, tags, hook).
+    /// agent.conf as loaded at start. Only the keys a reload cannot change
+    /// (`snapshot::RESTART_KEYS`: port, bind, max_children, state paths)
+    /// are read from here; the rest lives in the snapshot's settings.
     pub conf: AgentConf,
+    conf_path: PathBuf,
     allowlist_path: PathBuf,
     snapshot: RwLock<Arc<Snapshot>>,
-    limiter: Mutex<RateLimiter>,
-    hook: Option<Hook>,
+    limiter: Mutex<crate::net::ratelimit::RateLimiter>,
     limits: Limits,
     /// Detached jobs.
     pub jobs: jobs::Jobs,
 }
 
-/// Runs the agent until SIGTERM/SIGINT.
-pub fn serve(conf: AgentConf, allowlist_path: PathBuf) -> Result<(), AgentError> {
+/// Runs the agent until SIGTERM/SIGINT; `conf` was loaded from `conf_path`,
+/// which SIGHUP rereads with the allowlist.
+pub fn serve(
+    conf: AgentConf,
+    conf_path: PathBuf,
+    allowlist_path: PathBuf,
+) -> Result<(), AgentError> {
     if let Some(sock) = &conf.executor_socket {
         return Err(AgentError::Config(format!(
             "executor_socket = {} is set, but this agent has no privileged executor; remove the key to run scripts as the agent user",
@@ -49,41 +54,20 @@ pub fn serve(conf: AgentConf, allowlist_path: PathBuf) -> Result<(), AgentError>
         )));
     }
     let snap = load_snapshot(&conf, &allowlist_path)?;
-    check_profiles(&conf, &snap.allowlist)?;
-    let hook = conf.auth_hook.as_ref().map(|p| Hook {
-        path: p.clone(),
-        timeout: conf.auth_hook_timeout,
-    });
-    if let Some(h) = &hook {
-        if !is_executable(&h.path) {
-            return Err(AgentError::Config(format!(
-                "auth_hook '{}' is not an executable file",
-                h.path.display()
-            )));
-        }
+    for w in &snap.allowlist.warnings {
+        log::warn("config-warn", &[("MSG", w)]);
     }
-    let rule = |r: &Option<conf::RateRule>| {
-        r.as_ref().map(|r| Rule {
-            limit: r.limit,
-            window: r.window,
-            block: r.block,
-        })
-    };
-    let limiter = RateLimiter::new(
-        rule(&conf.rate_limit_volume),
-        rule(&conf.rate_limit_probe),
-        DEFAULT_CAPACITY,
-    );
+    let limiter = snap.settings.limiter();
     let listener = server::bind(&conf.bind, conf.port).map_err(|e| {
         AgentError::Failed(format!("cannot listen on {}:{}: {e}", conf.bind, conf.port))
     })?;
     let addr = server::local_addr(&listener).map_err(|e| AgentError::Failed(e.to_string()))?;
     let jobs = jobs::Jobs::open(&conf.async_runs_dir).map_err(AgentError::Failed)?;
     let agent = Arc::new(Agent {
+        conf_path,
         allowlist_path,
         snapshot: RwLock::new(Arc::new(snap)),
         limiter: Mutex::new(limiter),
-        hook,
         limits: Limits::default(),
         jobs,
         conf,
@@ -94,22 +78,4 @@ pub fn serve(conf: AgentConf, allowlist_path: PathBuf) -> Result<(), AgentError>
     );
     crate::outln!("ctrl-exec-agent listening on {addr}")?;
     rt::block_on(listener::run(agent, listener))
-}
-
-/// Refuses an allowlist naming a profile agent.conf does not define.
-fn check_profiles(conf: &AgentConf, allowlist: &Allowlist) -> Result<(), AgentError> {
-    let missing: Vec<String> = allowlist
-        .scripts
-        .values()
-        .filter(|s| s.profile != "default" && !conf.profiles.contains_key(&s.profile))
-        .map(|s| format!("{} -> {}", s.name, s.profile))
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(AgentError::Config(format!(
-            "undefined profile(s) referenced: {}",
-            missing.join(", ")
-        )))
-    }
 }

@@ -67,7 +67,7 @@ pub(super) async fn route(agent: &Agent, snap: &Snapshot, caller: &Caller, req: 
             }
             Answer::Run(run_script(agent, snap, caller, dispatcher, &req.body).await)
         }
-        ("GET", "/capabilities") => capabilities(agent, snap, caller).await,
+        ("GET", "/capabilities") => capabilities(snap, caller).await,
         ("GET", path) if path.starts_with("/result/") => {
             let raw = &path["/result/".len()..];
             let Some(reqid) = ReqId::parse(raw) else {

@@ -1,21 +1,37 @@
 //! What each request is judged against, and how it is replaced.
 //!
-//! A [`Snapshot`] holds the allowlist, sidecars, trusted map, revocations and
-//! the TLS configuration built from the certificate files. Reload (SIGHUP)
-//! builds a whole new one and swaps it in one step; connections in flight
-//! keep the snapshot they started with. A snapshot that fails to build is
-//! logged and the old one kept.
+//! A [`Snapshot`] holds the allowlist, sidecars, trusted map, revocations,
+//! the TLS configuration built from the certificate files, and the
+//! reloadable part of agent.conf ([`Settings`]). Reload (SIGHUP) rereads
+//! agent.conf and scripts.conf, builds a whole new snapshot, vets it against
+//! the one in use and swaps it in one step; connections in flight keep the
+//! snapshot they started with.
+//!
+//! A reload that fails keeps the previous snapshot and logs one error line,
+//! `reload failed, keeping previous configuration: <file>:<line>: ...`.
+//! It fails when a file cannot be read or parsed (agent.conf, certificates,
+//! trust files), when scripts.conf has a syntax error or would leave no
+//! valid entry where there were some, when a script names an undefined
+//! profile, or when the auth hook is not executable.
+//!
+//! Keys that only take effect at start ([`RESTART_KEYS`]: the listener,
+//! the connection cap, state paths, logging) are read from
+//! [`Agent::conf`], never from a reload: a changed one is logged as
+//! `<agent.conf>: <key> changed; restart required` and the rest applies.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::ServerConfig;
 
 use crate::agent::schema::{self, Sidecar};
-use crate::agent::serve::Agent;
+use crate::agent::serve::{is_executable, Agent};
 use crate::agent::{trust, AgentError};
-use crate::conf::{self, AgentConf, Allowlist};
+use crate::conf::{self, AgentConf, Allowlist, IpNet, RateRule};
+use crate::hook::Hook;
+use crate::net::ratelimit::{RateLimiter, Rule, DEFAULT_CAPACITY};
 use crate::net::tls::{self, Identity};
 use crate::{log, pki, time};
 
@@ -33,6 +49,144 @@ pub struct Snapshot {
     pub tls: Arc<ServerConfig>,
     /// The agent certificate's notAfter in OpenSSL text form.
     pub expiry: String,
+    /// The reloadable part of agent.conf.
+    pub settings: Settings,
+}
+
+/// The part of agent.conf a reload applies.
+pub struct Settings {
+    /// This agent's name (`hostname`), in ping and capabilities replies.
+    pub hostname: String,
+    /// Directories scripts must resolve into; empty = no restriction.
+    pub script_dirs: Vec<PathBuf>,
+    /// Peers allowed to connect; `None` = all.
+    pub allowed_ips: Option<Vec<IpNet>>,
+    /// Connection volume rule.
+    pub rate_limit_volume: Option<RateRule>,
+    /// Failed-handshake rule.
+    pub rate_limit_probe: Option<RateRule>,
+    /// The auth hook (`auth_hook`, `auth_hook_timeout`), checked executable.
+    pub hook: Option<Hook>,
+    /// Time limit for writing the context JSON to a script.
+    pub stdin_timeout: Duration,
+    /// Script run time limit unless the allowlist entry sets one.
+    pub script_timeout: Duration,
+    /// Output kept per stream.
+    pub max_output_bytes: usize,
+    /// `[tags]`, reported by capabilities.
+    pub tags: BTreeMap<String, String>,
+}
+
+impl Settings {
+    /// The reloadable keys of `conf`; refuses an auth hook that is not an
+    /// executable file.
+    fn from_conf(conf: &AgentConf) -> Result<Settings, AgentError> {
+        let hook = conf.auth_hook.as_ref().map(|p| Hook {
+            path: p.clone(),
+            timeout: conf.auth_hook_timeout,
+        });
+        if let Some(h) = &hook {
+            if !is_executable(&h.path) {
+                return Err(AgentError::Config(format!(
+                    "auth_hook '{}' is not an executable file",
+                    h.path.display()
+                )));
+            }
+        }
+        Ok(Settings {
+            hostname: conf.hostname.clone(),
+            script_dirs: conf.script_dirs.clone(),
+            allowed_ips: conf.allowed_ips.clone(),
+            rate_limit_volume: conf.rate_limit_volume,
+            rate_limit_probe: conf.rate_limit_probe,
+            hook,
+            stdin_timeout: conf.stdin_timeout,
+            script_timeout: conf.script_timeout,
+            max_output_bytes: conf.max_output_bytes,
+            tags: conf.tags.clone(),
+        })
+    }
+
+    /// A fresh rate limiter with these rules.
+    pub fn limiter(&self) -> RateLimiter {
+        let rule = |r: &Option<RateRule>| {
+            r.as_ref().map(|r| Rule {
+                limit: r.limit,
+                window: r.window,
+                block: r.block,
+            })
+        };
+        RateLimiter::new(
+            rule(&self.rate_limit_volume),
+            rule(&self.rate_limit_probe),
+            DEFAULT_CAPACITY,
+        )
+    }
+}
+
+/// agent.conf keys read once at start; a reload that changes one warns
+/// that a restart is needed.
+pub const RESTART_KEYS: &[&str] = &[
+    "port",
+    "bind",
+    "max_children",
+    "state_dir",
+    "executor_socket",
+    "syslog",
+];
+
+/// The [`RESTART_KEYS`] whose values differ between `running` and `new`.
+fn restart_required(running: &AgentConf, new: &AgentConf) -> Vec<&'static str> {
+    let changed = [
+        running.port != new.port,
+        running.bind != new.bind,
+        running.max_children != new.max_children,
+        running.state_dir != new.state_dir
+            || running.async_runs_dir != new.async_runs_dir
+            || running.cert_staging_path != new.cert_staging_path,
+        running.executor_socket != new.executor_socket,
+        running.syslog != new.syslog,
+    ];
+    RESTART_KEYS
+        .iter()
+        .zip(changed)
+        .filter_map(|(k, c)| c.then_some(*k))
+        .collect()
+}
+
+/// Why a newly built snapshot must not replace the one in use, if it must
+/// not: a syntax error in scripts.conf, or an allowlist left with no valid
+/// entry where the running one has some.
+fn vet(running: &Snapshot, new: &Snapshot, allowlist_path: &Path) -> Result<(), String> {
+    if let Some(first) = new.allowlist.syntax_errors.first() {
+        let more = new.allowlist.syntax_errors.len() - 1;
+        return Err(if more == 0 {
+            first.clone()
+        } else {
+            format!("{first} (and {more} more)")
+        });
+    }
+    let had = running.allowlist.scripts.len();
+    if new.allowlist.scripts.is_empty() && had > 0 {
+        let why = match new.allowlist.warnings.first() {
+            Some(w) => w.clone(),
+            None => format!("{}: no entries", allowlist_path.display()),
+        };
+        return Err(format!(
+            "{why}; no valid script would be left (the running allowlist has {had}); restart the agent to run with an empty allowlist"
+        ));
+    }
+    Ok(())
+}
+
+/// What a reload logs for a snapshot that could not be built: the problem
+/// itself, without the start-up wording of [`AgentError`]'s `Display`.
+fn detail(e: &AgentError) -> String {
+    match e {
+        AgentError::Config(m) | AgentError::Failed(m) => m.clone(),
+        AgentError::NotPaired(path) => format!("{path}: missing"),
+        other => other.to_string(),
+    }
 }
 
 impl Agent {
@@ -44,39 +198,68 @@ impl Agent {
         }
     }
 
-    /// Rebuilds the snapshot from the files; keeps the old one on error.
+    /// Rereads agent.conf and scripts.conf and swaps in the new snapshot;
+    /// keeps the old one and logs why when it cannot be used.
     pub(super) fn reload(&self) {
-        match load_snapshot(&self.conf, &self.allowlist_path) {
-            Ok(snap) => {
-                let scripts = snap.allowlist.scripts.len().to_string();
-                let trusted = snap.trusted.len().to_string();
-                match self.snapshot.write() {
-                    Ok(mut s) => *s = Arc::new(snap),
-                    Err(poisoned) => *poisoned.into_inner() = Arc::new(snap),
-                }
-                if let Ok(mut l) = self.limiter.lock() {
-                    l.clear();
-                }
-                log::info("reload", &[("SCRIPTS", &scripts), ("TRUSTED", &trusted)]);
+        let built = AgentConf::load(&self.conf_path)
+            .map_err(|e| e.to_string())
+            .and_then(|conf| {
+                let snap = load_snapshot(&conf, &self.allowlist_path).map_err(|e| detail(&e))?;
+                vet(&self.snapshot(), &snap, &self.allowlist_path)?;
+                Ok((conf, snap))
+            });
+        let (conf, snap) = match built {
+            Ok(b) => b,
+            Err(e) => {
+                log::error(
+                    "reload",
+                    &[(
+                        "ERROR",
+                        &format!("reload failed, keeping previous configuration: {e}"),
+                    )],
+                );
+                return;
             }
-            Err(e) => log::error(
-                "reload",
-                &[
-                    ("ERROR", &e.to_string()),
-                    ("RESULT", "kept previous configuration"),
-                ],
-            ),
+        };
+        let scripts = snap.allowlist.scripts.len().to_string();
+        let trusted = snap.trusted.len().to_string();
+        let limiter = snap.settings.limiter();
+        let warnings = snap.allowlist.warnings.clone();
+        match self.snapshot.write() {
+            Ok(mut s) => *s = Arc::new(snap),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(snap),
         }
+        match self.limiter.lock() {
+            Ok(mut l) => *l = limiter,
+            Err(poisoned) => *poisoned.into_inner() = limiter,
+        }
+        for w in &warnings {
+            log::warn("config-warn", &[("MSG", w)]);
+        }
+        for key in restart_required(&self.conf, &conf) {
+            log::warn(
+                "config-warn",
+                &[(
+                    "MSG",
+                    &format!(
+                        "{}: {key} changed; restart required",
+                        self.conf_path.display()
+                    ),
+                )],
+            );
+        }
+        log::info("reload", &[("SCRIPTS", &scripts), ("TRUSTED", &trusted)]);
     }
 }
 
-/// Builds a snapshot from the files as they are now.
+/// Builds a snapshot from `conf` and the files as they are now. Nothing is
+/// logged: the caller logs the allowlist's warnings once it uses the
+/// snapshot.
 pub fn load_snapshot(conf: &AgentConf, allowlist_path: &Path) -> Result<Snapshot, AgentError> {
+    let settings = Settings::from_conf(conf)?;
     let allowlist = conf::load_allowlist(allowlist_path, &conf.script_dirs)
         .map_err(|e| AgentError::Config(e.to_string()))?;
-    for w in &allowlist.warnings {
-        log::warn("config-warn", &[("MSG", w)]);
-    }
+    check_profiles(conf, &allowlist)?;
     let trusted = trust::load_trusted(&conf.trusted_dispatchers_path).map_err(|e| {
         AgentError::Config(format!("{}: {e}", conf.trusted_dispatchers_path.display()))
     })?;
@@ -102,7 +285,26 @@ pub fn load_snapshot(conf: &AgentConf, allowlist_path: &Path) -> Result<Snapshot
         revoked,
         tls,
         expiry,
+        settings,
     })
+}
+
+/// Refuses an allowlist naming a profile agent.conf does not define.
+fn check_profiles(conf: &AgentConf, allowlist: &Allowlist) -> Result<(), AgentError> {
+    let missing: Vec<String> = allowlist
+        .scripts
+        .values()
+        .filter(|s| s.profile != "default" && !conf.profiles.contains_key(&s.profile))
+        .map(|s| format!("{} -> {}", s.name, s.profile))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(AgentError::Config(format!(
+            "undefined profile(s) referenced: {}",
+            missing.join(", ")
+        )))
+    }
 }
 
 /// Reads cert, key and CA, naming the first missing file.
