@@ -56,6 +56,13 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// descriptors while costing a legitimate client at most a tenth of a second.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// Shortest gap between two `conn-shed` summary lines of one listener.
+///
+/// A flood sheds a connection per accept; one line per shed would let the
+/// attacker fill the log. One line a second (with the count since the last)
+/// tells the operator the same.
+pub const SHED_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Bytes requested from the stream per read.
 ///
 /// Buffers grow in steps of this size as bytes arrive, never to a declared
