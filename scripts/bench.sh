@@ -112,3 +112,4 @@ if command -v wrk >/dev/null; then
     wrk -t1 -c4 -d5s "http://$API/health" | sed -n '3,4p;7p'
 fi
 printf '%-34s %s\n' "agent RSS after the loops" "$(grep VmRSS "/proc/$AGENT_PID/status" | awk '{print $2 " " $3}')"
+bash scripts/bench-flood.sh "$BIN"

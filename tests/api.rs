@@ -364,16 +364,29 @@ fn api_body_size_limit_at_the_edge() {
 
 #[test]
 fn requests_beyond_api_max_children_get_503() {
-    let (_f, port) = api_fixture("api_503", "api_max_children = 1", &[]);
-    let mut hog = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    hog.write_all(b"GET /health HTTP/1.0\r\nHost: x\r\n")
-        .unwrap();
+    let f = Fixture::new("api_503");
+    f.dispatcher(&format!("api_max_children = 1\n{ALLOW}"));
+    let marker = f.path("running");
+    let slow = format!("touch {}; sleep 4; echo done", marker.display());
+    f.agent("web1", &[("slow", slow.as_str())], "");
+    let port = f.api();
+    // A whole request holds the only slot while its run goes on.
+    let hog =
+        std::thread::spawn(move || post(port, "/run", r#"{"hosts":["web1"],"script":"slow"}"#));
+    eventually("the slow run to start", Duration::from_secs(20), || {
+        if marker.exists() {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    });
     // The overflow answer comes before any request is read: send nothing, so
     // no unread bytes turn the server's close into a reset.
     let r = http_unprompted(port);
     assert_eq!(r.status, 503, "{r}");
     assert_eq!(jstr(&r.json(), "error"), Some("service unavailable"), "{r}");
-    drop(hog);
+    let done = hog.join().unwrap();
+    assert_eq!(done.status, 200, "{done}");
     eventually(
         "the slot to be released",
         Duration::from_secs(10),
@@ -383,6 +396,16 @@ fn requests_beyond_api_max_children_get_503() {
             Err(e) => Err(e),
         },
     );
+}
+
+#[test]
+fn a_half_sent_request_gives_its_slot_to_a_whole_one() {
+    let (_f, port) = api_fixture("api_shed", "api_max_children = 1", &[]);
+    let mut hog = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    hog.write_all(b"GET /health HTTP/1.0\r\nHost: x\r\n")
+        .unwrap();
+    let r = get(port, "/health");
+    assert_eq!(r.status, 200, "{r}");
 }
 
 #[test]

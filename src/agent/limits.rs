@@ -32,3 +32,11 @@ pub const RESULT_TTL: Duration = Duration::from_secs(86_400);
 
 /// How long SIGTERM waits for requests in flight before exiting.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Handshake deadline for a connection from an IP the rate limiter has
+/// blocked. A blocked IP is still let in, because a trusted dispatcher may
+/// share it with whatever tripped the block (a port scanner on the
+/// dispatcher host, say), but only a handshake that proves a trusted serial
+/// goes on; a real dispatcher finishes in milliseconds, so 3 s is ample
+/// even for a slow router and keeps the blocked peer's hold short.
+pub const PROBATION_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);

@@ -109,6 +109,9 @@ async fn exchange(
             ClientError::Refused | ClientError::Unreachable | ClientError::ConnectTimeout => format!(
                 "Pairing failed: could not connect to ctrl-exec at {target}. Is 'ctrl-exec-dispatcher pairing-mode' running there?"
             ),
+            ClientError::HandshakeClosed | ClientError::HandshakeTimeout => format!(
+                "Pairing failed: {target} accepted the connection but did not complete TLS - the pairing listener is busy or rate-limiting this host; try again later."
+            ),
             ClientError::Tls(_) if req.ca_fingerprint.is_some() => format!(
                 "Pairing failed: the dispatcher at {target} does not present the CA given with --ca-fingerprint - refusing to pair."
             ),

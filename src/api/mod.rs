@@ -2,9 +2,12 @@
 //!
 //! Same bounded HTTP stack as the agent, plain HTTP by default or TLS when
 //! `api_cert`/`api_key` are set and present. One request per connection.
-//! At most `api_max_children` requests are handled at once; beyond that a
-//! connection gets 503 (a small second pool writes those answers, and past it
-//! connections are closed). Routes live in `routes`, the live OpenAPI
+//! At most `api_max_children` connections are held at once. A full table
+//! sheds its oldest connection that has not yet sent a whole request (see
+//! `net::slots`), so stalled or half-sent requests cannot keep a real one
+//! out; when every slot carries a whole request, a connection gets 503 (a
+//! small second pool writes those answers, and past it connections are
+//! closed). Routes live in `routes`, the live OpenAPI
 //! document in `openapi`.
 
 mod openapi;
@@ -28,7 +31,8 @@ use crate::exit::{self, Failure, Outcome};
 use crate::net::accept::{self, Incoming, Policy, Work};
 use crate::net::http::{Conn, HttpError};
 use crate::net::limits::Limits;
-use crate::net::server;
+use crate::net::server::{self, HandshakeError};
+use crate::net::slots::{SlotHandle, SlotTable};
 use crate::net::tls::{self, Identity};
 use crate::proto::json;
 use crate::proto::ErrorBody;
@@ -196,7 +200,7 @@ async fn accept_loop(
     listener: Async<std::net::TcpListener>,
     tls_config: Option<Arc<rustls::ServerConfig>>,
 ) {
-    let slots = Arc::new(Semaphore::new(api.dispatch.conf.api_max_children.max(1)));
+    let slots = SlotTable::new(api.dispatch.conf.api_max_children);
     let gateway = Arc::new(Gateway {
         api,
         tls: tls_config,
@@ -216,7 +220,8 @@ async fn accept_loop(
 impl Policy for Gateway {
     fn serve(self: Arc<Self>, conn: Incoming) -> Work {
         async move {
-            connection(&self.api, self.tls.clone(), conn.tcp, conn.peer, false).await;
+            let tls = self.tls.clone();
+            connection(&self.api, tls, conn.tcp, conn.peer, Some(conn.slot)).await;
         }
         .boxed()
     }
@@ -228,7 +233,7 @@ impl Policy for Gateway {
         let slot = self.overflow.try_acquire_arc()?;
         Some(
             async move {
-                connection(&self.api, self.tls.clone(), conn.tcp, conn.peer, true).await;
+                connection(&self.api, self.tls.clone(), conn.tcp, conn.peer, None).await;
                 drop(slot);
             }
             .boxed(),
@@ -236,17 +241,20 @@ impl Policy for Gateway {
     }
 }
 
+/// One connection: `slot` is its place in the table, `None` for one
+/// answered 503 from the overflow pool.
 async fn connection(
     api: &Api,
     tls_config: Option<Arc<rustls::ServerConfig>>,
     tcp: Async<TcpStream>,
     ip: IpAddr,
-    overloaded: bool,
+    slot: Option<SlotHandle>,
 ) {
     match tls_config {
-        None => exchange(api, Conn::new(tcp), ip, overloaded).await,
+        None => exchange(api, Conn::new(tcp), ip, slot).await,
         Some(cfg) => match server::handshake(cfg, tcp, api.limits.handshake_timeout).await {
-            Ok(stream) => exchange(api, Conn::new(stream), ip, overloaded).await,
+            Ok(stream) => exchange(api, Conn::new(stream), ip, slot).await,
+            Err(HandshakeError::Closed) => {}
             Err(e) => log::info(
                 "tls-failure",
                 &[("PEER", &ip.to_string()), ("REASON", &e.to_string())],
@@ -259,21 +267,25 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin + Send>(
     api: &Api,
     mut conn: Conn<S>,
     ip: IpAddr,
-    overloaded: bool,
+    slot: Option<SlotHandle>,
 ) {
-    let (status, body) = if overloaded {
-        (
+    let (status, body) = match slot {
+        None => (
             503,
             ErrorBody::new("service unavailable", "too many concurrent requests").to_json(),
-        )
-    } else {
-        match conn.read_request(&api.limits).await {
-            Ok(req) => routes::handle(api, req, ip).await,
+        ),
+        Some(slot) => match conn.read_request(&api.limits).await {
+            Ok(req) => {
+                // A whole request: from now on this connection is never
+                // shed to make room.
+                slot.establish();
+                routes::handle(api, req, ip).await
+            }
             Err(e) => match http_error(&e) {
                 Some(reply) => reply,
                 None => return,
             },
-        }
+        },
     };
     conn.respond_and_close(status, json::to_string(&body).as_bytes(), &api.limits)
         .await;

@@ -102,10 +102,25 @@ impl fmt::Display for CallError {
             ),
             ClientError::Unreachable => write!(f, "host '{h}' is unreachable - no route to host or network down"),
             ClientError::ConnectTimeout => write!(f, "host '{h}' did not respond - connection timed out"),
-            ClientError::Tls(_) => write!(f, "TLS handshake with '{h}' failed - certificate or trust mismatch"),
+            ClientError::HandshakeClosed => write!(
+                f,
+                "host '{h}' accepted the connection on port {port} but closed it before the TLS handshake - the agent refused it (overloaded, or this host is not in its allowed_ips), or it is not a ctrl-exec agent"
+            ),
+            ClientError::HandshakeTimeout => write!(
+                f,
+                "host '{h}' accepted the connection but the TLS handshake timed out - the agent is overloaded or stalled"
+            ),
+            ClientError::Tls(reason) => write!(
+                f,
+                "TLS handshake with '{h}' failed - certificate or trust mismatch ({reason})"
+            ),
             ClientError::ReadTimeout => write!(f, "read timeout after {}s", read_timeout.as_secs()),
-            ClientError::Http(e) => write!(f, "invalid response from '{h}': {e}"),
-            ClientError::Io(e) => write!(f, "connection to '{h}' failed: {e}"),
+            ClientError::Reset => write!(
+                f,
+                "host '{h}' closed the connection before its reply was complete - the agent stopped or was restarted mid-request"
+            ),
+            ClientError::Http(e) => write!(f, "invalid response from '{h}': {}", client::without_urls(&e.to_string())),
+            ClientError::Io(e) => write!(f, "connection to '{h}' failed: {}", client::without_urls(&e.to_string())),
         }
     }
 }

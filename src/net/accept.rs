@@ -1,11 +1,15 @@
 //! The one accept loop every listener runs.
 //!
 //! [`serve`] accepts a connection, asks the listener's [`Policy`] to admit
-//! the raw peer IP (before any other work), takes a permit from the pool it
-//! was handed and spawns one task per connection that owns its permit. When
-//! no permit is free, the policy's [`Policy::full`] hook decides: close the
-//! connection, or hand it to work of its own (say, a small second pool that
-//! answers "busy").
+//! the raw peer IP (before any other work), takes a slot from the
+//! [`SlotTable`] it was handed and spawns one task per connection that owns
+//! its slot. A full table sheds its least valuable unauthenticated
+//! connection to make room (see `slots`); the shed connection's task is
+//! dropped at its next turn, closing its socket. Sheds are logged as one
+//! `ACTION=conn-shed` summary line per [`SHED_REPORT_INTERVAL`]. When every
+//! slot is established, the policy's [`Policy::full`] hook decides: close
+//! the connection, or hand it to work of its own (say, a small second pool
+//! that answers "busy").
 //!
 //! Accept errors never stop the loop. Resource exhaustion (`EMFILE`,
 //! `ENFILE`, `ENOBUFS`, `ENOMEM`) waits [`ACCEPT_BACKOFF`] before the next
@@ -29,20 +33,17 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, TcpListener, TcpStream};
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rustix::io::Errno;
 use smol::future::{self, FutureExt};
-use smol::lock::{Semaphore, SemaphoreGuardArc};
 use smol::{Async, Timer};
 
-use crate::net::limits::ACCEPT_BACKOFF;
+use crate::net::limits::{ACCEPT_BACKOFF, SHED_REPORT_INTERVAL};
 use crate::net::server::canonical_ip;
+use crate::net::slots::{Slot, SlotHandle, SlotTable, Take};
 use crate::{log, rt};
-
-/// A connection held by its task; dropping it frees a place in the pool.
-pub type Permit = SemaphoreGuardArc;
 
 /// The work spawned for one connection.
 pub type Work = future::Boxed<()>;
@@ -55,13 +56,17 @@ pub struct Incoming {
     pub peer: IpAddr,
     /// When it was accepted.
     pub accepted: Instant,
+    /// Its slot: the work calls [`SlotHandle::establish`] once the peer has
+    /// proved itself, so it is no longer shed to make room.
+    pub slot: SlotHandle,
 }
 
 /// What a listener decides about the connections it accepts.
 ///
 /// The loop calls the hooks in this order for each connection: [`admit`],
-/// then [`permit`]; with a permit, [`serve`] runs in a task that holds it;
-/// without, [`full`] says what to do instead. Hooks other than the work they
+/// then [`permit`]; with a slot, [`serve`] runs in a task that holds it
+/// (and is dropped if the slot is shed); without, [`full`] says what to do
+/// instead. Hooks other than the work they
 /// return run on the accept path, so they must be quick and never block.
 ///
 /// [`admit`]: Policy::admit
@@ -76,38 +81,40 @@ pub trait Policy: Send + Sync + 'static {
         true
     }
 
-    /// A permit for a connection from `peer`, or `None` when there is no
-    /// room. The default takes one from `pool` if one is free; a policy may
-    /// cap each IP's share here, or make room by ending older work.
-    fn permit(&self, peer: IpAddr, pool: &Arc<Semaphore>) -> Option<Permit> {
-        let _ = peer;
-        pool.try_acquire_arc()
+    /// A slot for a connection from `peer` accepted at `now`: the table's
+    /// [`SlotTable::take`] (a free slot, else one made by shedding an
+    /// unauthenticated connection, else [`Take::Full`]).
+    fn permit(&self, peer: IpAddr, table: &Arc<SlotTable>, now: Instant) -> Take {
+        table.take(peer, now)
     }
 
-    /// The work for a connection that got a permit. It runs in its own task,
-    /// and the permit is released when it ends.
+    /// The work for a connection that got a slot. It runs in its own task;
+    /// the slot is freed when it ends, and the work is dropped (at its next
+    /// `.await`) if the slot is shed first.
     fn serve(self: Arc<Self>, conn: Incoming) -> Work;
 
-    /// A connection that got no permit: `None` closes it; `Some` is spawned
-    /// in its own task (holding whatever permit of its own it took).
+    /// A connection that found every slot established: `None` closes it;
+    /// `Some` is spawned in its own task (holding whatever permit of its own
+    /// it took). `slot` in `conn` is [`SlotHandle::detached`] here.
     fn full(self: Arc<Self>, conn: Incoming) -> Option<Work>;
 }
 
 /// Accepts on `listener` until `stop` completes, and returns its output.
 ///
 /// Each accepted connection goes through `policy` (see [`Policy`]) with
-/// permits from `pool`, whose size bounds the connections served at once.
-/// The caller keeps a clone of `pool` to wait for connections in flight
-/// after the loop returns. Never returns an error: accept errors are
+/// slots from `table`, whose capacity bounds the connections served at
+/// once. The caller keeps a clone of `table` to wait for connections in
+/// flight after the loop returns ([`SlotTable::drained`]). Never returns an error: accept errors are
 /// handled as the module documentation says.
 pub async fn serve<T>(
     listener: &Async<TcpListener>,
-    pool: &Arc<Semaphore>,
+    table: &Arc<SlotTable>,
     policy: Arc<dyn Policy>,
     stop: impl Future<Output = T>,
 ) -> T {
     let mut stop = pin!(stop);
     let mut exhausted = false;
+    let reported = Mutex::new(None);
     loop {
         // `or` polls its first future first: the stop signal wins whenever
         // it is ready, however many connections are waiting.
@@ -119,12 +126,7 @@ pub async fn serve<T>(
             Step::Stop(out) => return out,
             Step::Accepted(Ok((tcp, addr))) => {
                 exhausted = false;
-                let conn = Incoming {
-                    tcp,
-                    peer: canonical_ip(addr.ip()),
-                    accepted: Instant::now(),
-                };
-                dispatch(&policy, pool, conn);
+                dispatch(&policy, table, tcp, canonical_ip(addr.ip()), &reported);
                 // Accept never waits while the backlog is full; give the
                 // executor (connections, timers, signals) its turn.
                 future::yield_now().await;
@@ -166,27 +168,74 @@ enum Step<T> {
     Accepted(io::Result<(Async<TcpStream>, std::net::SocketAddr)>),
 }
 
-/// Admission, permit, then one task: the per-connection part of the loop,
-/// kept out of the generic [`serve`] so it is compiled once.
-fn dispatch(policy: &Arc<dyn Policy>, pool: &Arc<Semaphore>, conn: Incoming) {
-    if !policy.admit(conn.peer) {
+/// Admission, slot, then one task: the per-connection part of the loop,
+/// kept out of the generic [`serve`] so it is compiled once. `reported`
+/// holds when the last `conn-shed` line was written.
+fn dispatch(
+    policy: &Arc<dyn Policy>,
+    table: &Arc<SlotTable>,
+    tcp: Async<TcpStream>,
+    peer: IpAddr,
+    reported: &Mutex<Option<Instant>>,
+) {
+    if !policy.admit(peer) {
         return;
     }
-    match policy.permit(conn.peer, pool) {
-        Some(permit) => {
-            let work = policy.clone().serve(conn);
-            rt::spawn(async move {
-                work.await;
-                drop(permit);
-            })
-            .detach();
+    let now = Instant::now();
+    let slot = match policy.permit(peer, table, now) {
+        Take::Free(slot) => slot,
+        Take::Shed { slot, shed } => {
+            report_shed(table, shed, now, reported);
+            slot
         }
-        None => {
+        Take::Full => {
+            let conn = Incoming {
+                tcp,
+                peer,
+                accepted: now,
+                slot: SlotHandle::detached(),
+            };
             if let Some(work) = policy.clone().full(conn) {
                 rt::spawn(work).detach();
             }
+            return;
         }
+    };
+    let conn = Incoming {
+        tcp,
+        peer,
+        accepted: now,
+        slot: slot.handle(),
+    };
+    let work = policy.clone().serve(conn);
+    rt::spawn(run_in_slot(work, slot)).detach();
+}
+
+/// Runs `work` until it ends or `slot` is shed; either way the slot (and
+/// with the work, the socket) is dropped here.
+async fn run_in_slot(work: Work, slot: Slot) {
+    work.or(slot.cancelled()).await;
+    drop(slot);
+}
+
+/// One summary line per [`SHED_REPORT_INTERVAL`] while connections are
+/// being shed: how many, the last shed peer, and the unauthenticated
+/// connections still held.
+fn report_shed(table: &SlotTable, shed: IpAddr, now: Instant, reported: &Mutex<Option<Instant>>) {
+    let mut last = reported.lock().unwrap_or_else(|p| p.into_inner());
+    if last.is_some_and(|t| now.duration_since(t) < SHED_REPORT_INTERVAL) {
+        return;
     }
+    *last = Some(now);
+    log::warn(
+        "conn-shed",
+        &[
+            ("COUNT", &table.shed_since_report().to_string()),
+            ("LAST_PEER", &shed.to_string()),
+            ("SLOTS", &table.capacity().to_string()),
+            ("UNAUTHENTICATED", &table.unauthenticated().to_string()),
+        ],
+    );
 }
 
 /// How the loop treats a failed accept.
@@ -246,6 +295,9 @@ mod tests {
     #[derive(Default)]
     struct Probe {
         refuse: bool,
+        /// Marks every connection established before waiting (else they
+        /// stay unauthenticated and may be shed).
+        establish: bool,
         served: AtomicUsize,
         finished: AtomicUsize,
         full: AtomicUsize,
@@ -258,6 +310,9 @@ mod tests {
 
         fn serve(self: Arc<Self>, conn: Incoming) -> Work {
             self.served.fetch_add(1, Ordering::SeqCst);
+            if self.establish {
+                conn.slot.establish();
+            }
             async move {
                 let mut tcp = conn.tcp;
                 let mut byte = [0u8; 1];
@@ -312,15 +367,19 @@ mod tests {
     }
 
     #[test]
-    fn full_pool_invokes_full_policy_and_permits_come_back() {
+    fn established_table_invokes_full_policy_and_slots_come_back() {
         let (l, addr) = listener();
-        let pool = Arc::new(Semaphore::new(2));
-        let probe = Arc::new(Probe::default());
+        let pool = SlotTable::new(2);
+        let probe = Arc::new(Probe {
+            establish: true,
+            ..Probe::default()
+        });
         let (done_tx, done_rx) = smol::channel::bounded::<()>(1);
         let p = probe.clone();
         let client = std::thread::spawn(move || {
             // The backlog is accepted in order: the first two take both
-            // permits (each waits for a byte), the third must go to `full`.
+            // slots (established, each waits for a byte), the third must
+            // go to `full`.
             let mut held: Vec<_> = (0..2).map(|_| connect(addr)).collect();
             let mut third = connect(addr);
             assert_eq!(read_one(&mut third), b"F");
@@ -344,18 +403,43 @@ mod tests {
                 probe.finished.load(Ordering::SeqCst) == 3
             })
             .await;
-            until("permits to come back", || pool.try_acquire().is_some()).await;
+            until("slots to come back", || pool.live() == 0).await;
         });
         client.join().unwrap();
         assert_eq!(probe.served.load(Ordering::SeqCst), 3);
         assert_eq!(probe.full.load(Ordering::SeqCst), 1);
-        assert!(pool.try_acquire_arc().is_some() && pool.try_acquire_arc().is_some());
+    }
+
+    #[test]
+    fn unauthenticated_connections_are_shed_for_a_newcomer() {
+        let (l, addr) = listener();
+        let pool = SlotTable::new(2);
+        let probe = Arc::new(Probe::default());
+        let (done_tx, done_rx) = smol::channel::bounded::<()>(1);
+        let p = probe.clone();
+        let client = std::thread::spawn(move || {
+            // Two stalled connections fill the table; a third sheds the
+            // oldest (its socket is closed: EOF) and is served.
+            let mut oldest = connect(addr);
+            let _younger = connect(addr);
+            let mut third = connect(addr);
+            assert_eq!(read_one(&mut oldest), b"");
+            third.write_all(b"x").unwrap();
+            assert_eq!(read_one(&mut third), b"S");
+            assert_eq!(p.full.load(Ordering::SeqCst), 0);
+            smol::block_on(done_tx.send(())).unwrap();
+        });
+        rt::block_on(serve(&l, &pool, probe.clone(), async {
+            let _ = done_rx.recv().await;
+        }));
+        client.join().unwrap();
+        assert_eq!(probe.served.load(Ordering::SeqCst), 3);
     }
 
     #[test]
     fn refused_peer_is_closed_before_serve() {
         let (l, addr) = listener();
-        let pool = Arc::new(Semaphore::new(4));
+        let pool = SlotTable::new(4);
         let probe = Arc::new(Probe {
             refuse: true,
             ..Probe::default()
@@ -374,7 +458,7 @@ mod tests {
     #[test]
     fn stop_is_checked_before_every_accept() {
         let (l, addr) = listener();
-        let pool = Arc::new(Semaphore::new(64));
+        let pool = SlotTable::new(64);
         let probe = Arc::new(Probe::default());
         // A backlog that never runs dry during the test.
         let backlog: Vec<_> = (0..32).map(|_| connect(addr)).collect();
@@ -399,7 +483,7 @@ mod tests {
     #[test]
     fn stop_ends_loop_while_connections_keep_arriving() {
         let (l, addr) = listener();
-        let pool = Arc::new(Semaphore::new(1));
+        let pool = SlotTable::new(1);
         let probe = Arc::new(Probe::default());
         let flooding = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let floods: Vec<_> = (0..4)

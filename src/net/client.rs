@@ -1,8 +1,11 @@
 //! The outbound side: resolve, connect, TLS handshake and one request per
 //! connection, every step under the caller's deadline.
 //!
-//! Errors are classified ([`ClientError`]) so callers can word them for
-//! users; this module names no role and knows no endpoint.
+//! Errors are classified ([`ClientError`]) by what the peer did (refused,
+//! closed or reset, stalled, failed TLS trust) so callers can word each for
+//! users; details from the TLS library are cleaned of the documentation
+//! URLs some of its messages carry. This module names no role and knows no
+//! endpoint.
 
 use std::fmt;
 use std::io;
@@ -34,10 +37,21 @@ pub enum ClientError {
     Unreachable,
     /// The TCP connection did not complete before the deadline.
     ConnectTimeout,
-    /// The TLS handshake failed (certificate or trust mismatch, not TLS).
+    /// The peer accepted the TCP connection, then closed or reset it before
+    /// the TLS handshake finished: it refused us after accepting (busy,
+    /// rate limit, address filter), or it is not a TLS server.
+    HandshakeClosed,
+    /// The TLS handshake did not finish before the deadline: the peer is
+    /// overloaded or stalled.
+    HandshakeTimeout,
+    /// The TLS handshake failed on trust: a certificate did not verify, or
+    /// the peer refused ours (the reason, cleaned of URLs).
     Tls(String),
     /// Connected, but the exchange did not finish before the deadline.
     ReadTimeout,
+    /// The peer closed or reset the connection after the handshake, before
+    /// its reply was complete.
+    Reset,
     /// The peer's reply was not acceptable HTTP.
     Http(HttpError),
     /// Another I/O error.
@@ -51,10 +65,15 @@ impl fmt::Display for ClientError {
             ClientError::Refused => write!(f, "connection refused"),
             ClientError::Unreachable => write!(f, "no route to host"),
             ClientError::ConnectTimeout => write!(f, "connection timed out"),
+            ClientError::HandshakeClosed => {
+                write!(f, "connection closed before the tls handshake completed")
+            }
+            ClientError::HandshakeTimeout => write!(f, "tls handshake timed out"),
             ClientError::Tls(e) => write!(f, "tls handshake failed: {e}"),
             ClientError::ReadTimeout => write!(f, "read timed out"),
-            ClientError::Http(e) => write!(f, "bad reply: {e}"),
-            ClientError::Io(e) => write!(f, "{e}"),
+            ClientError::Reset => write!(f, "connection closed before the reply was complete"),
+            ClientError::Http(e) => write!(f, "bad reply: {}", without_urls(&e.to_string())),
+            ClientError::Io(e) => write!(f, "{}", without_urls(&e.to_string())),
         }
     }
 }
@@ -125,20 +144,57 @@ pub async fn connect_tls(
     let tcp = connect_tcp(host, port, deadline).await?;
     let connector = TlsConnector::from(config);
     match rt::deadline(deadline, connector.connect(tls::server_name(host), tcp)).await {
-        Err(_) => Err(ClientError::ConnectTimeout),
-        Ok(Err(e)) => Err(ClientError::Tls(tls_reason(&e))),
+        Err(_) => Err(ClientError::HandshakeTimeout),
+        Ok(Err(e)) => Err(classify_handshake(&e)),
         Ok(Ok(s)) => Ok(s),
     }
 }
 
-fn tls_reason(e: &io::Error) -> String {
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(tls) => tls.to_string(),
-        None => e.to_string(),
+/// A failed handshake: a TLS error is a trust failure; the peer closing or
+/// resetting the socket is not.
+fn classify_handshake(e: &io::Error) -> ClientError {
+    if let Some(reason) = tls_error(e) {
+        return ClientError::Tls(reason);
     }
+    if is_closed(e) {
+        return ClientError::HandshakeClosed;
+    }
+    ClientError::Tls(without_urls(&e.to_string()))
+}
+
+/// The TLS library's error inside `e`, worded without URLs.
+fn tls_error(e: &io::Error) -> Option<String> {
+    e.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(|tls| without_urls(&tls.to_string()))
+}
+
+/// Whether `e` means the peer closed or reset the connection.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// `msg` without any `http://` or `https://` link (some TLS library
+/// messages point at its manual; an operator needs the words, not the
+/// link), and without the separator left before it.
+pub fn without_urls(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for word in msg.split(' ') {
+        if word.starts_with("https://") || word.starts_with("http://") {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out.trim_end_matches([' ', ':', ',', ';']).to_string()
 }
 
 /// Sends one request on an established stream and reads the reply.
@@ -161,6 +217,13 @@ pub async fn exchange(
 fn map_http(e: HttpError) -> ClientError {
     match e {
         HttpError::TimedOut(_) => ClientError::ReadTimeout,
+        HttpError::Closed => ClientError::Reset,
+        // Under TLS 1.3 the server judges our certificate after our side of
+        // the handshake is done: its refusal arrives as an alert on read.
+        HttpError::Io(io) if tls_error(&io).is_some() => {
+            ClientError::Tls(tls_error(&io).unwrap_or_default())
+        }
+        HttpError::Io(io) if is_closed(&io) => ClientError::Reset,
         HttpError::Io(io) => ClientError::Io(io),
         other => ClientError::Http(other),
     }
@@ -174,4 +237,47 @@ pub fn peer_certificate(stream: &ClientStream) -> Option<Vec<u8>> {
         .peer_certificates()
         .and_then(|c| c.first())
         .map(|c| c.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_dropped_from_library_messages() {
+        assert_eq!(
+            without_urls(
+                "peer closed connection without sending TLS close_notify: \
+                 https://docs.rs/rustls/latest/rustls/manual/_03_howto/index.html#unexpected-eof"
+            ),
+            "peer closed connection without sending TLS close_notify"
+        );
+        assert_eq!(without_urls("no link here"), "no link here");
+    }
+
+    #[test]
+    fn handshake_failures_are_told_apart() {
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert!(matches!(
+            classify_handshake(&eof),
+            ClientError::HandshakeClosed
+        ));
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert!(matches!(
+            classify_handshake(&reset),
+            ClientError::HandshakeClosed
+        ));
+        let trust = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer),
+        );
+        assert!(matches!(classify_handshake(&trust), ClientError::Tls(_)));
+    }
+
+    #[test]
+    fn a_closed_exchange_is_a_reset_not_an_io_error() {
+        let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "eof: https://example.org/x");
+        assert!(matches!(map_http(HttpError::Io(eof)), ClientError::Reset));
+        assert!(matches!(map_http(HttpError::Closed), ClientError::Reset));
+    }
 }

@@ -1152,6 +1152,7 @@ mod tests {
             include_str!("mod.rs"),
             include_str!("ratelimit.rs"),
             include_str!("server.rs"),
+            include_str!("slots.rs"),
             include_str!("tls.rs"),
         ];
         let on_disk = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/src/net"))

@@ -70,6 +70,13 @@ pub const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 /// accepted, head and body, so a refused request can be drained whole.
 pub const LINGER_BYTES: usize = MAX_BODY_BYTES + MAX_HEAD_BYTES;
 
+/// Shortest gap between two `conn-shed` summary lines of one listener.
+///
+/// A flood sheds a connection per accept; one line per shed would let the
+/// attacker fill the log. One line a second (with the count since the last)
+/// tells the operator the same.
+pub const SHED_REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Bytes requested from the stream per read.
 ///
 /// Buffers grow in steps of this size as bytes arrive, never to a declared

@@ -2,7 +2,7 @@
 //!
 //! `net` turns bytes into requests and responses under limits it is handed.
 //! It reads no config, names no role and decides no policy: it runs the one
-//! accept loop (`accept`), and the admission rules, routes, error bodies and
+//! accept loop (`accept`) over a table of connection slots (`slots`), and the admission rules, routes, error bodies and
 //! identity checks it applies are handed in by the caller.
 
 pub mod accept;
@@ -11,4 +11,5 @@ pub mod http;
 pub mod limits;
 pub mod ratelimit;
 pub mod server;
+pub mod slots;
 pub mod tls;

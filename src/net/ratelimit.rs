@@ -1,10 +1,14 @@
 //! Per-source-IP connection rate limiting (reference surface.md 7.11).
 //!
 //! Two rules, each `limit` events inside `window` blocks the IP for `block`:
-//! volume (connections, checked before the handshake) and probe (failed TLS
-//! handshakes, keyed on the real peer IP, unlike the original which recorded
-//! them as `unknown`). A blocked IP is refused silently until the block ends;
-//! then its entry is forgotten and that connection is allowed.
+//! volume (connections known to be unauthenticated: the caller records one
+//! once the handshake failed or proved no trusted identity, never at
+//! accept, so a trusted peer's bursts never count) and probe (failed TLS
+//! handshakes, keyed on the real peer IP, unlike the original which
+//! recorded them as `unknown`). What a block means is the caller's choice
+//! (refuse at accept, or admit only a peer that proves a trusted identity);
+//! [`RateLimiter::blocked`] answers whether one is in force. Once a block
+//! ends its entry is forgotten.
 //!
 //! Invariant: the table never holds more than `capacity` IPs, and each entry
 //! keeps at most `limit` timestamps per rule, so a flood of distinct sources
@@ -46,17 +50,6 @@ impl Reason {
     }
 }
 
-/// The verdict on one new connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Serve it.
-    Allow,
-    /// Drop it: the IP is blocked.
-    Blocked,
-    /// Drop it: this connection triggered a new block (log it once).
-    NewlyBlocked(Reason),
-}
-
 #[derive(Debug, Default)]
 struct Entry {
     conns: VecDeque<Instant>,
@@ -94,26 +87,36 @@ impl RateLimiter {
         self.volume.is_some() || self.probe.is_some()
     }
 
-    /// Judges a new connection from `ip` at `now` and records it.
-    pub fn connection(&mut self, ip: IpAddr, now: Instant) -> Decision {
-        if !self.enabled() {
-            return Decision::Allow;
+    /// Whether a block on `ip` is in force at `now`; records nothing. An
+    /// expired block is forgotten here.
+    pub fn blocked(&mut self, ip: IpAddr, now: Instant) -> bool {
+        let Some(until) = self.table.get(&ip).and_then(|e| e.blocked_until) else {
+            return false;
+        };
+        if until > now {
+            return true;
         }
-        if let Some(d) = self.blocked(ip, now) {
-            return d;
+        self.table.remove(&ip);
+        false
+    }
+
+    /// Records a connection from `ip` known to be unauthenticated (volume
+    /// rule); returns the reason if this one started a block.
+    pub fn unauthenticated(&mut self, ip: IpAddr, now: Instant) -> Option<Reason> {
+        let rule = self.volume?;
+        if self.blocked(ip, now) {
+            return None;
         }
         self.make_room(ip, now);
         let entry = self.table.entry(ip).or_default();
         entry.last_seen = Some(now);
-        if let Some(rule) = self.volume {
-            prune(&mut entry.conns, now, rule);
-            if entry.conns.len() as u32 >= rule.limit {
-                entry.blocked_until = Some(now + rule.block);
-                return Decision::NewlyBlocked(Reason::Volume);
-            }
-            push_capped(&mut entry.conns, now, rule.limit);
+        prune(&mut entry.conns, now, rule);
+        push_capped(&mut entry.conns, now, rule.limit);
+        if entry.conns.len() as u32 >= rule.limit {
+            entry.blocked_until = Some(now + rule.block);
+            return Some(Reason::Volume);
         }
-        Decision::Allow
+        None
     }
 
     /// Records a failed handshake from `ip`; returns the reason if this
@@ -132,15 +135,6 @@ impl RateLimiter {
         None
     }
 
-    /// Forgets the connections recorded for `ip` (the caller proved to be a
-    /// legitimate peer, so its bursts must not count towards a block).
-    pub fn forgive(&mut self, ip: IpAddr) {
-        if let Some(e) = self.table.get_mut(&ip) {
-            e.conns.clear();
-            e.fails.clear();
-        }
-    }
-
     /// Forgets everything (on reload).
     pub fn clear(&mut self) {
         self.table.clear();
@@ -154,15 +148,6 @@ impl RateLimiter {
     /// Whether no IP is tracked.
     pub fn is_empty(&self) -> bool {
         self.table.is_empty()
-    }
-
-    fn blocked(&mut self, ip: IpAddr, now: Instant) -> Option<Decision> {
-        let until = self.table.get(&ip)?.blocked_until?;
-        if until > now {
-            return Some(Decision::Blocked);
-        }
-        self.table.remove(&ip);
-        None
     }
 
     /// Returns true if an entry was evicted.
@@ -222,58 +207,44 @@ mod tests {
     }
 
     #[test]
-    fn eleventh_connection_in_window_is_blocked() {
+    fn tenth_unauthenticated_connection_in_window_blocks() {
         let mut rl = RateLimiter::new(rule(10), None, DEFAULT_CAPACITY);
         let t0 = Instant::now();
-        for i in 0..10 {
-            assert_eq!(
-                rl.connection(ip(1), t0 + Duration::from_secs(i)),
-                Decision::Allow,
-                "conn {i}"
-            );
+        for i in 0..9 {
+            let at = t0 + Duration::from_secs(i);
+            assert_eq!(rl.unauthenticated(ip(1), at), None, "conn {i}");
+            assert!(!rl.blocked(ip(1), at));
         }
-        assert_eq!(
-            rl.connection(ip(1), t0 + Duration::from_secs(10)),
-            Decision::NewlyBlocked(Reason::Volume)
-        );
-        assert_eq!(
-            rl.connection(ip(1), t0 + Duration::from_secs(20)),
-            Decision::Blocked
-        );
-        assert_eq!(
-            rl.connection(ip(2), t0 + Duration::from_secs(20)),
-            Decision::Allow
-        );
-        // The block ends: the entry is forgotten and the connection allowed.
-        assert_eq!(
-            rl.connection(ip(1), t0 + Duration::from_secs(311)),
-            Decision::Allow
-        );
+        let at = t0 + Duration::from_secs(10);
+        assert_eq!(rl.unauthenticated(ip(1), at), Some(Reason::Volume));
+        assert!(rl.blocked(ip(1), t0 + Duration::from_secs(20)));
+        assert_eq!(rl.unauthenticated(ip(1), at), None, "logged once");
+        assert!(!rl.blocked(ip(2), t0 + Duration::from_secs(20)));
+        // The block ends: the entry is forgotten.
+        assert!(!rl.blocked(ip(1), t0 + Duration::from_secs(311)));
+        assert_eq!(rl.len(), 0);
     }
 
     #[test]
-    fn forgiven_peer_is_not_blocked_by_its_bursts() {
-        let mut rl = RateLimiter::new(rule(2), None, DEFAULT_CAPACITY);
+    fn checking_a_block_records_nothing() {
+        let mut rl = RateLimiter::new(rule(1), rule(1), DEFAULT_CAPACITY);
         let t0 = Instant::now();
-        for _ in 0..10 {
-            assert_eq!(rl.connection(ip(1), t0), Decision::Allow);
-            rl.forgive(ip(1));
+        for _ in 0..100 {
+            assert!(!rl.blocked(ip(1), t0));
         }
+        assert!(rl.is_empty());
     }
 
     #[test]
     fn window_slides() {
         let mut rl = RateLimiter::new(rule(2), None, DEFAULT_CAPACITY);
         let t0 = Instant::now();
-        assert_eq!(rl.connection(ip(1), t0), Decision::Allow);
+        assert_eq!(rl.unauthenticated(ip(1), t0), None);
         assert_eq!(
-            rl.connection(ip(1), t0 + Duration::from_secs(30)),
-            Decision::Allow
+            rl.unauthenticated(ip(1), t0 + Duration::from_secs(61)),
+            None
         );
-        assert_eq!(
-            rl.connection(ip(1), t0 + Duration::from_secs(61)),
-            Decision::Allow
-        );
+        assert!(!rl.blocked(ip(1), t0 + Duration::from_secs(61)));
     }
 
     #[test]
@@ -283,35 +254,30 @@ mod tests {
         assert_eq!(rl.failure(ip(7), t0), None);
         assert_eq!(rl.failure(ip(7), t0), None);
         assert_eq!(rl.failure(ip(7), t0), Some(Reason::Probe));
-        assert_eq!(rl.connection(ip(7), t0), Decision::Blocked);
-        assert_eq!(rl.connection(ip(8), t0), Decision::Allow);
+        assert!(rl.blocked(ip(7), t0));
+        assert!(!rl.blocked(ip(8), t0));
     }
 
     #[test]
     fn flood_of_sources_stays_bounded_and_keeps_blocks() {
-        let mut rl = RateLimiter::new(rule(1), None, 1000);
+        let mut rl = RateLimiter::new(rule(2), None, 1000);
         let t0 = Instant::now();
-        assert_eq!(rl.connection(ip(0), t0), Decision::Allow);
-        assert_eq!(
-            rl.connection(ip(0), t0),
-            Decision::NewlyBlocked(Reason::Volume)
-        );
+        assert_eq!(rl.unauthenticated(ip(0), t0), None);
+        assert_eq!(rl.unauthenticated(ip(0), t0), Some(Reason::Volume));
         for n in 1..5000 {
-            rl.connection(ip(n), t0 + Duration::from_millis(n as u64));
+            rl.unauthenticated(ip(n), t0 + Duration::from_millis(n as u64));
             assert!(rl.len() <= 1000);
         }
-        assert_eq!(
-            rl.connection(ip(0), t0 + Duration::from_secs(10)),
-            Decision::Blocked
-        );
+        assert!(rl.blocked(ip(0), t0 + Duration::from_secs(10)));
     }
 
     #[test]
-    fn disabled_rules_allow_everything() {
+    fn disabled_rules_record_nothing() {
         let mut rl = RateLimiter::new(rule(0), None, 10);
         assert!(!rl.enabled());
         for _ in 0..100 {
-            assert_eq!(rl.connection(ip(1), Instant::now()), Decision::Allow);
+            assert_eq!(rl.unauthenticated(ip(1), Instant::now()), None);
+            assert!(!rl.blocked(ip(1), Instant::now()));
         }
     }
 }

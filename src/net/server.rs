@@ -43,30 +43,54 @@ pub fn local_addr(listener: &Async<TcpListener>) -> io::Result<SocketAddr> {
 /// Why a handshake did not complete.
 #[derive(Debug)]
 pub enum HandshakeError {
-    /// The peer did not finish within the deadline.
+    /// The peer closed (or reset) the connection without sending a byte:
+    /// a port check or a health probe, not a TLS failure.
+    Closed,
+    /// The peer sent nothing before the deadline.
+    Silent,
+    /// The peer began but did not finish within the deadline.
     TimedOut,
     /// TLS failed: bad or missing certificate, protocol error, peer hung up.
     Failed(String),
 }
 
+impl HandshakeError {
+    /// Whether the peer sent bytes that failed as TLS (what a probe rule
+    /// counts); closing, staying silent or stalling do not.
+    pub fn is_tls_failure(&self) -> bool {
+        matches!(self, HandshakeError::Failed(_))
+    }
+}
+
 impl std::fmt::Display for HandshakeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            HandshakeError::Closed => write!(f, "closed before sending a byte"),
+            HandshakeError::Silent => write!(f, "sent nothing before the handshake deadline"),
             HandshakeError::TimedOut => write!(f, "handshake timed out"),
             HandshakeError::Failed(e) => write!(f, "{e}"),
         }
     }
 }
 
-/// Runs the server side of a TLS handshake, bounded by `timeout`
-/// (futures-rustls has no deadline of its own).
+/// Runs the server side of a TLS handshake, bounded by `timeout` from now
+/// (futures-rustls has no deadline of its own). A peer that closes or
+/// stays silent before its first byte is told apart from a failed
+/// handshake.
 pub async fn handshake(
     config: Arc<ServerConfig>,
     tcp: Async<TcpStream>,
     timeout: Duration,
 ) -> Result<ServerStream, HandshakeError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut first = [0u8; 1];
+    match rt::deadline(deadline, tcp.peek(&mut first)).await {
+        Err(_) => return Err(HandshakeError::Silent),
+        Ok(Ok(0)) | Ok(Err(_)) => return Err(HandshakeError::Closed),
+        Ok(Ok(_)) => {}
+    }
     let acceptor = TlsAcceptor::from(config);
-    match rt::timeout(Some(timeout), acceptor.accept(tcp)).await {
+    match rt::deadline(deadline, acceptor.accept(tcp)).await {
         Err(_) => Err(HandshakeError::TimedOut),
         Ok(Err(e)) => Err(HandshakeError::Failed(
             e.get_ref()

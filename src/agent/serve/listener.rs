@@ -2,10 +2,21 @@
 //! connection the TLS handshake, the revocation check, the bounded request
 //! read, routing, and the answer.
 //!
-//! Order of checks: `allowed_ips` and the rate limiter before any TLS work,
-//! the `max_children` cap, the handshake under a deadline with a client
+//! Order of checks: `allowed_ips` before any TLS work, a slot among
+//! `max_children` (a full table sheds its oldest unauthenticated connection,
+//! see `net::slots`), the handshake under a deadline with a client
 //! certificate chained to `ca`, the revocation list before a byte of request
 //! is read, then the bounded read.
+//!
+//! A connection is established (never shed) once its handshake proves a
+//! trusted, unrevoked serial. The rate limiter sees only what is known to
+//! be unauthenticated: a failed handshake (probe and volume rules), a
+//! stalled one, or a certificate with no trusted serial (volume); a
+//! connection closed without a byte counts for nothing. A blocked IP is not
+//! refused at accept (a trusted dispatcher may share it): its connections
+//! get [`PROBATION_HANDSHAKE_TIMEOUT`] and are closed unless they prove a
+//! trusted serial, so nothing an unauthenticated peer does locks the
+//! dispatcher out.
 
 use std::net::{IpAddr, TcpStream};
 use std::sync::Arc;
@@ -13,19 +24,19 @@ use std::time::Instant;
 
 use miniserde::json::Value;
 use smol::future::FutureExt;
-use smol::lock::Semaphore;
 use smol::stream::StreamExt;
 use smol::Async;
 
-use crate::agent::limits::SHUTDOWN_GRACE;
+use crate::agent::limits::{PROBATION_HANDSHAKE_TIMEOUT, SHUTDOWN_GRACE};
 use crate::agent::serve::routes::{route, Caller};
 use crate::agent::serve::Agent;
 use crate::agent::AgentError;
 use crate::net::accept::{self, Incoming, Policy, Work};
 use crate::net::http::{Conn, HttpError};
 use crate::net::limits::Limits;
-use crate::net::ratelimit::Decision;
-use crate::net::server::{self, ServerStream};
+use crate::net::ratelimit::Reason;
+use crate::net::server::{self, HandshakeError, ServerStream};
+use crate::net::slots::{SlotHandle, SlotTable};
 use crate::proto::json;
 use crate::proto::ErrorReply;
 use crate::{log, pki, rt};
@@ -36,8 +47,7 @@ pub async fn run(
     agent: Arc<Agent>,
     listener: Async<std::net::TcpListener>,
 ) -> Result<(), AgentError> {
-    let max = agent.conf.max_children;
-    let slots = Arc::new(Semaphore::new(max));
+    let slots = SlotTable::new(agent.conf.max_children);
     let mut signals = async_signal::Signals::new([
         async_signal::Signal::Hup,
         async_signal::Signal::Term,
@@ -60,13 +70,7 @@ pub async fn run(
     drop(listener);
     let stopping = agent.clone();
     smol::unblock(move || stopping.jobs.shutdown()).await;
-    let _ = rt::timeout(Some(SHUTDOWN_GRACE), async {
-        let mut held = Vec::with_capacity(max);
-        for _ in 0..max {
-            held.push(slots.acquire_arc().await);
-        }
-    })
-    .await;
+    let _ = rt::timeout(Some(SHUTDOWN_GRACE), slots.drained()).await;
     Ok(())
 }
 
@@ -77,11 +81,12 @@ impl Policy for Agent {
     }
 
     fn serve(self: Arc<Self>, conn: Incoming) -> Work {
-        async move { handle(&self, conn.tcp, conn.peer).await }.boxed()
+        async move { handle(&self, conn.tcp, conn.peer, conn.slot).await }.boxed()
     }
 
-    /// No room: close at once, logged (`max_children` bounds the live
-    /// connections and the runs they carry).
+    /// No room (every slot carries a trusted dispatcher's request): close
+    /// at once, logged (`max_children` bounds the live connections and the
+    /// runs they carry).
     fn full(self: Arc<Self>, conn: Incoming) -> Option<Work> {
         log::warn(
             "overload",
@@ -94,8 +99,9 @@ impl Policy for Agent {
     }
 }
 
-/// The raw-TCP checks: `allowed_ips` (as of the current snapshot), then the
-/// rate limiter.
+/// The raw-TCP check: `allowed_ips`, as of the current snapshot. The rate
+/// limiter is consulted once the connection has a slot (see the module
+/// documentation).
 fn admit(agent: &Agent, ip: IpAddr) -> bool {
     if let Some(nets) = &agent.snapshot().settings.allowed_ips {
         if !nets.iter().any(|n| n.contains(ip)) {
@@ -103,55 +109,76 @@ fn admit(agent: &Agent, ip: IpAddr) -> bool {
             return false;
         }
     }
-    let decision = match agent.limiter.lock() {
-        Ok(mut l) => l.connection(ip, Instant::now()),
-        Err(_) => Decision::Allow,
-    };
-    match decision {
-        Decision::Allow => true,
-        Decision::Blocked => false,
-        Decision::NewlyBlocked(r) => {
-            log::warn(
-                "rate-block",
-                &[("PEER", &ip.to_string()), ("REASON", r.as_str())],
-            );
-            false
+    true
+}
+
+/// Records an unauthenticated connection from `ip` (and, for a failed
+/// handshake, a probe failure); logs a block it starts.
+fn count_unauthenticated(agent: &Agent, ip: IpAddr, tls_failure: bool) {
+    let now = Instant::now();
+    let started: Option<Reason> = match agent.limiter.lock() {
+        Ok(mut l) => {
+            let probe = if tls_failure {
+                l.failure(ip, now)
+            } else {
+                None
+            };
+            let volume = l.unauthenticated(ip, now);
+            probe.or(volume)
         }
+        Err(_) => None,
+    };
+    if let Some(r) = started {
+        log::warn(
+            "rate-block",
+            &[("PEER", &ip.to_string()), ("REASON", r.as_str())],
+        );
     }
 }
 
 /// Serves one connection; its errors end it and are logged with the peer.
-async fn handle(agent: &Agent, tcp: Async<TcpStream>, ip: IpAddr) {
+async fn handle(agent: &Agent, tcp: Async<TcpStream>, ip: IpAddr, slot: SlotHandle) {
     let snap = agent.snapshot();
     let peer = ip.to_string();
-    let stream =
-        match server::handshake(snap.tls.clone(), tcp, agent.limits.handshake_timeout).await {
-            Ok(s) => s,
-            Err(e) => {
+    let probation = agent
+        .limiter
+        .lock()
+        .map(|mut l| l.blocked(ip, Instant::now()))
+        .unwrap_or(false);
+    let deadline = if probation {
+        PROBATION_HANDSHAKE_TIMEOUT.min(agent.limits.handshake_timeout)
+    } else {
+        agent.limits.handshake_timeout
+    };
+    let stream = match server::handshake(snap.tls.clone(), tcp, deadline).await {
+        Ok(s) => s,
+        // A port check or health probe: nothing to log or count.
+        Err(HandshakeError::Closed) => return,
+        Err(e) => {
+            // A blocked peer's failures are not logged one by one: the
+            // block was logged when it began.
+            if !probation {
                 log::warn(
                     "tls-failure",
                     &[("PEER", &peer), ("REASON", &e.to_string())],
                 );
-                let blocked = agent
-                    .limiter
-                    .lock()
-                    .ok()
-                    .and_then(|mut l| l.failure(ip, Instant::now()));
-                if let Some(r) = blocked {
-                    log::warn("rate-block", &[("PEER", &peer), ("REASON", r.as_str())]);
-                }
-                return;
             }
-        };
+            count_unauthenticated(agent, ip, e.is_tls_failure());
+            return;
+        }
+    };
     let serial = server::peer_certificate(&stream)
         .and_then(|der| pki::cert_info_der(&der).ok())
         .map(|i| i.serial)
         .unwrap_or_default();
     if snap.trusted.contains_key(&serial) && !snap.revoked.contains(&serial) {
-        // A trusted dispatcher's bursts (fan-outs, polling) must not trip the
-        // volume rule, which exists for unauthenticated floods.
-        if let Ok(mut l) = agent.limiter.lock() {
-            l.forgive(ip);
+        // A trusted dispatcher: its connection is never shed, and it is
+        // never counted by the rate limiter.
+        slot.establish();
+    } else {
+        count_unauthenticated(agent, ip, false);
+        if probation {
+            return;
         }
     }
     let mut conn = Conn::new(stream);

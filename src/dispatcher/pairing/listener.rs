@@ -4,7 +4,12 @@
 //!
 //! It bounds everything an unauthenticated peer controls: per-IP rate,
 //! connections, handshake and read deadlines, 32 headers, a 64 KiB body, the
-//! queue length. The session ends on SIGTERM/SIGINT, `quit` on the console,
+//! queue length. A connection holds one of [`MAX_PAIRING_CONNECTIONS`]
+//! slots; until it has sent a whole request it may be shed to make room
+//! for a newcomer (see `net::slots`), so stalled peers cannot keep a real
+//! agent out. The rate limiter counts every connection that sent a byte
+//! (a bare connect-and-close, a port check, counts for nothing) and refuses
+//! a blocked IP at accept. The session ends on SIGTERM/SIGINT, `quit` on the console,
 //! or the pairing timeout.
 
 use std::net::{IpAddr, TcpStream};
@@ -14,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use miniserde::json::Value;
 use smol::future::FutureExt;
-use smol::lock::Semaphore;
 use smol::stream::StreamExt;
 use smol::Async;
 
@@ -25,8 +29,9 @@ use crate::dispatcher::CliError;
 use crate::net::accept::{self, Incoming, Policy, Work};
 use crate::net::http::{Conn, HttpError};
 use crate::net::limits::Limits;
-use crate::net::ratelimit::{Decision, RateLimiter, Rule, DEFAULT_CAPACITY};
-use crate::net::server::{self, ServerStream};
+use crate::net::ratelimit::{RateLimiter, Rule, DEFAULT_CAPACITY};
+use crate::net::server::{self, HandshakeError, ServerStream};
+use crate::net::slots::{SlotHandle, SlotTable};
 use crate::net::tls::{self, Identity};
 use crate::proto::json;
 use crate::proto::{PairAck, PairDecision};
@@ -163,7 +168,7 @@ async fn run_session(
     timeout: Duration,
     mode: Mode,
 ) -> End {
-    let slots = Arc::new(Semaphore::new(MAX_PAIRING_CONNECTIONS));
+    let slots = SlotTable::new(MAX_PAIRING_CONNECTIONS);
     let signals = async {
         match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
             Ok(mut s) => {
@@ -192,32 +197,22 @@ async fn run_session(
 
 /// The accept loop's rules for the pairing port.
 impl Policy for Session {
-    /// The per-IP rate limit, before the handshake.
+    /// A blocked IP is refused before the handshake.
     fn admit(&self, peer: IpAddr) -> bool {
-        let decision = self
+        !self
             .limiter
             .lock()
-            .map(|mut l| l.connection(peer, Instant::now()))
-            .unwrap_or(Decision::Allow);
-        match decision {
-            Decision::Allow => true,
-            Decision::Blocked => false,
-            Decision::NewlyBlocked(r) => {
-                log::warn(
-                    "rate-block",
-                    &[("PEER", &peer.to_string()), ("REASON", r.as_str())],
-                );
-                false
-            }
-        }
+            .map(|mut l| l.blocked(peer, Instant::now()))
+            .unwrap_or(false)
     }
 
     fn serve(self: Arc<Self>, conn: Incoming) -> Work {
-        async move { handle(self, conn.tcp, conn.peer).await }.boxed()
+        async move { handle(self, conn.tcp, conn.peer, conn.slot).await }.boxed()
     }
 
-    /// No room: close at once (each connection may wait for the operator
-    /// for minutes, so a queue would only grow).
+    /// No room (every slot holds a whole request waiting for the
+    /// operator): close at once (each may wait for minutes, so a queue
+    /// would only grow).
     fn full(self: Arc<Self>, _conn: Incoming) -> Option<Work> {
         None
     }
@@ -225,22 +220,28 @@ impl Policy for Session {
 
 /// Serves one pairing connection: handshake, read, queue, wait, answer.
 /// Queue files are read and written off the executor.
-async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
+async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr, slot: SlotHandle) {
     let peer = ip.to_string();
     let cfg = state.tls.clone();
     let stream = match server::handshake(cfg, tcp, state.limits.handshake_timeout).await {
         Ok(s) => s,
+        Err(HandshakeError::Closed) => return,
         Err(e) => {
             log::info(
                 "tls-failure",
                 &[("PEER", &peer), ("REASON", &e.to_string())],
             );
+            state.count(ip);
             return;
         }
     };
+    state.count(ip);
     let mut conn = Conn::new(stream);
     let req = match conn.read_request(&state.limits).await {
-        Ok(r) => r,
+        Ok(r) => {
+            slot.establish();
+            r
+        }
         Err(e) => {
             let reason = match e {
                 HttpError::BodyTooLarge { .. } => "request too large",
@@ -302,6 +303,24 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
         }
     })
     .await;
+}
+
+impl Session {
+    /// Records a connection from `ip` that sent bytes; logs a block it
+    /// starts.
+    fn count(&self, ip: IpAddr) {
+        let started = self
+            .limiter
+            .lock()
+            .ok()
+            .and_then(|mut l| l.unauthenticated(ip, Instant::now()));
+        if let Some(r) = started {
+            log::warn(
+                "rate-block",
+                &[("PEER", &ip.to_string()), ("REASON", r.as_str())],
+            );
+        }
+    }
 }
 
 /// The operator's decision on request `id`, once `approve` or `deny` wrote
