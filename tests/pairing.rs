@@ -1,15 +1,22 @@
 //! Pairing through the real listener: approve, deny, the pairing code, a
-//! wrong CA pin and an unusable agent name.
+//! wrong CA pin and an unusable agent name; abuse of the pairing port (a
+//! queue held by one address, refusals' statuses and log tokens).
 
 mod common;
 
 use std::fs;
-use std::net::TcpListener;
-use std::time::Duration;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use common::json;
 use common::{eventually, jstr, Agent, Fixture};
+use ctrl_exec::net::client::ClientStream;
+use ctrl_exec::net::http::{Conn, Response};
+use ctrl_exec::net::limits::Limits;
+use ctrl_exec::net::tls;
 use ctrl_exec::pki;
+use ctrl_exec::proto::{PairAck, PairRequest};
 
 /// The files pairing writes on the agent; none may exist after a refusal.
 fn stored_files(a: &Agent) -> Vec<String> {
@@ -195,4 +202,223 @@ fn unusable_agent_name_is_refused_before_any_network_traffic() {
         "the agent connected anyway: {accepted:?}"
     );
     assert_eq!(stored_files(&a), Vec::<String>::new());
+}
+
+// ------------------------------------------------------------------------------------------
+// Abuse of the pairing port and of the decision commands, through raw TLS
+// requests to a real listener.
+
+/// How long a test waits for the listener to notice something.
+const NOTICE: Duration = Duration::from_secs(15);
+
+/// Starts a foreground `ced pairing-mode` (stderr, so its log lines, in
+/// `pairing.log`) and returns its port.
+fn foreground_listener(f: &Fixture) -> u16 {
+    let mut cmd = f.cmd("ced");
+    cmd.arg("--config")
+        .arg(&f.conf)
+        .args(["pairing-mode", "--port", "0", "--timeout", "300"]);
+    let (_, port) = f.daemon("pairing-mode", cmd, &f.path("pairing.log"), "on port ");
+    port.parse().expect("pairing port")
+}
+
+/// A TLS connection to the pairing port on 127.0.0.1 from source address
+/// `from` (any 127.x address: the socket is bound before it connects).
+fn connect_from(port: u16, from: [u8; 4]) -> Conn<ClientStream> {
+    use rustix::net::{AddressFamily, SocketType};
+    let fd = rustix::net::socket(AddressFamily::INET, SocketType::STREAM, None).expect("socket");
+    rustix::net::bind(&fd, &SocketAddr::from((from, 0))).expect("bind client to source address");
+    rustix::net::connect(&fd, &SocketAddr::from(([127, 0, 0, 1], port)))
+        .expect("connect to pairing port");
+    let tcp = smol::Async::new(std::net::TcpStream::from(fd)).expect("async socket");
+    let config = tls::pairing_client(Arc::new(tls::PairingVerifier::new(None))).unwrap();
+    let stream = smol::block_on(async {
+        futures_rustls::TlsConnector::from(config)
+            .connect(tls::server_name("127.0.0.1"), tcp)
+            .await
+    })
+    .expect("TLS handshake with the pairing listener");
+    Conn::new(stream)
+}
+
+/// Sends `raw` and reads the first answer.
+fn send(conn: &mut Conn<ClientStream>, raw: &[u8]) -> Response {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    smol::block_on(async {
+        conn.write_raw(raw, deadline).await.expect("send request");
+        conn.read_response(&Limits::default(), deadline)
+            .await
+            .expect("read the listener's answer")
+    })
+}
+
+/// A `POST /pair` as the Perl agent writes it, plus `extra` header lines.
+fn pair_bytes(body: &str, extra: &[String]) -> Vec<u8> {
+    let mut head = String::from("POST /pair HTTP/1.0\r\nContent-Type: application/json\r\n");
+    for h in extra {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
+}
+
+/// A request body for `hostname` with `csr` (queueing does not parse the CSR).
+fn pair_body(hostname: &str, csr: &str) -> String {
+    let req = PairRequest {
+        hostname: hostname.into(),
+        csr: csr.into(),
+        nonce: "0123456789abcdef0123456789abcdef".into(),
+        ..PairRequest::default()
+    };
+    json::to_string(&req.to_json())
+}
+
+/// The `reqid` of a pending acknowledgement; fails the test otherwise.
+fn pending_id(r: &Response) -> String {
+    let ack = json::parse_object(&r.body).expect("JSON acknowledgement");
+    match PairAck::from_json(&ack) {
+        PairAck::Pending { reqid } if r.status == 200 => reqid,
+        other => panic!(
+            "expected a pending ack, got {} {other:?}: {}",
+            r.status,
+            String::from_utf8_lossy(&r.body)
+        ),
+    }
+}
+
+/// The `reason` of an error answer, after checking the body's shape.
+fn error_reason(r: &Response) -> String {
+    let body = json::parse_object(&r.body).unwrap_or_else(|| {
+        panic!(
+            "error body is not JSON: {:?}",
+            String::from_utf8_lossy(&r.body)
+        )
+    });
+    assert_eq!(json::get_str(&body, "status"), Some("error"), "{body:?}");
+    json::get_str(&body, "reason")
+        .expect("error body has a reason")
+        .to_string()
+}
+
+/// Waits until the listener's log has a `pair-reject` line with `REASON=token`.
+fn expect_reject_logged(f: &Fixture, token: &str) {
+    let log = f.path("pairing.log");
+    eventually(&format!("pair-reject REASON={token}"), NOTICE, || {
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains("ACTION=pair-reject") && l.contains(&format!(" REASON={token}")))
+        {
+            Ok(())
+        } else {
+            Err(text)
+        }
+    });
+}
+
+#[test]
+fn one_ip_cannot_fill_the_queue_and_another_ip_still_pairs() {
+    let f = Fixture::new("pair_share");
+    f.dispatcher("");
+    let port = foreground_listener(&f);
+    let body = pair_body("flood1", "x");
+    // The share (2) from one address: both queued, connections held.
+    let mut held: Vec<Conn<ClientStream>> = Vec::new();
+    for _ in 0..2 {
+        let mut c = connect_from(port, [127, 0, 0, 1]);
+        pending_id(&send(&mut c, &pair_bytes(&body, &[])));
+        held.push(c);
+    }
+    let mut third = connect_from(port, [127, 0, 0, 1]);
+    let refused = send(&mut third, &pair_bytes(&body, &[]));
+    assert_eq!(
+        refused.status,
+        429,
+        "{}",
+        String::from_utf8_lossy(&refused.body)
+    );
+    assert_eq!(
+        error_reason(&refused),
+        "too many pending requests from this address"
+    );
+    expect_reject_logged(&f, "queue-share");
+
+    let mut other = connect_from(port, [127, 0, 0, 2]);
+    let id = pending_id(&send(&mut other, &pair_bytes(&pair_body("web7", "x"), &[])));
+    let rows = pending_rows(&f);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(rows.iter().any(|r| r.0 == id && r.1 == "web7"), "{rows:?}");
+}
+
+#[test]
+fn refusals_carry_their_status_the_error_body_and_the_reference_log_tokens() {
+    let f = Fixture::new("pair_refusals");
+    f.dispatcher("pairing_max_queue = 3");
+    let port = foreground_listener(&f);
+    let fillers =
+        |n: usize| -> Vec<String> { (0..n).map(|i| format!("X-Filler-{i}: {i}")).collect() };
+    let body = pair_body("edge1", "x");
+    let mut held = Vec::new();
+
+    // 32 header lines (Content-Type, Content-Length and 30 fillers): accepted.
+    let mut at = connect_from(port, [127, 0, 0, 1]);
+    pending_id(&send(&mut at, &pair_bytes(&body, &fillers(30))));
+    held.push(at);
+    // 33: 431 with the error body.
+    let mut over = connect_from(port, [127, 0, 0, 1]);
+    let r = send(&mut over, &pair_bytes(&body, &fillers(31)));
+    assert_eq!(r.status, 431, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(error_reason(&r), "request headers too large");
+    expect_reject_logged(&f, "headers-too-large");
+
+    // A body of exactly 64 KiB: accepted.
+    let pad = 65_536 - pair_body("edge1", "").len();
+    let full = pair_body("edge1", &"x".repeat(pad));
+    assert_eq!(full.len(), 65_536);
+    let mut at = connect_from(port, [127, 0, 0, 1]);
+    pending_id(&send(&mut at, &pair_bytes(&full, &[])));
+    held.push(at);
+    // One byte more, declared: 413 before the body is read, the original's text.
+    let mut over = connect_from(port, [127, 0, 0, 3]);
+    let r = send(
+        &mut over,
+        b"POST /pair HTTP/1.0\r\nContent-Type: application/json\r\nContent-Length: 65537\r\n\r\n",
+    );
+    assert_eq!(r.status, 413, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(error_reason(&r), "request too large");
+    expect_reject_logged(&f, "body-too-large");
+
+    // Not JSON: 400, the original's text.
+    let mut bad = connect_from(port, [127, 0, 0, 3]);
+    let r = send(&mut bad, &pair_bytes("{not json", &[]));
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(error_reason(&r), "invalid request");
+    expect_reject_logged(&f, "invalid-request");
+
+    // The queue (3) filled from a second address; the next is 503.
+    let mut last = connect_from(port, [127, 0, 0, 2]);
+    pending_id(&send(&mut last, &pair_bytes(&body, &[])));
+    held.push(last);
+    let mut full_q = connect_from(port, [127, 0, 0, 3]);
+    let r = send(&mut full_q, &pair_bytes(&body, &[]));
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(error_reason(&r), "pairing queue full");
+    expect_reject_logged(&f, "queue-full");
+
+    // Every REASON is a bare token operators can match, never free text.
+    let log = fs::read_to_string(f.path("pairing.log")).unwrap();
+    for line in log.lines().filter(|l| l.contains("ACTION=pair-reject")) {
+        let reason = line
+            .split(" REASON=")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap_or_else(|| panic!("no REASON in {line:?}"));
+        assert!(
+            !reason.is_empty() && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+            "REASON is not a token: {line:?}"
+        );
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! It bounds everything an unauthenticated peer controls: per-IP rate,
 //! connections, handshake and read deadlines, 32 headers, a 64 KiB body, the
-//! queue length. The session ends on SIGTERM/SIGINT, `quit` on the console,
+//! queue length and each IP's share of it. Refusals are answered with their
+//! HTTP status (see `refusal`) and the original's JSON body. The session ends on SIGTERM/SIGINT, `quit` on the console,
 //! or the pairing timeout.
 
 use std::net::{IpAddr, TcpStream};
@@ -21,9 +22,10 @@ use smol::Async;
 use crate::conf::DispatcherConf;
 use crate::dispatcher::pairing::console;
 use crate::dispatcher::pairing::queue::{queue_file, write_request, REQUEST_TTL};
+use crate::dispatcher::pairing::refusal::Refusal;
 use crate::dispatcher::CliError;
 use crate::net::accept::{self, Incoming, Policy, Work};
-use crate::net::http::{Conn, HttpError};
+use crate::net::http::Conn;
 use crate::net::limits::Limits;
 use crate::net::ratelimit::{Decision, RateLimiter, Rule, DEFAULT_CAPACITY};
 use crate::net::server::{self, ServerStream};
@@ -242,13 +244,9 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
     let req = match conn.read_request(&state.limits).await {
         Ok(r) => r,
         Err(e) => {
-            let reason = match e {
-                HttpError::BodyTooLarge { .. } => "request too large",
-                HttpError::TimedOut(_) | HttpError::Closed | HttpError::Io(_) => return,
-                _ => "invalid request",
-            };
-            log::warn("pair-reject", &[("IP", &peer), ("REASON", reason)]);
-            reply(&mut conn, &state.limits, &error(reason)).await;
+            if let Some(refusal) = Refusal::from_http(&e) {
+                refuse(&mut conn, &state.limits, &peer, &refusal).await;
+            }
             return;
         }
     };
@@ -258,9 +256,8 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
     };
     let entry = match entry {
         Ok(q) => q,
-        Err(reason) => {
-            log::warn("pair-reject", &[("IP", &peer), ("REASON", reason)]);
-            reply(&mut conn, &state.limits, &error(reason)).await;
+        Err(refusal) => {
+            refuse(&mut conn, &state.limits, &peer, &refusal).await;
             return;
         }
     };
@@ -274,7 +271,7 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
         );
     }
     let ack = PairAck::Pending { reqid: id.clone() };
-    if !reply(&mut conn, &state.limits, &ack.to_json()).await {
+    if !reply(&mut conn, &state.limits, 200, &ack.to_json()).await {
         return;
     }
     let dir = state.conf.pairing_dir();
@@ -295,7 +292,7 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr) {
         }
         rt::sleep(DECISION_POLL).await;
     };
-    reply(&mut conn, &state.limits, &decision.to_json()).await;
+    reply(&mut conn, &state.limits, 200, &decision.to_json()).await;
     smol::unblock(move || {
         for ext in ["approved", "denied", "json"] {
             let _ = std::fs::remove_file(queue_file(&dir, &id, ext));
@@ -315,18 +312,26 @@ fn read_decision(dir: &Path, id: &str) -> Option<PairDecision> {
     })
 }
 
-/// The pairing wire's error body.
-fn error(reason: &str) -> Value {
-    PairAck::Error {
-        reason: reason.into(),
+/// Logs a refusal with its token and answers it with its status and the
+/// pairing wire's error body.
+async fn refuse(conn: &mut Conn<ServerStream>, limits: &Limits, peer: &str, refusal: &Refusal) {
+    let detail = refusal.detail();
+    let mut fields = vec![("IP", peer), ("REASON", refusal.token())];
+    if let Some(d) = &detail {
+        fields.push(("DETAIL", d));
     }
-    .to_json()
+    log::warn("pair-reject", &fields);
+    let body = PairAck::Error {
+        reason: refusal.reason().into(),
+    }
+    .to_json();
+    reply(conn, limits, refusal.status(), &body).await;
 }
 
-/// Writes one 200 answer; false when the peer is gone.
-async fn reply(conn: &mut Conn<ServerStream>, limits: &Limits, body: &Value) -> bool {
+/// Writes one answer; false when the peer is gone.
+async fn reply(conn: &mut Conn<ServerStream>, limits: &Limits, status: u16, body: &Value) -> bool {
     conn.write_response(
-        200,
+        status,
         json::to_string(body).as_bytes(),
         Instant::now() + limits.write_timeout,
     )

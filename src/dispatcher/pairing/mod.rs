@@ -16,6 +16,7 @@ mod background;
 mod console;
 mod listener;
 mod queue;
+mod refusal;
 
 use std::io::IsTerminal;
 

@@ -5,6 +5,10 @@
 //! pending list, and writing a validated request into the queue. Every
 //! function here touches the file system synchronously: async callers run
 //! them through `smol::unblock`.
+//!
+//! The listener holds `.queue.lock` (advisory `flock`, released when the
+//! holder exits) while it counts the queue and writes a request, so
+//! concurrent connections cannot overshoot the caps.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -12,12 +16,26 @@ use std::time::Duration;
 
 use crate::conf::DispatcherConf;
 use crate::control::registry;
+use crate::dispatcher::pairing::refusal::Refusal;
 use crate::proto::json;
 use crate::proto::{LookupBy, PairRequest, QueueEntry};
 use crate::{fsx, log, pki, time};
 
 /// How long a queued request waits for a decision before it is refused.
 pub const REQUEST_TTL: Duration = Duration::from_secs(600);
+
+/// Requests one source IP may have pending at once.
+///
+/// The queue is small (`pairing_max_queue`, default 10) and each entry is
+/// held for as long as its connection stays open, up to [`REQUEST_TTL`]:
+/// without a share, one host could fill it and keep every other agent from
+/// pairing. Two lets a host retry while its first request is still listed;
+/// hosts behind one NAT address pair two at a time.
+pub const MAX_PENDING_PER_IP: usize = 2;
+
+/// Permission bits of the lock files in the queue directory (the listener
+/// and the operator's `ced` may run as different members of the group).
+const LOCK_MODE: u32 = 0o660;
 
 /// Whether `id` has the shape of a request id (1-64 hex digits).
 pub fn valid_request_id(id: &str) -> bool {
@@ -91,21 +109,36 @@ pub fn load(dir: &Path, id: &str) -> Option<QueueEntry> {
 }
 
 /// Validates a pairing request and queues it; returns the queued entry.
+///
+/// Refused when the queue holds `pairing_max_queue` requests, or `peer`
+/// already has [`MAX_PENDING_PER_IP`] of them. The count and the write run
+/// under the queue lock, so concurrent connections cannot overshoot either.
 pub fn write_request(
     conf: &DispatcherConf,
     body: &[u8],
     peer: &str,
-) -> Result<QueueEntry, &'static str> {
+) -> Result<QueueEntry, Refusal> {
     let req = json::parse_object(body)
         .ok()
         .and_then(|o| PairRequest::from_json(&o).ok())
-        .ok_or("invalid request")?;
+        .ok_or(Refusal::InvalidRequest)?;
     if !registry::valid_name(&req.hostname) {
-        return Err("invalid hostname");
+        return Err(Refusal::InvalidHostname);
     }
     let dir = conf.pairing_dir();
-    if pending(&dir).len() >= conf.pairing_max_queue {
-        return Err("pairing queue full");
+    let _queue = fsx::lock(&dir.join(".queue.lock"), LOCK_MODE).map_err(Refusal::Store)?;
+    let queued = pending(&dir);
+    if queued.len() >= conf.pairing_max_queue {
+        return Err(Refusal::QueueFull {
+            max: conf.pairing_max_queue,
+        });
+    }
+    let mine = queued.iter().filter(|q| q.source_ip == peer).count();
+    if mine >= MAX_PENDING_PER_IP {
+        return Err(Refusal::QueueShare {
+            pending: mine,
+            share: MAX_PENDING_PER_IP,
+        });
     }
     let ip = req
         .ip
@@ -135,7 +168,7 @@ pub fn write_request(
         json::to_string(&entry.to_json()).as_bytes(),
         0o644,
     )
-    .map_err(|_| "invalid request")?;
+    .map_err(Refusal::Store)?;
     log::info(
         "pair-request",
         &[
