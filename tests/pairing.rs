@@ -1,6 +1,7 @@
 //! Pairing through the real listener: approve, deny, the pairing code, a
 //! wrong CA pin and an unusable agent name; abuse of the pairing port (a
-//! queue held by one address, refusals' statuses and log tokens).
+//! queue held by closed connections or by one address, refusals' statuses
+//! and log tokens) and of the decisions (two approvals of one request).
 
 mod common;
 
@@ -16,7 +17,7 @@ use ctrl_exec::net::http::{Conn, Response};
 use ctrl_exec::net::limits::Limits;
 use ctrl_exec::net::tls;
 use ctrl_exec::pki;
-use ctrl_exec::proto::{PairAck, PairRequest};
+use ctrl_exec::proto::{PairAck, PairRequest, QueueEntry};
 
 /// The files pairing writes on the agent; none may exist after a refusal.
 fn stored_files(a: &Agent) -> Vec<String> {
@@ -276,6 +277,13 @@ fn pair_body(hostname: &str, csr: &str) -> String {
     json::to_string(&req.to_json())
 }
 
+/// A fresh key and a CSR for `name` (the key PEM, the CSR PEM).
+fn key_and_csr(name: &str) -> (String, String) {
+    let key = pki::generate_key_pem().expect("generate key");
+    let csr = pki::make_csr(&key, name).expect("make CSR");
+    (key, csr)
+}
+
 /// The `reqid` of a pending acknowledgement; fails the test otherwise.
 fn pending_id(r: &Response) -> String {
     let ack = json::parse_object(&r.body).expect("JSON acknowledgement");
@@ -317,6 +325,39 @@ fn expect_reject_logged(f: &Fixture, token: &str) {
             Err(text)
         }
     });
+}
+
+#[test]
+fn request_leaves_the_queue_when_its_connection_closes() {
+    let f = Fixture::new("pair_close");
+    f.dispatcher("");
+    let port = foreground_listener(&f);
+    let mut conn = connect_from(port, [127, 0, 0, 1]);
+    let id = pending_id(&send(&mut conn, &pair_bytes(&pair_body("gone1", "x"), &[])));
+    let queued = f.path(&format!("dispatcher/state/pairing/{id}.json"));
+    assert!(
+        pending_rows(&f).iter().any(|r| r.0 == id),
+        "the request is listed while its connection is open"
+    );
+
+    drop(conn);
+    eventually("the closed request to leave the queue", NOTICE, || {
+        let rows = pending_rows(&f);
+        if rows.iter().any(|r| r.0 == id) || queued.exists() {
+            Err(format!(
+                "still listed: {rows:?}; file exists: {}",
+                queued.exists()
+            ))
+        } else {
+            Ok(())
+        }
+    });
+    let out = f.ced(&["approve", &id]);
+    assert!(
+        !out.status.success(),
+        "a withdrawn request cannot be approved\n{out}"
+    );
+    assert!(out.stderr.contains("No pending request"), "{out}");
 }
 
 #[test]
@@ -421,4 +462,62 @@ fn refusals_carry_their_status_the_error_body_and_the_reference_log_tokens() {
             "REASON is not a token: {line:?}"
         );
     }
+}
+
+#[test]
+fn concurrent_approves_of_one_request_sign_once() {
+    let f = Fixture::new("pair_race");
+    f.dispatcher("");
+    // The request is queued by hand, with no listener to deliver (and
+    // remove) it, so every approve but one must meet the first one's claim
+    // or its decision.
+    let (_, csr) = key_and_csr("web2");
+    let id = "00112233aabbccdd";
+    let entry = QueueEntry {
+        id: id.into(),
+        hostname: "web2".into(),
+        ip: "127.0.0.1".into(),
+        source_ip: "127.0.0.1".into(),
+        code: pki::pairing_code(csr.as_bytes()),
+        csr,
+        nonce: "0123456789abcdef0123456789abcdef".into(),
+        received: "2026-01-01T00:00:00Z".into(),
+        ..QueueEntry::default()
+    };
+    let dir = f.path("dispatcher/state/pairing");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(
+        dir.join(format!("{id}.json")),
+        json::to_string(&entry.to_json()),
+    )
+    .unwrap();
+
+    const RACERS: usize = 4;
+    let outs: Vec<_> = std::thread::scope(|s| {
+        let tasks: Vec<_> = (0..RACERS)
+            .map(|_| s.spawn(|| f.ced(&["approve", id])))
+            .collect();
+        tasks.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    let (won, lost): (Vec<_>, Vec<_>) = outs.iter().partition(|o| o.status.success());
+    let all: Vec<String> = outs.iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        won.len(),
+        1,
+        "exactly one approve signs:\n{}",
+        all.join("\n")
+    );
+    for o in lost {
+        assert!(
+            o.stderr.contains("already being approved or denied")
+                || o.stderr.contains("already been approved"),
+            "the loser is told the request is taken\n{o}"
+        );
+    }
+    assert!(dir.join(format!("{id}.approved")).exists());
+    let denied = f.ced(&["deny", id]);
+    assert!(
+        !denied.status.success() && denied.stderr.contains("already been approved"),
+        "a decided request cannot be denied\n{denied}"
+    );
 }

@@ -2,6 +2,10 @@
 //! it with the CA, write the registry record, then `<reqid>.approved`) or
 //! deny (`<reqid>.denied`, drop the request).
 //!
+//! A decision is exclusive: both claim the request's lock first (see
+//! `queue`), so two operators acting on one request at once get one
+//! decision and one "already being decided" error, never two signatures.
+//!
 //! Both are synchronous (file reads, signing, a name lookup, the registry
 //! lock): the CLI verbs call them directly, async callers through
 //! `smol::unblock`.
@@ -11,7 +15,7 @@ use std::path::Path;
 
 use crate::conf::DispatcherConf;
 use crate::control::registry::Registry;
-use crate::dispatcher::pairing::queue::{self, queue_file, valid_request_id};
+use crate::dispatcher::pairing::queue::{self, queue_file, Claim, ClaimError};
 use crate::dispatcher::{Args, CliError};
 use crate::proto::json;
 use crate::proto::{AgentRecord, LookupBy, PairDecision, DEFAULT_AGENT_PORT};
@@ -66,6 +70,22 @@ impl Overrides {
     }
 }
 
+/// Claims request `id` for a decision, worded for the operator.
+fn claim(dir: &Path, id: &str) -> Result<Claim, CliError> {
+    queue::claim(dir, id).map_err(|e| {
+        CliError::Failed(match e {
+            ClaimError::NotPending => format!("No pending request '{id}'"),
+            ClaimError::Busy => format!(
+                "Request '{id}' is already being approved or denied by another command; run 'ctrl-exec-dispatcher list-requests' to see whether it is still pending."
+            ),
+            ClaimError::Decided(what) => format!(
+                "Request '{id}' has already been {what}; the listener delivers that decision."
+            ),
+            ClaimError::Io(path, e) => format!("cannot lock {}: {e}", path.display()),
+        })
+    })
+}
+
 /// Signs a queued request and records the agent. Returns (name, lookup_by, address, port).
 pub fn approve_request(
     conf: &DispatcherConf,
@@ -73,6 +93,7 @@ pub fn approve_request(
     o: &Overrides,
 ) -> Result<(String, LookupBy, String, u16), CliError> {
     let dir = conf.pairing_dir();
+    let _claim = claim(&dir, id)?;
     let req = queue::load(&dir, id)
         .ok_or_else(|| CliError::Failed(format!("No pending request '{id}'")))?;
     let name = req.hostname.clone();
@@ -174,9 +195,7 @@ fn resolves(name: &str) -> bool {
 /// Writes `<reqid>.denied` for a queued request and removes the request.
 pub fn deny_request(conf: &DispatcherConf, id: &str) -> Result<(), CliError> {
     let dir = conf.pairing_dir();
-    if !valid_request_id(id) || !queue_file(&dir, id, "json").exists() {
-        return Err(CliError::Failed(format!("No pending request '{id}'")));
-    }
+    let _claim = claim(&dir, id)?;
     let body = PairDecision::Denied {
         reason: "rejected by operator".into(),
     };
