@@ -1,7 +1,8 @@
 //! Pairing through the real listener: approve, deny, the pairing code, a
 //! wrong CA pin and an unusable agent name; abuse of the pairing port (a
 //! queue held by closed connections or by one address, refusals' statuses
-//! and log tokens) and of the decisions (two approvals of one request).
+//! and log tokens) and of the decisions (replacing a registered agent, two
+//! approvals of one request).
 
 mod common;
 
@@ -462,6 +463,61 @@ fn refusals_carry_their_status_the_error_body_and_the_reference_log_tokens() {
             "REASON is not a token: {line:?}"
         );
     }
+}
+
+#[test]
+fn second_pairing_of_a_registered_name_needs_replace() {
+    let f = Fixture::new("pair_replace");
+    f.dispatcher("");
+    let a = f.agent_files("web1", &[], "");
+    f.pair(&a);
+    let record = f.registry_dir().join("web1.json");
+    let before = fs::read(&record).unwrap();
+
+    let (key, csr) = key_and_csr("web1");
+    let mut conn = connect_from(f.pairing_port(), [127, 0, 0, 1]);
+    let id = pending_id(&send(&mut conn, &pair_bytes(&pair_body("web1", &csr), &[])));
+
+    let listed = f.ced_ok(&["list-requests"]);
+    let lines: Vec<&str> = listed.stdout.lines().collect();
+    let row = lines
+        .iter()
+        .position(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("request {id} not listed\n{listed}"));
+    assert!(
+        lines
+            .get(row + 1)
+            .is_some_and(|l| l.trim_start().starts_with('!') && l.contains("ALREADY REGISTERED")),
+        "the row of a registered name is marked\n{listed}"
+    );
+
+    let refused = f.ced(&["approve", &id]);
+    assert!(!refused.status.success(), "{refused}");
+    assert!(
+        refused.stderr.contains("already registered")
+            && refused.stderr.contains(&format!("approve {id} --replace")),
+        "the refusal says what to do\n{refused}"
+    );
+    assert_eq!(
+        fs::read(&record).unwrap(),
+        before,
+        "a refused approval leaves the registered agent alone"
+    );
+
+    let replaced = f.ced_ok(&["approve", &id, "--replace"]);
+    assert!(replaced.stdout.contains("Replaced:"), "{replaced}");
+    let after = json::parse_object(&fs::read(&record).unwrap()).unwrap();
+    assert_eq!(
+        json::get_str(&after, "pubkey_sha256"),
+        Some(pki::key_spki_sha256(&key).unwrap().as_str()),
+        "the record now pins the new key"
+    );
+    let decision = smol::block_on(
+        conn.read_response(&Limits::default(), Instant::now() + Duration::from_secs(30)),
+    )
+    .expect("the approval is delivered on the held connection");
+    let decision = json::parse_object(&decision.body).unwrap();
+    assert_eq!(json::get_str(&decision, "status"), Some("approved"));
 }
 
 #[test]

@@ -43,7 +43,7 @@ pub const MAX_PENDING_PER_IP: usize = 2;
 
 /// Permission bits of the lock files in the queue directory (the listener
 /// and the operator's `ced` may run as different members of the group).
-const LOCK_MODE: u32 = 0o660;
+pub const LOCK_MODE: u32 = 0o660;
 
 /// Why a request cannot be claimed for a decision.
 #[derive(Debug)]
