@@ -31,7 +31,7 @@ Modes:
   status <reqid> [--json]            wait <reqid> [--timeout <s>] [--json]
   ping <host>[:<port>] [<host>...] [--json]
   pairing-mode [start|stop] [--timeout <1-600>] [--port <n>]
-  list-requests                      approve <reqid> [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]
+  list-requests                      approve <reqid> [--replace] [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]
   deny <reqid>                       setup-ca        setup-ctrl-exec
   list-agents [--json] [--tags k=v[,k=v...]]
   edit-agent <name> [--rename <new>] [--ip <addr>] [--agent-port <n>] [--lookup-by ip|hostname]
@@ -137,6 +137,8 @@ pub struct Args {
     pub tags: Option<String>,
     /// `--async`.
     pub detach: bool,
+    /// `--replace` (`approve`: replace an agent registered under the same name).
+    pub replace: bool,
     /// `--timeout`.
     pub timeout: Option<String>,
     /// Internal: run the pairing session as the background child.
@@ -201,6 +203,7 @@ fn parse(mut all: Vec<String>) -> Result<ParseResult, CliError> {
         rename: p.opt_value_from_str("--rename").map_err(usage)?,
         tags: p.opt_value_from_str("--tags").map_err(usage)?,
         detach: p.contains("--async"),
+        replace: p.contains("--replace"),
         timeout: p.opt_value_from_str("--timeout").map_err(usage)?,
         pairing_child: p.contains("--pairing-child"),
         script_args,

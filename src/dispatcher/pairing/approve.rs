@@ -2,6 +2,17 @@
 //! it with the CA, write the registry record, then `<reqid>.approved`) or
 //! deny (`<reqid>.denied`, drop the request).
 //!
+//! A decision is exclusive: both claim the request's lock first (see
+//! `queue`), so two operators acting on one request at once get one
+//! decision and one "already being decided" error, never two signatures.
+//!
+//! A request for a name that is already registered would replace that
+//! agent's key, address and port: the registered host is cut off and the
+//! requester receives its runs. `approve` refuses it unless the operator
+//! passes `--replace` (the host re-pairing with a new key); the check and
+//! the registry write run under `.approve.lock`, so two requests for one
+//! new name cannot both be approved without `--replace` either.
+//!
 //! Both are synchronous (file reads, signing, a name lookup, the registry
 //! lock): the CLI verbs call them directly, async callers through
 //! `smol::unblock`.
@@ -11,7 +22,7 @@ use std::path::Path;
 
 use crate::conf::DispatcherConf;
 use crate::control::registry::Registry;
-use crate::dispatcher::pairing::queue::{self, queue_file, valid_request_id};
+use crate::dispatcher::pairing::queue::{self, queue_file, Claim, ClaimError};
 use crate::dispatcher::{Args, CliError};
 use crate::proto::json;
 use crate::proto::{AgentRecord, LookupBy, PairDecision, DEFAULT_AGENT_PORT};
@@ -26,6 +37,24 @@ pub struct Overrides {
     pub port: Option<u16>,
     /// `--ip`.
     pub ip: Option<String>,
+    /// `--replace`: approve even though the name is registered, replacing
+    /// the record.
+    pub replace: bool,
+}
+
+/// What an approval did, for the operator's summary.
+#[derive(Debug)]
+pub struct Approved {
+    /// The registered name.
+    pub name: String,
+    /// How the dispatcher will address it.
+    pub lookup_by: LookupBy,
+    /// The address it will use.
+    pub addr: String,
+    /// The agent's port.
+    pub port: u16,
+    /// The record this approval replaced (`--replace`).
+    pub replaced: Option<AgentRecord>,
 }
 
 impl Overrides {
@@ -62,20 +91,80 @@ impl Overrides {
             lookup_by,
             port,
             ip,
+            replace: a.replace,
         })
     }
 }
 
-/// Signs a queued request and records the agent. Returns (name, lookup_by, address, port).
+/// The registry record of `name`, if it is already paired (an unreadable
+/// registry counts as not registered here; `approve` reports it).
+pub fn registered(conf: &DispatcherConf, name: &str) -> Option<AgentRecord> {
+    Registry::new(&conf.registry_dir).get(name).ok().flatten()
+}
+
+/// Claims request `id` for a decision, worded for the operator.
+fn claim(dir: &Path, id: &str) -> Result<Claim, CliError> {
+    queue::claim(dir, id).map_err(|e| {
+        CliError::Failed(match e {
+            ClaimError::NotPending => format!("No pending request '{id}'"),
+            ClaimError::Busy => format!(
+                "Request '{id}' is already being approved or denied by another command; run 'ctrl-exec-dispatcher list-requests' to see whether it is still pending."
+            ),
+            ClaimError::Decided(what) => format!(
+                "Request '{id}' has already been {what}; the listener delivers that decision."
+            ),
+            ClaimError::Io(path, e) => format!("cannot lock {}: {e}", path.display()),
+        })
+    })
+}
+
+/// The refusal of an approval that would silently replace `old`.
+fn replace_refusal(id: &str, old: &AgentRecord) -> CliError {
+    let name = &old.hostname;
+    CliError::Failed(format!(
+        "Refusing to approve '{id}': an agent named '{name}' is already registered \
+         (addr={}:{}, paired {}).\n\
+         Approving would replace its key, address and port: the registered agent would be cut off \
+         and the requester would receive its runs.\n\
+         If this is that host re-pairing (new key), approve with:\n    \
+         ctrl-exec-dispatcher approve {id} --replace\n\
+         Otherwise deny it:\n    ctrl-exec-dispatcher deny {id}",
+        old.address(),
+        old.port,
+        if old.paired.is_empty() {
+            "at an unknown time"
+        } else {
+            &old.paired
+        },
+    ))
+}
+
+/// Signs a queued request and records the agent.
+///
+/// Refused when another command holds the request, when it is already
+/// decided, and when its name is registered unless `o.replace`.
 pub fn approve_request(
     conf: &DispatcherConf,
     id: &str,
     o: &Overrides,
-) -> Result<(String, LookupBy, String, u16), CliError> {
+) -> Result<Approved, CliError> {
     let dir = conf.pairing_dir();
+    let _claim = claim(&dir, id)?;
     let req = queue::load(&dir, id)
         .ok_or_else(|| CliError::Failed(format!("No pending request '{id}'")))?;
     let name = req.hostname.clone();
+    let names_lock = dir.join(".approve.lock");
+    let _names = fsx::lock(&names_lock, queue::LOCK_MODE)
+        .map_err(|e| CliError::Failed(format!("cannot lock {}: {e}", names_lock.display())))?;
+    let registry = Registry::new(&conf.registry_dir);
+    let replaced = registry
+        .get(&name)
+        .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
+    if let Some(old) = &replaced {
+        if !o.replace {
+            return Err(replace_refusal(id, old));
+        }
+    }
     let csr = pki::check_csr(&req.csr, Some(&name))
         .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
     let read = |p: &Path| {
@@ -141,7 +230,7 @@ pub fn approve_request(
         },
         pubkey_sha256: info.spki_sha256.clone(),
     };
-    Registry::new(&conf.registry_dir)
+    registry
         .put(&record)
         .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
     fsx::write_atomic(
@@ -150,16 +239,31 @@ pub fn approve_request(
         0o600,
     )
     .map_err(|e| CliError::Failed(format!("Approve failed: {e}")))?;
-    log::info(
-        "pair-approve",
-        &[("AGENT", &name), ("REQID", id), ("SERIAL", &info.serial)],
-    );
-    let addr = if lookup_by == LookupBy::Ip && !ip.is_empty() {
-        ip
-    } else {
-        name.clone()
-    };
-    Ok((name, lookup_by, addr, port))
+    match &replaced {
+        None => log::info(
+            "pair-approve",
+            &[("AGENT", &name), ("REQID", id), ("SERIAL", &info.serial)],
+        ),
+        // A replaced registration is worth an operator's look: warning.
+        Some(old) => log::warn(
+            "pair-approve",
+            &[
+                ("AGENT", &name),
+                ("REQID", id),
+                ("SERIAL", &info.serial),
+                ("REPLACED", old.address()),
+                ("REPLACED_REQID", &old.reqid),
+            ],
+        ),
+    }
+    let addr = record.address().to_string();
+    Ok(Approved {
+        name,
+        lookup_by,
+        addr,
+        port,
+        replaced,
+    })
 }
 
 /// Whether `name` resolves here (a blocking name lookup).
@@ -174,9 +278,7 @@ fn resolves(name: &str) -> bool {
 /// Writes `<reqid>.denied` for a queued request and removes the request.
 pub fn deny_request(conf: &DispatcherConf, id: &str) -> Result<(), CliError> {
     let dir = conf.pairing_dir();
-    if !valid_request_id(id) || !queue_file(&dir, id, "json").exists() {
-        return Err(CliError::Failed(format!("No pending request '{id}'")));
-    }
+    let _claim = claim(&dir, id)?;
     let body = PairDecision::Denied {
         reason: "rejected by operator".into(),
     };

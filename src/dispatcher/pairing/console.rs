@@ -1,6 +1,10 @@
 //! The interactive console of a foreground `ced pairing-mode` on a terminal:
 //! shows pending requests and takes `a`/`d`/`s`/`list`/`quit` (and `aN`/`dN`
 //! when several are pending).
+//!
+//! A request whose name is already registered is marked; `a` refuses it
+//! (approving would replace the registered agent) and says to run
+//! `ctrl-exec-dispatcher approve <id> --replace` if that is meant.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,7 +13,7 @@ use smol::io::AsyncBufReadExt;
 use smol::stream::StreamExt;
 
 use crate::conf::DispatcherConf;
-use crate::dispatcher::pairing::approve::{approve_request, deny_request, Overrides};
+use crate::dispatcher::pairing::approve::{approve_request, deny_request, registered, Overrides};
 use crate::dispatcher::pairing::queue::pending;
 use crate::proto::QueueEntry;
 
@@ -30,7 +34,7 @@ pub async fn interactive(conf: &DispatcherConf) {
     // the waiting connections.
     let conf = Arc::new(conf.clone());
     let dir = conf.pairing_dir();
-    show_off_executor(&dir).await;
+    show_off_executor(&conf).await;
     while let Some(Ok(line)) = lines.next().await {
         let cmd = line.trim().to_string();
         let reqs = {
@@ -54,7 +58,7 @@ pub async fn interactive(conf: &DispatcherConf) {
         match cmd.as_str() {
             "" => {}
             "q" | "quit" => return,
-            "l" | "list" => show_off_executor(&dir).await,
+            "l" | "list" => show_off_executor(&conf).await,
             "s" | "skip" => say!("Left pending."),
             c if c.starts_with(['a', 'A', 'd', 'D'])
                 && c[1..].bytes().all(|b| b.is_ascii_digit()) =>
@@ -70,7 +74,13 @@ pub async fn interactive(conf: &DispatcherConf) {
                         smol::unblock(move || approve_request(&conf, &req, &Overrides::default()))
                             .await;
                     match approved {
-                        Ok((name, lb, addr, port)) => say!("Approved '{name}' ({id}); registered lookup_by={lb} addr={addr}:{port}"),
+                        Ok(done) => say!(
+                            "Approved '{}' ({id}); registered lookup_by={} addr={}:{}",
+                            done.name,
+                            done.lookup_by,
+                            done.addr,
+                            done.port
+                        ),
                         Err(e) => say!("Approve failed: {e}"),
                     }
                 } else {
@@ -89,14 +99,28 @@ pub async fn interactive(conf: &DispatcherConf) {
 }
 
 /// [`show`] on the blocking pool.
-async fn show_off_executor(dir: &Path) {
-    let dir = dir.to_path_buf();
-    smol::unblock(move || show(&dir)).await;
+async fn show_off_executor(conf: &Arc<DispatcherConf>) {
+    let conf = conf.clone();
+    smol::unblock(move || show(&conf)).await;
+}
+
+/// The console's note on a request whose name is already registered.
+fn registered_note(conf: &DispatcherConf, r: &QueueEntry) -> Option<String> {
+    registered(conf, &r.hostname).map(|old| {
+        format!(
+            "ALREADY REGISTERED (addr={}:{}, paired {}): approving replaces it; 'a' refuses, use 'ctrl-exec-dispatcher approve {} --replace' if this host is re-pairing",
+            old.address(),
+            old.port,
+            old.paired,
+            r.id
+        )
+    })
 }
 
 /// Prints the pending requests and the prompt that fits their number
-/// (blocking: scans the queue directory).
-fn show(dir: &Path) {
+/// (blocking: scans the queue directory and the registry).
+fn show(conf: &DispatcherConf) {
+    let dir: &Path = &conf.pairing_dir();
     let reqs = pending(dir);
     match reqs.len() {
         0 => say!("No pending pairing requests.\nWaiting... (Commands: list, quit)"),
@@ -117,6 +141,9 @@ fn show(dir: &Path) {
                 "  Source IP:     {}   (as this dispatcher saw the connection)",
                 r.source_ip
             );
+            if let Some(note) = registered_note(conf, r) {
+                say!("  Registered:    {note}");
+            }
             say!("Accept, Deny, or Skip? [a/d/s]: ");
         }
         n => {
@@ -130,6 +157,9 @@ fn show(dir: &Path) {
                     r.code,
                     r.received
                 );
+                if let Some(note) = registered_note(conf, r) {
+                    say!("      ! {note}");
+                }
             }
             say!("Command (a1/d1/a2/d2/list/quit): ");
         }

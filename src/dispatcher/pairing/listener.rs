@@ -4,14 +4,19 @@
 //!
 //! It bounds everything an unauthenticated peer controls: per-IP rate,
 //! connections, handshake and read deadlines, 32 headers, a 64 KiB body, the
-//! queue length. A connection holds one of [`MAX_PAIRING_CONNECTIONS`]
-//! slots; until it has sent a whole request it may be shed to make room
-//! for a newcomer (see `net::slots`), so stalled peers cannot keep a real
-//! agent out. The rate limiter counts every connection that sent a byte
-//! (a bare connect-and-close, a port check, counts for nothing) and refuses
-//! a blocked IP at accept. The session ends on SIGTERM/SIGINT, `quit` on the console,
-//! or the pairing timeout.
+//! queue length and each IP's share of it. A connection holds one of
+//! [`MAX_PAIRING_CONNECTIONS`] slots; until it has sent a whole request it
+//! may be shed to make room for a newcomer (see `net::slots`), so stalled
+//! peers cannot keep a real agent out. The rate limiter counts every
+//! connection that sent a byte (a bare connect-and-close, a port check,
+//! counts for nothing) and refuses a blocked IP at accept. A queued request
+//! lives exactly as long as its connection: when the agent hangs up, the
+//! request leaves the queue at once, and the requests still waiting when the
+//! session ends leave with it. Refusals are answered with their HTTP status
+//! (see `refusal`) and the original's JSON body. The session ends on
+//! SIGTERM/SIGINT, `quit` on the console, or the pairing timeout.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -19,15 +24,17 @@ use std::time::{Duration, Instant};
 
 use miniserde::json::Value;
 use smol::future::FutureExt;
+use smol::io::AsyncReadExt;
 use smol::stream::StreamExt;
-use smol::Async;
+use smol::{Async, Timer};
 
 use crate::conf::DispatcherConf;
 use crate::dispatcher::pairing::console;
-use crate::dispatcher::pairing::queue::{queue_file, write_request, REQUEST_TTL};
+use crate::dispatcher::pairing::queue::{decided, settle, write_request, REQUEST_TTL};
+use crate::dispatcher::pairing::refusal::Refusal;
 use crate::dispatcher::CliError;
 use crate::net::accept::{self, Incoming, Policy, Work};
-use crate::net::http::{Conn, HttpError};
+use crate::net::http::Conn;
 use crate::net::limits::Limits;
 use crate::net::ratelimit::{RateLimiter, Rule, DEFAULT_CAPACITY};
 use crate::net::server::{self, HandshakeError, ServerStream};
@@ -41,8 +48,12 @@ use crate::{fsx, log, pki, rt};
 pub const MAX_PAIRING_BODY_BYTES: usize = 65_536;
 /// Concurrent pairing connections (each waits for the operator).
 pub const MAX_PAIRING_CONNECTIONS: usize = 64;
-/// How often a waiting connection looks for the decision.
+/// How often a waiting connection looks for the decision (a closed
+/// connection is noticed at once, between looks).
 pub const DECISION_POLL: Duration = Duration::from_millis(500);
+/// Bytes read at a time while a waiting connection is watched for its
+/// close; the agent sends nothing then, so this is only a scratch buffer.
+const DRAIN_CHUNK_BYTES: usize = 512;
 
 /// How the session talks to the operator.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -62,6 +73,9 @@ struct Session {
     limiter: Mutex<RateLimiter>,
     limits: Limits,
     quiet: bool,
+    /// Requests whose connection this session holds; what is left when the
+    /// session ends is withdrawn, so no request outlives its listener.
+    held: Mutex<HashSet<String>>,
 }
 
 /// Runs one pairing session on `port` until stopped or `timeout` seconds pass.
@@ -112,6 +126,7 @@ pub fn session(conf: &DispatcherConf, port: u16, timeout: u64, mode: Mode) -> Re
         limiter: Mutex::new(RateLimiter::new(rule, None, DEFAULT_CAPACITY)),
         limits,
         quiet: mode == Mode::Background,
+        held: Mutex::new(HashSet::new()),
     });
     log::info("pairing-mode-start", &[("PORT", &bound.to_string())]);
     if mode != Mode::Background {
@@ -129,11 +144,25 @@ pub fn session(conf: &DispatcherConf, port: u16, timeout: u64, mode: Mode) -> Re
         }
     }
     let outcome = rt::block_on(run_session(
-        state,
+        state.clone(),
         listener,
         Duration::from_secs(timeout),
         mode,
     ));
+    // The connections still waiting end with this process: their requests
+    // would otherwise hold queue places for REQUEST_TTL.
+    let left: Vec<String> = state
+        .held
+        .lock()
+        .map(|h| h.iter().cloned().collect())
+        .unwrap_or_default();
+    for id in left {
+        let _ = settle(&dir, &id);
+        log::info(
+            "pair-withdrawn",
+            &[("REASON", "session-end"), ("REQID", &id)],
+        );
+    }
     if mode == Mode::Background {
         let _ = std::fs::remove_file(&pidfile);
     }
@@ -243,13 +272,9 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr, slot: Sl
             r
         }
         Err(e) => {
-            let reason = match e {
-                HttpError::BodyTooLarge { .. } => "request too large",
-                HttpError::TimedOut(_) | HttpError::Closed | HttpError::Io(_) => return,
-                _ => "invalid request",
-            };
-            log::warn("pair-reject", &[("IP", &peer), ("REASON", reason)]);
-            reply(&mut conn, &state.limits, &error(reason)).await;
+            if let Some(refusal) = Refusal::from_http(&e) {
+                refuse(&mut conn, &state.limits, &peer, &refusal).await;
+            }
             return;
         }
     };
@@ -259,13 +284,13 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr, slot: Sl
     };
     let entry = match entry {
         Ok(q) => q,
-        Err(reason) => {
-            log::warn("pair-reject", &[("IP", &peer), ("REASON", reason)]);
-            reply(&mut conn, &state.limits, &error(reason)).await;
+        Err(refusal) => {
+            refuse(&mut conn, &state.limits, &peer, &refusal).await;
             return;
         }
     };
     let id = entry.id.clone();
+    let _held = Held::new(&state, &id);
     if !state.quiet {
         // The console's reader may be gone; the agent is still served.
         let _ = crate::outln!(
@@ -274,35 +299,100 @@ async fn handle(state: Arc<Session>, tcp: Async<TcpStream>, ip: IpAddr, slot: Sl
             entry.code
         );
     }
+    let dir = state.conf.pairing_dir();
     let ack = PairAck::Pending { reqid: id.clone() };
-    if !reply(&mut conn, &state.limits, &ack.to_json()).await {
+    let outcome = if reply(&mut conn, &state.limits, 200, &ack.to_json()).await {
+        wait_for_decision(&mut conn.io, &dir, &id, Instant::now() + REQUEST_TTL).await
+    } else {
+        Wait::PeerGone
+    };
+    // Under the request's lock: an approval in progress finishes first, and
+    // none can start once the files are gone.
+    let settled = {
+        let (dir, id) = (dir.clone(), id.clone());
+        smol::unblock(move || settle(&dir, &id)).await
+    };
+    let found = settled.unwrap_or_else(|e| {
+        log::error(
+            "pair-settle-fail",
+            &[
+                ("REQID", &id),
+                ("DIR", &dir.display().to_string()),
+                ("ERROR", &e.to_string()),
+            ],
+        );
+        None
+    });
+    if outcome == Wait::PeerGone {
+        let decided = match &found {
+            Some(PairDecision::Approved { .. }) => "approved",
+            Some(PairDecision::Denied { .. }) => "denied",
+            None => "none",
+        };
+        log::info(
+            "pair-withdrawn",
+            &[
+                ("AGENT", &entry.hostname),
+                ("DECISION", decided),
+                ("IP", &peer),
+                ("REQID", &id),
+            ],
+        );
         return;
     }
-    let dir = state.conf.pairing_dir();
-    let deadline = Instant::now() + REQUEST_TTL;
-    let decision = loop {
+    let decision = found.unwrap_or_else(|| {
+        log::info("pair-timeout", &[("REQID", &id)]);
+        PairDecision::Denied {
+            reason: "approval timeout".into(),
+        }
+    });
+    reply(&mut conn, &state.limits, 200, &decision.to_json()).await;
+}
+
+/// How the wait for the operator ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// `<reqid>.approved` or `<reqid>.denied` appeared.
+    Decided,
+    /// [`REQUEST_TTL`] passed without a decision.
+    Expired,
+    /// The agent closed the connection (or it failed): nobody is left to
+    /// receive a decision.
+    PeerGone,
+}
+
+/// Waits until request `id` is decided, `deadline` passes, or the peer goes
+/// away. Between looks at the queue directory it reads the connection: the
+/// agent sends nothing after its request, so the read only returns when the
+/// peer closes (any stray bytes are discarded).
+async fn wait_for_decision(io: &mut ServerStream, dir: &Path, id: &str, deadline: Instant) -> Wait {
+    let mut scratch = [0u8; DRAIN_CHUNK_BYTES];
+    loop {
         let found = {
-            let (dir, id) = (dir.clone(), id.clone());
-            smol::unblock(move || read_decision(&dir, &id)).await
+            let (dir, id) = (dir.to_path_buf(), id.to_string());
+            smol::unblock(move || decided(&dir, &id).is_some()).await
         };
-        if let Some(v) = found {
-            break v;
+        if found {
+            return Wait::Decided;
         }
-        if Instant::now() >= deadline {
-            log::info("pair-timeout", &[("REQID", &id)]);
-            break PairDecision::Denied {
-                reason: "approval timeout".into(),
-            };
+        let now = Instant::now();
+        if now >= deadline {
+            return Wait::Expired;
         }
-        rt::sleep(DECISION_POLL).await;
-    };
-    reply(&mut conn, &state.limits, &decision.to_json()).await;
-    smol::unblock(move || {
-        for ext in ["approved", "denied", "json"] {
-            let _ = std::fs::remove_file(queue_file(&dir, &id, ext));
+        let next_look = now + DECISION_POLL.min(deadline - now);
+        let gone = async {
+            peer_closed(io, &mut scratch).await;
+            true
         }
-    })
-    .await;
+        .or(async {
+            Timer::at(next_look).await;
+            false
+        })
+        .await;
+        if gone {
+            return Wait::PeerGone;
+        }
+    }
 }
 
 impl Session {
@@ -323,29 +413,65 @@ impl Session {
     }
 }
 
-/// The operator's decision on request `id`, once `approve` or `deny` wrote
-/// it (blocking: reads the queue directory).
-fn read_decision(dir: &Path, id: &str) -> Option<PairDecision> {
-    ["approved", "denied"].iter().find_map(|ext| {
-        std::fs::read(queue_file(dir, id, ext))
-            .ok()
-            .and_then(|b| json::parse_object(&b).ok())
-            .map(|o| PairDecision::from_json(&o))
-    })
-}
-
-/// The pairing wire's error body.
-fn error(reason: &str) -> Value {
-    PairAck::Error {
-        reason: reason.into(),
+/// Completes when the peer closes the connection or it fails; bytes the
+/// peer sends meanwhile are read and dropped. Cancel-safe: dropping it
+/// between reads loses nothing the listener needs.
+async fn peer_closed(io: &mut ServerStream, scratch: &mut [u8]) {
+    loop {
+        match io.read(scratch).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
     }
-    .to_json()
 }
 
-/// Writes one 200 answer; false when the peer is gone.
-async fn reply(conn: &mut Conn<ServerStream>, limits: &Limits, body: &Value) -> bool {
+/// A request this session holds a connection for; on drop it leaves the
+/// session's list, whose leftovers are withdrawn when the session ends.
+struct Held {
+    state: Arc<Session>,
+    id: String,
+}
+
+impl Held {
+    fn new(state: &Arc<Session>, id: &str) -> Held {
+        if let Ok(mut held) = state.held.lock() {
+            held.insert(id.to_string());
+        }
+        Held {
+            state: state.clone(),
+            id: id.to_string(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.state.held.lock() {
+            held.remove(&self.id);
+        }
+    }
+}
+
+/// Logs a refusal with its token and answers it with its status and the
+/// pairing wire's error body.
+async fn refuse(conn: &mut Conn<ServerStream>, limits: &Limits, peer: &str, refusal: &Refusal) {
+    let detail = refusal.detail();
+    let mut fields = vec![("IP", peer), ("REASON", refusal.token())];
+    if let Some(d) = &detail {
+        fields.push(("DETAIL", d));
+    }
+    log::warn("pair-reject", &fields);
+    let body = PairAck::Error {
+        reason: refusal.reason().into(),
+    }
+    .to_json();
+    reply(conn, limits, refusal.status(), &body).await;
+}
+
+/// Writes one answer; false when the peer is gone.
+async fn reply(conn: &mut Conn<ServerStream>, limits: &Limits, status: u16, body: &Value) -> bool {
     conn.write_response(
-        200,
+        status,
         json::to_string(body).as_bytes(),
         Instant::now() + limits.write_timeout,
     )

@@ -16,6 +16,7 @@ mod background;
 mod console;
 mod listener;
 mod queue;
+mod refusal;
 
 use std::io::IsTerminal;
 
@@ -23,14 +24,18 @@ use crate::dispatcher::{load_conf, Args, CliError};
 
 pub use approve::Overrides;
 
-use approve::{approve_request, deny_request};
+use approve::{approve_request, deny_request, registered};
 use listener::{session, Mode};
 use queue::pending;
 
 /// Default pairing port.
 pub const DEFAULT_PAIRING_PORT: u16 = 7444;
 
-/// `ced list-requests`.
+/// The usage line of `approve`.
+const APPROVE_USAGE: &str = "Usage: ctrl-exec-dispatcher approve <reqid> [--replace] [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]";
+
+/// `ced list-requests`. A request whose name is already registered gets a
+/// `!` line under its row: approving it would replace that agent.
 pub fn list_requests(a: &Args) -> Result<u8, CliError> {
     let conf = load_conf(a)?;
     let reqs = pending(&conf.pairing_dir());
@@ -46,6 +51,7 @@ pub fn list_requests(a: &Args) -> Result<u8, CliError> {
         "REVERSE DNS"
     )?;
     crate::outln!("{}", "-".repeat(98))?;
+    let mut replacing = false;
     for r in &reqs {
         let src = if r.source_ip.is_empty() {
             &r.ip
@@ -60,22 +66,44 @@ pub fn list_requests(a: &Args) -> Result<u8, CliError> {
             "-",
             r.code
         )?;
+        if let Some(old) = registered(&conf, &r.hostname) {
+            replacing = true;
+            crate::outln!(
+                "  ! '{}' is ALREADY REGISTERED (addr={}:{}, paired {}): approving replaces it",
+                r.hostname,
+                old.address(),
+                old.port,
+                old.paired
+            )?;
+        }
     }
     crate::outln!()?;
     crate::outln!("Compare each CODE with the one the agent printed before approving.")?;
+    if replacing {
+        crate::outln!("A request marked '!' names a registered agent: 'approve' refuses it unless given --replace (only for that host re-pairing with a new key); otherwise deny it.")?;
+    }
     Ok(0)
 }
 
 /// `ced approve <reqid>`.
 pub fn approve(a: &Args) -> Result<u8, CliError> {
     let [id] = a.words.as_slice() else {
-        return Err(CliError::Usage("Usage: ctrl-exec-dispatcher approve <reqid> [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]".into()));
+        return Err(CliError::Usage(APPROVE_USAGE.into()));
     };
     let overrides = Overrides::from_args(a)?;
     let conf = load_conf(a)?;
-    let (name, lookup_by, addr, port) = approve_request(&conf, id, &overrides)?;
+    let done = approve_request(&conf, id, &overrides)?;
+    let (name, lb, addr, port) = (&done.name, done.lookup_by, &done.addr, done.port);
     crate::outln!("Approved '{name}' ({id}). Cert delivered on next poll.")?;
-    crate::outln!("  Registered:  {name}   lookup_by={lookup_by}   addr={addr}:{port}")?;
+    crate::outln!("  Registered:  {name}   lookup_by={lb}   addr={addr}:{port}")?;
+    if let Some(old) = &done.replaced {
+        crate::outln!(
+            "  Replaced:    the previous registration (addr={}:{}, paired {}); its key is no longer accepted",
+            old.address(),
+            old.port,
+            old.paired
+        )?;
+    }
     Ok(0)
 }
 
