@@ -29,10 +29,12 @@ use crate::net::ratelimit::Decision;
 use crate::net::server::{self, ServerStream};
 use crate::proto::json;
 use crate::proto::ErrorReply;
-use crate::{log, pki, rt};
+use crate::{log, pki, proc, rt};
 
-/// Accepts until SIGTERM/SIGINT (SIGHUP reloads), then waits up to
-/// [`SHUTDOWN_GRACE`] for connections in flight.
+/// Accepts until SIGTERM/SIGINT (SIGHUP reloads); then kills the detached
+/// jobs and closes their records, waits up to [`SHUTDOWN_GRACE`] for
+/// connections in flight, and kills the process group of any script still
+/// running, so nothing the agent started outlives it.
 pub async fn run(
     agent: Arc<Agent>,
     listener: Async<std::net::TcpListener>,
@@ -59,8 +61,7 @@ pub async fn run(
     accept::serve(&listener, &slots, agent.clone(), signalled).await;
     log::info("stop", &[]);
     drop(listener);
-    let stopping = agent.clone();
-    smol::unblock(move || stopping.jobs.shutdown()).await;
+    agent.jobs.shutdown().await;
     let _ = rt::timeout(Some(SHUTDOWN_GRACE), async {
         let mut held = Vec::with_capacity(max);
         for _ in 0..max {
@@ -68,6 +69,10 @@ pub async fn run(
         }
     })
     .await;
+    let killed = proc::kill_all();
+    if killed > 0 {
+        log::warn("stop-kill", &[("GROUPS", &killed.to_string())]);
+    }
     Ok(())
 }
 
