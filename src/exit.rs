@@ -21,6 +21,13 @@ pub const PAIRING_DENIED: u8 = 3;
 pub const CONFIG: u8 = 78;
 /// The multicall binary was invoked under a name that is no role.
 pub const UNKNOWN_ROLE: u8 = 127;
+/// The internal launcher (`ctrl-exec --launch`) could not execute the
+/// program; the error is on its status pipe (see `launch`). The shell's code
+/// for "command not found", which is what a parent without the pipe sees.
+pub const LAUNCH_FAILED: u8 = 127;
+/// The internal launcher found its parent gone before the program started,
+/// and did not start it.
+pub const LAUNCH_ORPHANED: u8 = 1;
 
 /// An error a role's entry point returns: printed once by `main` as
 /// `<role>: <message>`, then the process exits with [`Failure::exit_code`].

@@ -12,6 +12,9 @@
 //!   signal; we do not).
 //! - The hook timeout covers writing stdin and waiting, measured from start;
 //!   on expiry the hook's whole process group is killed and reaped.
+//! - A hook leaves nothing behind: when it exits, whatever it forked and left
+//!   in its process group is killed, and it dies with the process that ran it
+//!   (it is started through the launcher, see `crate::launch`).
 //! - Every decision is logged as `ACTION=auth`; the token never is.
 //!
 //! Callers decide what "no hook configured" means; this module only runs one.
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use miniserde::json::Value;
 
-use crate::proc::{self, Env, Exit, Spec};
+use crate::proc::{self, Env, Exit, Leftovers, Spec};
 use crate::proto::json::{self, Builder};
 use crate::{log, time};
 
@@ -119,6 +122,7 @@ pub async fn check(hook: &Hook, req: &Request) -> Verdict {
         stdin_timeout: hook.timeout,
         deadline: started + hook.timeout,
         capture: None,
+        leftovers: Leftovers::Kill,
     };
     let out = proc::run(spec).await;
 
@@ -423,6 +427,29 @@ mod tests {
             }
             other => panic!("submitter {other:?}"),
         }
+    }
+
+    #[test]
+    fn hook_that_forks_and_exits_leaves_nothing_behind() {
+        let dir = fixture_dir("hook-fork");
+        let pidfile = dir.join("child.pid");
+        let body = format!("sleep 1000 & echo $! > '{}'; exit 0", pidfile.display());
+        let path = script(&dir, "h", &body);
+        assert_eq!(
+            check_blocking(&hook(path, Duration::from_secs(10)), &request()),
+            Verdict::Allow
+        );
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            crate::proc::tests::eventually(Duration::from_secs(5), || {
+                crate::proc::tests::process_dead(pid)
+            }),
+            "the hook's child {pid} survived"
+        );
     }
 
     #[test]

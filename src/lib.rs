@@ -3,7 +3,7 @@
 //! One library, one multicall binary. The roles (`dispatcher`, `agent`, `api`)
 //! each own one module with a `main(args) -> ExitCode` entry point; they never
 //! import each other. What two roles need lives in the shared modules:
-//! `net` (bounded HTTP/1.x over TLS), `pki`, `conf`, `hook`, `proc`, `log`,
+//! `net` (bounded HTTP/1.x over TLS), `pki`, `conf`, `hook`, `proc`, `launch`, `log`,
 //! `fsx`, `time`, `rt`, and `control` (the dispatcher host's registry, fan-out
 //! engine, run store and locks, shared by `ced` and `ctrl-exec-api`).
 
@@ -18,6 +18,7 @@ pub mod dispatcher;
 pub mod exit;
 pub mod fsx;
 pub mod hook;
+pub mod launch;
 pub mod log;
 pub mod net;
 pub mod out;

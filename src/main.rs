@@ -1,10 +1,15 @@
 //! The multicall entry point: picks a role from argv[0] or the first
 //! argument, runs it, and is the one place a role's error is printed.
+//!
+//! `ctrl-exec --launch ...` is no role: it is the internal launcher every
+//! script and hook is started through (see `ctrl_exec::launch`), handled
+//! before the table and before argv is read as UTF-8.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use ctrl_exec::exit::{self, Outcome};
-use ctrl_exec::{agent, api, dispatcher};
+use ctrl_exec::{agent, api, dispatcher, launch};
 
 type Entry = fn(Vec<String>) -> Outcome;
 
@@ -19,6 +24,15 @@ const ROLES: &[(&[&str], Entry)] = &[
 const MULTICALL: &str = "ctrl-exec";
 
 fn main() -> ExitCode {
+    let raw: Vec<OsString> = std::env::args_os().collect();
+    let as_multicall = raw
+        .first()
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| basename(a) == MULTICALL);
+    if as_multicall && raw.get(1).is_some_and(|a| a == launch::FLAG) {
+        return launch::main(&raw[2..]);
+    }
+    launch::init();
     let mut args = std::env::args();
     let argv0 = args.next().unwrap_or_default();
     let mut rest: Vec<String> = args.collect();

@@ -3,7 +3,13 @@
 //! [`run`] executes a program directly (no shell, no `PATH` search, argv[0] is
 //! the program path) as the leader of its own process group, writes its stdin
 //! under a deadline, drains stdout and stderr concurrently through a cap, and
-//! kills the whole group with `SIGKILL` at the run deadline.
+//! kills the whole group with `SIGKILL` at the run deadline. [`start`] and
+//! [`Running::wait`] are the same in two steps, for a caller that records the
+//! child's [`Group`] before waiting.
+//!
+//! Children are started through the internal launcher ([`crate::launch`]) so
+//! that they get `SIGKILL` when this process dies, however it dies; an exec
+//! failure still reads as [`Exit::SpawnFailed`].
 //!
 //! Guarantees:
 //! - Memory is bounded by the caller's cap plus one fixed read buffer per
@@ -16,10 +22,12 @@
 //! - The child is always reaped before [`run`] returns. If the future is
 //!   dropped part-way, the child's process group is killed (and
 //!   async-process reaps the child in the background).
+//! - [`kill_all`] reaches the group of every child not yet reaped, for a
+//!   process about to exit.
 //!
-//! On a normal exit, processes the child left behind in its group are not
-//! killed: a script may legitimately start a daemon. Only the deadline and
-//! cancellation kill the group.
+//! On a normal exit, what the child left behind in its group is killed only
+//! with [`Leftovers::Kill`] (hooks); a script may legitimately start a daemon
+//! ([`Leftovers::Keep`]). The deadline and cancellation always kill the group.
 
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -27,13 +35,15 @@ use std::path::PathBuf;
 use std::pin::pin;
 use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rustix::process::{Pid, Signal};
 use smol::future;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use smol::process::{ChildStdin, Command};
+use smol::process::{Child, ChildStdin, Command};
 
+use crate::launch;
 use crate::rt;
 
 /// How long output pipes are still drained after the child itself has exited.
@@ -69,6 +79,17 @@ pub struct Spec {
     /// `Some(cap)`: capture stdout and stderr, each up to `cap` bytes (the
     /// rest is drained and discarded). `None`: both go to `/dev/null`.
     pub capture: Option<usize>,
+    /// What happens to processes left in the group when the child exits.
+    pub leftovers: Leftovers,
+}
+
+/// What happens to the child's process group once the child has exited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Left running: a script may start a daemon.
+    Keep,
+    /// Killed with `SIGKILL`: a hook must leave nothing behind.
+    Kill,
 }
 
 /// The child's environment.
@@ -131,8 +152,16 @@ impl Outcome {
 /// [`Outcome::exit`]. Returns once the child is reaped and its pipes are at
 /// EOF, or [`EXIT_DRAIN_GRACE`] after it was reaped, whichever comes first.
 pub async fn run(spec: Spec) -> Outcome {
-    let mut std_cmd = std::process::Command::new(&spec.program);
-    std_cmd.args(&spec.args);
+    match start(spec) {
+        Ok(running) => running.wait().await,
+        Err(failed) => failed,
+    }
+}
+
+/// Spawns the child described by `spec`; `Err` is the outcome of a spawn
+/// that failed. Spawn from the executor thread (see [`crate::launch`]).
+pub fn start(spec: Spec) -> Result<Running, Outcome> {
+    let (mut std_cmd, launch) = launch::command(&spec.program, &spec.args);
     match &spec.env {
         Env::Clean(vars) => {
             std_cmd.env_clear().envs(vars.iter().map(|(k, v)| (k, v)));
@@ -151,7 +180,8 @@ pub async fn run(spec: Spec) -> Outcome {
         Stdio::piped()
     };
     // The child leads a new group whose id is its pid, so one kill reaches
-    // everything it forked (unless something calls setsid).
+    // everything it forked (unless something calls setsid). Set on the
+    // launcher, it is kept across the launcher's exec.
     std_cmd.process_group(0);
     let mut cmd = Command::from(std_cmd);
     // Stdio goes on the async command: the conversion forgets what was set on
@@ -161,76 +191,244 @@ pub async fn run(spec: Spec) -> Outcome {
         .stderr(err_io)
         .kill_on_drop(true);
 
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => return Outcome::spawn_failed(&e),
-    };
-    let mut group = GroupGuard::new(child.id());
+    let child = cmd.spawn().map_err(|e| Outcome::spawn_failed(&e))?;
+    let guard = GroupGuard::new(child.id());
+    Ok(Running {
+        child,
+        guard,
+        launch,
+        spec,
+    })
+}
 
-    let cap = spec.capture.unwrap_or(0);
-    let mut out = Capture::new(cap);
-    let mut err = Capture::new(cap);
-    // Shared cells, not captured `&mut`s: the I/O future may be cut off at the
-    // grace or the deadline, and what it learnt so far must survive it.
-    // Atomics rather than `Cell` keep the future `Send` for `rt::spawn`.
-    let stdin_unwritten = AtomicUsize::new(0);
-    let stdin_deadline = Instant::now() + spec.stdin_timeout;
-    let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+/// A started child, not yet waited for. Dropping it kills its process group.
+pub struct Running {
+    child: Child,
+    guard: GroupGuard,
+    /// How the launcher reports an exec failure.
+    launch: launch::Status,
+    spec: Spec,
+}
 
-    let mut timed_out = false;
-    let status = {
-        let io_done = AtomicBool::new(false);
-        let mut io = pin!(async {
-            let feed = async {
-                stdin_unwritten.store(
-                    feed(stdin, &spec.stdin, stdin_deadline).await,
-                    Ordering::Relaxed,
-                )
-            };
-            let drains = future::zip(out.drain(stdout), err.drain(stderr));
-            future::zip(feed, drains).await;
-            io_done.store(true, Ordering::Relaxed);
-        });
-
-        // Phase 1: drive the I/O while waiting for the child, up to the deadline.
-        let waited = rt::deadline(spec.deadline, async {
-            let io_then_idle = async {
-                io.as_mut().await;
-                future::pending::<io::Result<ExitStatus>>().await
-            };
-            future::or(child.status(), io_then_idle).await
-        })
-        .await;
-        let status = match waited {
-            Ok(status) => status,
-            Err(rt::TimedOut) => {
-                timed_out = true;
-                group.kill();
-                child.status().await
-            }
-        };
-        group.disarm();
-
-        // Phase 2: the child is reaped; keep draining only for a short grace.
-        if !io_done.load(Ordering::Relaxed) {
-            let _ = rt::deadline(Instant::now() + EXIT_DRAIN_GRACE, io.as_mut()).await;
-        }
-        status
-    };
-
-    let exit = match status {
-        Ok(status) => exit_of(status),
-        Err(e) => Exit::SpawnFailed(format!("wait failed: {e}")),
-    };
-    Outcome {
-        exit,
-        stdout: out.kept,
-        stderr: err.kept,
-        stdout_truncated: out.truncated,
-        stderr_truncated: err.truncated,
-        timed_out,
-        stdin_unwritten: stdin_unwritten.into_inner(),
+impl Running {
+    /// The child's process group, as it can be found again later (reads
+    /// `/proc`, so only callers that record it pay for it).
+    pub fn group(&self) -> Option<Group> {
+        self.guard
+            .pgid
+            .map(|p| Group::of_leader(p.as_raw_nonzero().get()))
     }
+
+    /// Drives the child to completion under the bounds of its spec; see [`run`].
+    pub async fn wait(self) -> Outcome {
+        let Running {
+            mut child,
+            guard: mut group,
+            launch,
+            spec,
+        } = self;
+        let cap = spec.capture.unwrap_or(0);
+        let mut out = Capture::new(cap);
+        let mut err = Capture::new(cap);
+        // Shared cells, not captured `&mut`s: the I/O future may be cut off at the
+        // grace or the deadline, and what it learnt so far must survive it.
+        // Atomics rather than `Cell` keep the future `Send` for `rt::spawn`.
+        let stdin_unwritten = AtomicUsize::new(0);
+        let stdin_deadline = Instant::now() + spec.stdin_timeout;
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
+
+        let mut timed_out = false;
+        let status = {
+            let io_done = AtomicBool::new(false);
+            let mut io = pin!(async {
+                let feed = async {
+                    stdin_unwritten.store(
+                        feed(stdin, &spec.stdin, stdin_deadline).await,
+                        Ordering::Relaxed,
+                    )
+                };
+                let drains = future::zip(out.drain(stdout), err.drain(stderr));
+                future::zip(feed, drains).await;
+                io_done.store(true, Ordering::Relaxed);
+            });
+
+            // Phase 1: drive the I/O while waiting for the child, up to the deadline.
+            let waited = rt::deadline(spec.deadline, async {
+                let io_then_idle = async {
+                    io.as_mut().await;
+                    future::pending::<io::Result<ExitStatus>>().await
+                };
+                future::or(child.status(), io_then_idle).await
+            })
+            .await;
+            let status = match waited {
+                Ok(status) => status,
+                Err(rt::TimedOut) => {
+                    timed_out = true;
+                    group.kill();
+                    child.status().await
+                }
+            };
+            if spec.leftovers == Leftovers::Kill {
+                // The leader is reaped, but its id stays reserved while any
+                // member lives, so this reaches only what it left behind (an
+                // empty group answers ESRCH).
+                group.kill();
+            }
+            group.disarm();
+
+            // Phase 2: the child is reaped; keep draining only for a short grace.
+            if !io_done.load(Ordering::Relaxed) {
+                let _ = rt::deadline(Instant::now() + EXIT_DRAIN_GRACE, io.as_mut()).await;
+            }
+            status
+        };
+
+        let exit = match status {
+            Ok(status) => match exit_of(status) {
+                Exit::Code(code) => match launch.exec_error(code) {
+                    Some(e) => Exit::SpawnFailed(e),
+                    None => Exit::Code(code),
+                },
+                other => other,
+            },
+            Err(e) => Exit::SpawnFailed(format!("wait failed: {e}")),
+        };
+        Outcome {
+            exit,
+            stdout: out.kept,
+            stderr: err.kept,
+            stdout_truncated: out.truncated,
+            stderr_truncated: err.truncated,
+            timed_out,
+            stdin_unwritten: stdin_unwritten.into_inner(),
+        }
+    }
+}
+
+/// Kills (`SIGKILL`) the process group of every child started here and not
+/// yet reaped; for a process about to exit, so nothing it started outlives
+/// it. Returns how many groups were signalled.
+pub fn kill_all() -> usize {
+    let live = LIVE
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_else(|p| p.into_inner().clone());
+    live.iter()
+        .filter(|&&pgid| {
+            Pid::from_raw(pgid)
+                .is_some_and(|p| rustix::process::kill_process_group(p, Signal::KILL).is_ok())
+        })
+        .count()
+}
+
+/// Process groups of children not yet reaped (see [`GroupGuard`]).
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// A process group as another process can find it again: its id and its
+/// leader's start (boot id and start time), so a later agent process can tell
+/// its own old group from an unrelated one that reuses the id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The group id: the leader's pid.
+    pub pgid: i32,
+    /// `<boot id>/<leader start in clock ticks since boot>`, from `/proc`;
+    /// `None` when it could not be read (the group is then never killed later).
+    pub started: Option<String>,
+}
+
+impl Group {
+    /// The group led by the live process `pid`.
+    pub fn of_leader(pid: i32) -> Group {
+        let started = match (boot_id(), stat(pid)) {
+            (Some(boot), Some(st)) => Some(format!("{boot}/{}", st.start)),
+            _ => None,
+        };
+        Group { pgid: pid, started }
+    }
+
+    /// Whether this group still has a live (non-zombie) member and is the same
+    /// group that was recorded: same boot, and a leader, if one is left, with
+    /// the recorded start. Reads `/proc`; blocking, but only memory.
+    pub fn alive(&self) -> bool {
+        let Some((boot, ticks)) = self
+            .started
+            .as_deref()
+            .and_then(|s| s.split_once('/'))
+            .and_then(|(b, t)| Some((b, t.parse::<u64>().ok()?)))
+        else {
+            return false;
+        };
+        if boot_id().as_deref() != Some(boot) {
+            return false;
+        }
+        if let Some(leader) = stat(self.pgid) {
+            // The id is a live process again: ours only if it is the leader we
+            // recorded, still leading its group.
+            if leader.start != ticks || leader.pgrp != self.pgid {
+                return false;
+            }
+        }
+        // No leader left: a group id is not reused while a member lives, so a
+        // live member means the recorded group.
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return false;
+        };
+        procs
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter_map(stat)
+            .any(|st| st.pgrp == self.pgid && st.state != 'Z')
+    }
+
+    /// Kills the group (`SIGKILL`) if it is still [`alive`](Group::alive),
+    /// then waits up to `within` for it to be gone. True when it is gone.
+    pub fn kill_and_wait(&self, within: Duration) -> bool {
+        if !self.alive() {
+            return true;
+        }
+        if let Some(pgid) = Pid::from_raw(self.pgid) {
+            let _ = rustix::process::kill_process_group(pgid, Signal::KILL);
+        }
+        let end = Instant::now() + within;
+        let mut pause = Duration::from_millis(5);
+        while self.alive() {
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
+        true
+    }
+}
+
+/// The fields of `/proc/<pid>/stat` a [`Group`] needs.
+struct Stat {
+    state: char,
+    pgrp: i32,
+    /// Start time in clock ticks since boot.
+    start: u64,
+}
+
+fn stat(pid: i32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name in parentheses may hold anything: split after the last `)`.
+    let (_, rest) = text.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields from 3 (state) on; pgrp is field 5, starttime field 22.
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start: fields.get(19)?.parse().ok()?,
+    })
+}
+
+fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty() && !id.contains('/')).then(|| id.to_string())
 }
 
 fn exit_of(status: ExitStatus) -> Exit {
@@ -320,6 +518,9 @@ struct GroupGuard {
 impl GroupGuard {
     fn new(pid: u32) -> GroupGuard {
         let pgid = i32::try_from(pid).ok().and_then(Pid::from_raw);
+        if let (Some(p), Ok(mut live)) = (pgid, LIVE.lock()) {
+            live.push(p.as_raw_nonzero().get());
+        }
         GroupGuard { pgid }
     }
 
@@ -331,13 +532,17 @@ impl GroupGuard {
     }
 
     fn disarm(&mut self) {
-        self.pgid = None;
+        if let (Some(p), Ok(mut live)) = (self.pgid.take(), LIVE.lock()) {
+            let raw = p.as_raw_nonzero().get();
+            live.retain(|&g| g != raw);
+        }
     }
 }
 
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         self.kill();
+        self.disarm();
     }
 }
 
@@ -414,6 +619,7 @@ pub(crate) mod tests {
             stdin_timeout: Duration::from_secs(5),
             deadline: Instant::now() + Duration::from_secs(20),
             capture: Some(1024 * 1024),
+            leftovers: Leftovers::Keep,
         }
     }
 
@@ -664,6 +870,54 @@ pub(crate) mod tests {
             eventually(Duration::from_secs(5), || process_dead(grandchild)),
             "grandchild {grandchild} survived"
         );
+    }
+
+    #[test]
+    fn leftovers_kill_reaches_what_the_child_left_in_its_group() {
+        let dir = fixture_dir("leftovers");
+        let pidfile = dir.join("pid");
+        let s = script(&dir, "s", r#"sleep 30 & echo $! > "$1"; exit 0"#);
+        let mut sp = spec(s, &[pidfile.to_str().unwrap()]);
+        sp.leftovers = Leftovers::Kill;
+        let out = run_blocking(sp);
+        assert_eq!(out.exit, Exit::Code(0));
+        assert!(!out.timed_out);
+        let grandchild = read_pid(&pidfile);
+        assert!(
+            eventually(Duration::from_secs(5), || process_dead(grandchild)),
+            "grandchild {grandchild} survived"
+        );
+    }
+
+    #[test]
+    fn group_identity_tells_its_own_group_from_a_reused_id() {
+        let mut child = std::process::Command::new("/bin/sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let group = Group::of_leader(pid);
+        assert!(group.started.is_some(), "{group:?}");
+        assert!(group.alive());
+        // Same id, another leader start: an unrelated group reusing the id.
+        let (boot, _) = group.started.as_deref().unwrap().split_once('/').unwrap();
+        let other = Group {
+            pgid: pid,
+            started: Some(format!("{boot}/1")),
+        };
+        assert!(!other.alive());
+        assert!(other.kill_and_wait(Duration::from_millis(10)));
+        assert!(!process_dead(pid), "a foreign group must not be killed");
+        // Another boot, or nothing recorded: never ours.
+        let unverifiable = Group {
+            pgid: pid,
+            started: None,
+        };
+        assert!(!unverifiable.alive());
+        assert!(group.kill_and_wait(Duration::from_secs(5)));
+        let _ = child.wait();
+        assert!(!group.alive());
     }
 
     #[test]

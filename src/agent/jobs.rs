@@ -1,23 +1,38 @@
 //! Detached (async) runs: one job per script name, results kept on disk.
 //!
 //! Records live at `<async_runs_dir>/<dispatcher-id>/<reqid>.json` (mode
-//! 0640), written atomically: first `running`, then `done`. A dispatcher can
-//! only read its own records; asking for another's looks exactly like asking
-//! for one that does not exist. Jobs run as children of the agent; when the
-//! agent stops they are killed and their records closed as lost
-//! (`status:"done"`, `exit:-1`, `lost:true`), and a record still `running`
-//! when the agent starts (a crash) is closed the same way, so a result is
-//! never silently dropped. Records older than 24 h are purged on submit.
+//! 0640), written atomically: first `running` (then again with the script's
+//! process group), then `done`. A dispatcher can only read its own records;
+//! asking for another's looks exactly like asking for one that does not
+//! exist. Records older than 24 h are purged on submit.
+//!
+//! Jobs run as children of the agent and never outlive it:
+//! - on SIGTERM ([`Jobs::shutdown`]) each running job's process group is
+//!   killed and its record closed as lost (`status:"done"`, `exit:-1`,
+//!   `lost:true`);
+//! - on a crash the script itself gets `SIGKILL` from the kernel (see
+//!   `crate::launch`), and at the next start ([`Jobs::recover_lost`]) a record
+//!   still `running` has what is left of its process group killed, if that
+//!   group still exists and is the recorded one, before it is closed as lost.
+//!   A group that will not die keeps its script busy, so one job per script
+//!   holds across restarts.
+//!
+//! A finished record the disk refuses (a full state dir) is kept in memory,
+//! served from there by [`Jobs::result`], and written again on a backing-off
+//! timer until it lands; so nothing shows `running` for a job that ended.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use smol::Task;
 
-use crate::agent::limits::RESULT_TTL;
+use crate::agent::limits::{
+    LEFTOVER_KILL_WAIT, MAX_UNWRITTEN_RECORDS, RECORD_RETRY_FIRST, RECORD_RETRY_MAX, RESULT_TTL,
+};
 use crate::agent::runner::{self, Bounds, Context};
+use crate::proc::Group;
 use crate::proto::json;
 use crate::proto::{DispatcherId, JobRecord, JobState, Output, ReqId, RunReply};
 use crate::{fsx, log, rt, time};
@@ -32,9 +47,22 @@ pub struct Jobs {
 
 struct Inner {
     dir: PathBuf,
-    /// Invariant: a script name is here exactly while its job task runs.
-    running: Mutex<HashSet<String>>,
+    /// Invariant: a script name is here exactly while its job's script runs.
+    running: Mutex<HashMap<String, Live>>,
+    /// Groups of jobs from an earlier agent process that did not die when
+    /// killed at start, by script name: that script is busy while one lives.
+    leftovers: Mutex<HashMap<String, Group>>,
+    /// Finished records the disk has not taken yet, by record path.
+    /// Invariant: an entry here is newer than the file and is served first.
+    unwritten: Mutex<HashMap<PathBuf, JobRecord>>,
     tasks: Mutex<Vec<Task<()>>>,
+}
+
+/// A running job, as shutdown needs it.
+#[derive(Clone)]
+struct Live {
+    path: PathBuf,
+    record: JobRecord,
 }
 
 /// Removes the script from the running set however the job task ends.
@@ -58,7 +86,9 @@ impl Jobs {
         Ok(Jobs {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
-                running: Mutex::new(HashSet::new()),
+                running: Mutex::new(HashMap::new()),
+                leftovers: Mutex::new(HashMap::new()),
+                unwritten: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
             }),
         })
@@ -81,22 +111,58 @@ impl Jobs {
         };
         let owner_dir = self.inner.dir.join(owner.as_str());
         let record_path = owner_dir.join(format!("{reqid}.json"));
-        let known = {
+        let leftover = self
+            .inner
+            .leftovers
+            .lock()
+            .ok()
+            .and_then(|l| l.get(&ctx.script).cloned());
+        let (known, leftover_alive) = {
             let (jobs, record_path) = (self.clone(), record_path.clone());
+            let leftover = leftover.clone();
             smol::unblock(move || {
                 jobs.purge_old();
-                record_path.exists()
+                (record_path.exists(), leftover.is_some_and(|g| g.alive()))
             })
             .await
         };
-        if known {
+        if known || self.unwritten(&record_path).is_some() {
             return refuse("reqid already used");
         }
+        if leftover.is_some() && !leftover_alive {
+            if let Ok(mut l) = self.inner.leftovers.lock() {
+                l.remove(&ctx.script);
+            }
+        }
+        let held = self.inner.unwritten.lock().map(|u| u.len()).unwrap_or(0);
+        if held >= MAX_UNWRITTEN_RECORDS {
+            log::error(
+                "async-store-full",
+                &[
+                    ("HELD", &held.to_string()),
+                    ("REQID", &ctx.reqid),
+                    ("SCRIPT", &ctx.script),
+                ],
+            );
+            return refuse("could not start async job");
+        }
+        let mut record = JobRecord {
+            reqid: ctx.reqid.clone(),
+            state: JobState::Running,
+            script: ctx.script.clone(),
+            owner: ctx.dispatcher.clone(),
+            started: time::iso8601(time::now()),
+            finished: None,
+            output: None,
+            lost: false,
+            pgid: None,
+            pgid_started: None,
+        };
         {
             let Ok(mut running) = self.inner.running.lock() else {
                 return refuse("could not start async job");
             };
-            if running.contains(&ctx.script) {
+            if leftover_alive || running.contains_key(&ctx.script) {
                 log::warn(
                     "run-async-busy",
                     &[
@@ -110,21 +176,15 @@ impl Jobs {
                     reqid: ctx.reqid.clone(),
                 };
             }
-            running.insert(ctx.script.clone());
+            let live = Live {
+                path: record_path.clone(),
+                record: record.clone(),
+            };
+            running.insert(ctx.script.clone(), live);
         }
         let guard = RunningGuard {
             inner: self.inner.clone(),
             script: ctx.script.clone(),
-        };
-        let mut record = JobRecord {
-            reqid: ctx.reqid.clone(),
-            state: JobState::Running,
-            script: ctx.script.clone(),
-            owner: ctx.dispatcher.clone(),
-            started: time::iso8601(time::now()),
-            finished: None,
-            output: None,
-            lost: false,
         };
         let written = {
             let (bytes, target) = (json::to_string(&record.to_json()), record_path.clone());
@@ -155,21 +215,36 @@ impl Jobs {
             script: ctx.script.clone(),
             reqid: ctx.reqid.clone(),
         };
+        // Started here, on the executor thread, and handed to the task with
+        // no `.await` between: a cancelled submit cannot leave it unowned.
+        let started = runner::start(&path, &ctx, bounds);
+        let jobs = self.clone();
         let task = rt::spawn(async move {
-            let _guard = guard;
-            let output = runner::run(&path, &ctx, bounds).await;
+            if let Some(group) = started.group() {
+                // The group on disk, for the next agent process after a crash.
+                record.pgid = Some(i64::from(group.pgid));
+                record.pgid_started = group.started;
+                let (bytes, target) = (json::to_string(&record.to_json()), record_path.clone());
+                if let Err(e) =
+                    smol::unblock(move || fsx::write_atomic(&target, bytes.as_bytes(), 0o640)).await
+                {
+                    log::error(
+                        "async-store-fail",
+                        &[("ERROR", &e.to_string()), ("REQID", &ctx.reqid)],
+                    );
+                }
+            }
+            let output = started.finish().await;
             let exit = output.exit;
             record.state = JobState::Done;
             record.finished = Some(time::iso8601(time::now()));
             record.output = Some(output);
-            let bytes = json::to_string(&record.to_json()).into_bytes();
-            let res = smol::unblock(move || fsx::write_atomic(&record_path, &bytes, 0o640)).await;
-            if let Err(e) = res {
-                log::error(
-                    "async-store-fail",
-                    &[("ERROR", &e.to_string()), ("REQID", &ctx.reqid)],
-                );
-            }
+            record.pgid = None;
+            record.pgid_started = None;
+            // In memory before the script's slot is freed and before the disk
+            // is tried: from here on the job reads as done.
+            jobs.hold(&record_path, &record);
+            drop(guard);
             log::info(
                 "run",
                 &[
@@ -181,12 +256,79 @@ impl Jobs {
                     ("SCRIPT", &ctx.script),
                 ],
             );
+            jobs.store_done(record_path, record).await;
         });
         if let Ok(mut tasks) = self.inner.tasks.lock() {
             tasks.retain(|t| !t.is_finished());
             tasks.push(task);
         }
         reply
+    }
+
+    /// Writes a finished record held in memory, retrying on a backing-off
+    /// timer while the disk refuses it; drops it from memory once written, or
+    /// after [`RESULT_TTL`] (by then the file would be purged anyway).
+    async fn store_done(&self, path: PathBuf, record: JobRecord) {
+        let bytes = json::to_string(&record.to_json()).into_bytes();
+        let since = Instant::now();
+        let mut pause = RECORD_RETRY_FIRST;
+        let mut failures = 0u32;
+        loop {
+            let (target, data) = (path.clone(), bytes.clone());
+            match smol::unblock(move || fsx::write_atomic(&target, &data, 0o640)).await {
+                Ok(()) => {
+                    if failures > 0 {
+                        log::info(
+                            "async-store-recovered",
+                            &[
+                                ("ATTEMPTS", &(failures + 1).to_string()),
+                                ("REQID", &record.reqid),
+                            ],
+                        );
+                    }
+                    break;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        log::error(
+                            "async-store-fail",
+                            &[
+                                ("ERROR", &e.to_string()),
+                                ("REQID", &record.reqid),
+                                ("RESULT", "kept in memory, retrying"),
+                            ],
+                        );
+                    }
+                    if since.elapsed() >= RESULT_TTL {
+                        log::error(
+                            "async-store-giveup",
+                            &[("ERROR", &e.to_string()), ("REQID", &record.reqid)],
+                        );
+                        break;
+                    }
+                }
+            }
+            rt::sleep(pause).await;
+            pause = (pause * 2).min(RECORD_RETRY_MAX);
+        }
+        if let Ok(mut u) = self.inner.unwritten.lock() {
+            u.remove(&path);
+        }
+    }
+
+    fn hold(&self, path: &Path, record: &JobRecord) {
+        if let Ok(mut u) = self.inner.unwritten.lock() {
+            u.insert(path.to_path_buf(), record.clone());
+        }
+    }
+
+    fn unwritten(&self, path: &Path) -> Option<JobRecord> {
+        self.inner
+            .unwritten
+            .lock()
+            .ok()
+            .and_then(|u| u.get(path).cloned())
     }
 
     /// `GET /result/<reqid>` for dispatcher `owner`: the record, or `None`
@@ -201,14 +343,17 @@ impl Jobs {
                 .dir
                 .join(owner.as_str())
                 .join(format!("{id}.json"));
-            let found = std::fs::read(&path)
-                .ok()
-                .and_then(|b| json::parse_object(&b).ok())
-                .and_then(|o| JobRecord::from_json(&o).ok());
+            let found = jobs.unwritten(&path).or_else(|| read_record(&path));
             let other = found.is_none() && jobs.owned_by_other(owner.as_str(), id.as_str());
             (found, other)
         })
         .await;
+        // The process group is for this agent's own recovery, not the wire.
+        let found = found.map(|rec| JobRecord {
+            pgid: None,
+            pgid_started: None,
+            ..rec
+        });
         let (who, reqid) = (("DISPATCHER", owner_id.as_str()), ("REQID", reqid.as_str()));
         match (&found, other) {
             (Some(_), _) => log::info("result", &[who, ("PEER", peer), reqid]),
@@ -230,32 +375,98 @@ impl Jobs {
             .any(|d| d.path().join(format!("{reqid}.json")).exists())
     }
 
-    /// Closes records left `running` by a previous agent process as lost.
+    /// At start: for each record left `running` by a previous agent process,
+    /// kills what is left of its process group (if it still exists and is
+    /// the recorded one) and closes the record as lost. A group still alive
+    /// after [`LEFTOVER_KILL_WAIT`] keeps its script busy. Blocking.
     pub fn recover_lost(&self) {
         for path in self.records() {
-            let record = std::fs::read(&path)
-                .ok()
-                .and_then(|b| json::parse_object(&b).ok())
-                .and_then(|o| JobRecord::from_json(&o).ok());
-            if let Some(rec) = record.filter(|r| r.state == JobState::Running) {
-                close_lost(&path, rec);
+            let Some(rec) = read_record(&path).filter(|r| r.state == JobState::Running) else {
+                continue;
+            };
+            if let Some(group) = group_of(&rec) {
+                if group.alive() {
+                    let pgid = group.pgid.to_string();
+                    if group.kill_and_wait(LEFTOVER_KILL_WAIT) {
+                        log::warn(
+                            "run-async-killed",
+                            &[
+                                ("PGID", &pgid),
+                                ("REQID", &rec.reqid),
+                                ("SCRIPT", &rec.script),
+                            ],
+                        );
+                    } else {
+                        log::error(
+                            "run-async-leftover",
+                            &[
+                                ("PGID", &pgid),
+                                ("REQID", &rec.reqid),
+                                ("SCRIPT", &rec.script),
+                            ],
+                        );
+                        if let Ok(mut l) = self.inner.leftovers.lock() {
+                            l.insert(rec.script.clone(), group);
+                        }
+                    }
+                }
             }
+            close_lost(&path, rec);
         }
     }
 
-    /// Stops every running job (killing its process group) and closes its
-    /// record as lost. Called when the agent stops.
-    pub fn shutdown(&self) {
+    /// Stops every job and closes its record; called when the agent stops
+    /// (SIGTERM). Each running job's task is cancelled, which kills its
+    /// process group (`proc` kills the group of a dropped run), and its record
+    /// is closed as lost; a finished record still in memory gets one last
+    /// write.
+    pub async fn shutdown(&self) {
+        let live: Vec<Live> = self
+            .inner
+            .running
+            .lock()
+            .map(|r| r.values().cloned().collect())
+            .unwrap_or_default();
         let tasks = self
             .inner
             .tasks
             .lock()
             .map(|mut t| std::mem::take(&mut *t))
             .unwrap_or_default();
-        let had_running = tasks.iter().any(|t| !t.is_finished());
-        drop(tasks);
-        if had_running {
-            self.recover_lost();
+        for task in tasks {
+            task.cancel().await;
+        }
+        let jobs = self.clone();
+        smol::unblock(move || jobs.close_after_stop(live)).await;
+    }
+
+    fn close_after_stop(&self, live: Vec<Live>) {
+        let held: Vec<(PathBuf, JobRecord)> = self
+            .inner
+            .unwritten
+            .lock()
+            .map(|mut u| u.drain().collect())
+            .unwrap_or_default();
+        for (path, rec) in &held {
+            let bytes = json::to_string(&rec.to_json());
+            if let Err(e) = fsx::write_atomic(path, bytes.as_bytes(), 0o640) {
+                // Left `running` on disk: the next start closes it as lost.
+                log::error(
+                    "async-store-fail",
+                    &[("ERROR", &e.to_string()), ("REQID", &rec.reqid)],
+                );
+            }
+        }
+        for job in live {
+            if held.iter().any(|(p, _)| *p == job.path) {
+                continue;
+            }
+            // A job that finished while the others were being cancelled has
+            // its done record on disk already.
+            let still_running = read_record(&job.path).is_none_or(|r| r.state == JobState::Running);
+            if still_running {
+                close_lost(&job.path, job.record);
+            }
         }
     }
 
@@ -295,8 +506,29 @@ impl Jobs {
     }
 }
 
+fn read_record(path: &Path) -> Option<JobRecord> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| json::parse_object(&b).ok())
+        .and_then(|o| JobRecord::from_json(&o).ok())
+}
+
+/// The process group a running record names, if it names one.
+fn group_of(rec: &JobRecord) -> Option<Group> {
+    let pgid = rec
+        .pgid
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 1)?;
+    Some(Group {
+        pgid,
+        started: rec.pgid_started.clone(),
+    })
+}
+
 fn close_lost(path: &Path, mut rec: JobRecord) {
     rec.state = JobState::Done;
+    rec.pgid = None;
+    rec.pgid_started = None;
     rec.output = Some(Output {
         stderr: LOST_MESSAGE.into(),
         ..Output::failed(LOST_MESSAGE)

@@ -40,3 +40,22 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// goes on; a real dispatcher finishes in milliseconds, so 3 s is ample
 /// even for a slow router and keeps the blocked peer's hold short.
 pub const PROBATION_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// First wait before retrying a finished job's record the disk refused (a
+/// full state dir); doubles up to [`RECORD_RETRY_MAX`].
+pub const RECORD_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// Longest wait between retries of an unwritten record: an operator who
+/// frees space sees the record on disk within about a minute.
+pub const RECORD_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Finished records held in memory because the disk refused them. At this
+/// many, new async runs are refused (their results could not be kept either)
+/// rather than evicting a result; jobs already running may still add theirs,
+/// so the count stays below this plus one per allowlisted script.
+pub const MAX_UNWRITTEN_RECORDS: usize = 64;
+
+/// How long the agent, at start, waits for a killed leftover process group
+/// of a job from before a crash to be gone. Past it the script stays busy
+/// (409) until the group is gone, rather than run twice.
+pub const LEFTOVER_KILL_WAIT: Duration = Duration::from_secs(2);

@@ -1,12 +1,14 @@
 //! Runs one allowlisted script: no shell, a clean environment, the request
 //! context as JSON on stdin, both output streams drained concurrently through
 //! a cap, and a run deadline that kills the script's whole process group.
+//! [`start`] and [`Started::finish`] split a run for detached jobs, which
+//! record the script's process group before waiting.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::agent::limits::{KEPT_ENV, SCRIPT_PATH};
-use crate::proc::{self, Env, Exit, Spec};
+use crate::proc::{self, Env, Exit, Group, Leftovers, Spec};
 use crate::proto::json::Builder;
 use crate::proto::Output;
 use crate::{log, time};
@@ -60,6 +62,12 @@ pub struct Bounds {
 
 /// Runs `path` for `ctx` under `bounds`.
 pub async fn run(path: &Path, ctx: &Context, bounds: Bounds) -> Output {
+    start(path, ctx, bounds).finish().await
+}
+
+/// Starts `path` for `ctx` under `bounds`; a spawn failure shows in
+/// [`Started::finish`]. Dropping the result kills the script's group.
+pub fn start(path: &Path, ctx: &Context, bounds: Bounds) -> Started {
     let mut env = vec![("PATH".to_string(), SCRIPT_PATH.to_string())];
     for key in KEPT_ENV {
         if let Ok(v) = std::env::var(key) {
@@ -74,15 +82,56 @@ pub async fn run(path: &Path, ctx: &Context, bounds: Bounds) -> Output {
         stdin_timeout: bounds.stdin_timeout,
         deadline: Instant::now() + bounds.run_timeout,
         capture: Some(bounds.max_output),
+        leftovers: Leftovers::Keep,
     };
-    let out = proc::run(spec).await;
+    Started {
+        path: path.to_path_buf(),
+        reqid: ctx.reqid.clone(),
+        script: ctx.script.clone(),
+        run_timeout: bounds.run_timeout,
+        run: proc::start(spec),
+    }
+}
+
+/// A started script, not yet waited for.
+pub struct Started {
+    path: PathBuf,
+    reqid: String,
+    script: String,
+    run_timeout: Duration,
+    run: Result<proc::Running, proc::Outcome>,
+}
+
+impl Started {
+    /// The script's process group; `None` when it did not start.
+    pub fn group(&self) -> Option<Group> {
+        self.run.as_ref().ok().and_then(proc::Running::group)
+    }
+
+    /// Waits for the script and maps what happened to the wire's `Output`.
+    pub async fn finish(self) -> Output {
+        let out = match self.run {
+            Ok(running) => running.wait().await,
+            Err(failed) => failed,
+        };
+        output_of(out, &self.path, &self.reqid, &self.script, self.run_timeout)
+    }
+}
+
+fn output_of(
+    out: proc::Outcome,
+    path: &Path,
+    reqid: &str,
+    script: &str,
+    run_timeout: Duration,
+) -> Output {
     if out.stdin_unwritten > 0 {
         log::warn(
             "stdin-timeout",
             &[
                 ("BYTES", &out.stdin_unwritten.to_string()),
-                ("REQID", &ctx.reqid),
-                ("SCRIPT", &ctx.script),
+                ("REQID", reqid),
+                ("SCRIPT", script),
             ],
         );
     }
@@ -107,7 +156,7 @@ pub async fn run(path: &Path, ctx: &Context, bounds: Bounds) -> Output {
         error: out.timed_out.then(|| {
             format!(
                 "script timed out after {}s and was killed",
-                bounds.run_timeout.as_secs()
+                run_timeout.as_secs()
             )
         }),
     }

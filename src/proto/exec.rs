@@ -449,6 +449,12 @@ pub struct JobRecord {
     pub output: Option<Output>,
     /// Closed because the host stopped before the script finished.
     pub lost: bool,
+    /// While running, on disk only: the script's process group, so a host
+    /// restarted after a crash can kill what is left of it (extension).
+    pub pgid: Option<i64>,
+    /// With `pgid`: the group leader's start, `<boot id>/<clock ticks>`, which
+    /// tells that group from a later one reusing the id (extension).
+    pub pgid_started: Option<String>,
 }
 
 impl JobRecord {
@@ -467,7 +473,9 @@ impl JobRecord {
             .str("owner", &self.owner)
             .str("started", &self.started)
             .opt_str("finished", self.finished.as_deref())
-            .flag("lost", self.lost);
+            .flag("lost", self.lost)
+            .opt_int("pgid", self.pgid)
+            .opt_str("pgid_started", self.pgid_started.as_deref());
         match &self.output {
             Some(out) => out.write(b).build(),
             None => b.build(),
@@ -499,6 +507,8 @@ impl JobRecord {
                 JobState::Running => None,
             },
             lost: f.flag("lost")?.unwrap_or(false),
+            pgid: f.int("pgid")?,
+            pgid_started: f.str("pgid_started")?.map(str::to_string),
         })
     }
 }

@@ -182,6 +182,21 @@ fn job_records_of_protocol_3_4() {
         |o| JobRecord::from_json(o).unwrap(),
         JobRecord::to_json,
     );
+    // A running record on disk carries the script's process group.
+    let grouped = r#"{"reqid":"r1","status":"running","script":"s","owner":"ctrl","started":"2026-01-01T00:00:00Z","pgid":4242,"pgid_started":"0b7c5a9e-4f1e-4a53-9d3b-2f6f1c7d8e90/123456"}"#;
+    round_trip(
+        grouped,
+        |o| JobRecord::from_json(o).unwrap(),
+        JobRecord::to_json,
+    );
+    let job = JobRecord::from_json(&obj(grouped)).unwrap();
+    assert_eq!(job.pgid, Some(4242));
+    assert!(job.pgid_started.is_some_and(|s| s.ends_with("/123456")));
+    assert_eq!(JobRecord::from_json(&obj(running)).unwrap().pgid, None);
+    assert!(JobRecord::from_json(&obj(
+        r#"{"reqid":"r1","status":"running","script":"s","owner":"ctrl","started":"a","pgid":"7"}"#
+    ))
+    .is_err());
     let done = r#"{"reqid":"r1","status":"done","script":"s","owner":"ctrl","started":"2026-01-01T00:00:00Z","finished":"2026-01-01T00:00:05Z","exit":3,"stdout":"o","stderr":"e","stdout_truncated":false,"stderr_truncated":false}"#;
     round_trip(
         done,

@@ -39,10 +39,12 @@ use crate::net::server::{self, HandshakeError, ServerStream};
 use crate::net::slots::{SlotHandle, SlotTable};
 use crate::proto::json;
 use crate::proto::ErrorReply;
-use crate::{log, pki, rt};
+use crate::{log, pki, proc, rt};
 
-/// Accepts until SIGTERM/SIGINT (SIGHUP reloads), then waits up to
-/// [`SHUTDOWN_GRACE`] for connections in flight.
+/// Accepts until SIGTERM/SIGINT (SIGHUP reloads); then kills the detached
+/// jobs and closes their records, waits up to [`SHUTDOWN_GRACE`] for
+/// connections in flight, and kills the process group of any script still
+/// running, so nothing the agent started outlives it.
 pub async fn run(
     agent: Arc<Agent>,
     listener: Async<std::net::TcpListener>,
@@ -68,9 +70,12 @@ pub async fn run(
     accept::serve(&listener, &slots, agent.clone(), signalled).await;
     log::info("stop", &[]);
     drop(listener);
-    let stopping = agent.clone();
-    smol::unblock(move || stopping.jobs.shutdown()).await;
+    agent.jobs.shutdown().await;
     let _ = rt::timeout(Some(SHUTDOWN_GRACE), slots.drained()).await;
+    let killed = proc::kill_all();
+    if killed > 0 {
+        log::warn("stop-kill", &[("GROUPS", &killed.to_string())]);
+    }
     Ok(())
 }
 
