@@ -22,16 +22,11 @@ use ctrl_exec::proto::{PairAck, PairRequest, QueueEntry};
 
 /// The files pairing writes on the agent; none may exist after a refusal.
 fn stored_files(a: &Agent) -> Vec<String> {
-    [
-        "agent.crt",
-        "agent.key",
-        "ca.crt",
-        "state/ctrl-exec-dispatchers",
-    ]
-    .iter()
-    .filter(|f| a.dir.join(f).exists())
-    .map(|f| f.to_string())
-    .collect()
+    ["agent.crt", "agent.key", "ca.crt", "ctrl-exec-dispatchers"]
+        .iter()
+        .filter(|f| a.dir.join(f).exists())
+        .map(|f| f.to_string())
+        .collect()
 }
 
 /// The pending request (id, hostname, code) rows of `ced list-requests`.

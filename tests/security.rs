@@ -232,3 +232,42 @@ fn auth_hook_killed_by_a_signal_denies() {
     assert!(out.stderr.contains("Denied"), "{out}");
     assert!(!out.stdout.contains("hello from web1"), "{out}");
 }
+
+#[test]
+fn self_check_flags_trust_files_the_agent_user_could_replace() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to hand the directories to a service user");
+        return;
+    }
+    let f = Fixture::new("sec_trust_layout");
+    let a = f.agent_files("web1", &[], "");
+    std::fs::create_dir_all(&a.state_dir).unwrap();
+    // The service user owns the state dir; the config dir stays root's.
+    let user = Some(rustix::process::Uid::from_raw(4321));
+    let group = Some(rustix::process::Gid::from_raw(4321));
+    rustix::fs::chown(&a.state_dir, user, group).unwrap();
+    let self_check = |f: &Fixture| {
+        let mut c = f.cmd("cea");
+        c.arg("--config")
+            .arg(&a.conf)
+            .arg("--allowlist")
+            .arg(&a.allowlist)
+            .arg("self-check");
+        f.run(c)
+    };
+    let ok = self_check(&f);
+    assert!(ok.stdout.contains("Trust files OK"), "{}", ok.stdout);
+    assert_eq!(ok.code(), Some(0), "{}", ok.stdout);
+
+    // A trust map the service user could rename over: refused.
+    rustix::fs::chown(&a.dir, user, group).unwrap();
+    let bad = self_check(&f);
+    assert!(bad.stdout.contains("Trust error"), "{}", bad.stdout);
+    assert!(
+        bad.stdout.contains(&a.dir.display().to_string()),
+        "{}",
+        bad.stdout
+    );
+    assert_eq!(bad.code(), Some(1), "{}", bad.stdout);
+    rustix::fs::chown(&a.dir, Some(rustix::process::Uid::ROOT), None).unwrap();
+}

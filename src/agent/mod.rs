@@ -396,8 +396,48 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
             undefined.join(", ")
         )?;
     }
+    let who = service_user(&conf);
+    let exposed = trust::replaceable_by(&conf, who);
+    if exposed.is_empty() {
+        crate::outln!(
+            "  Trust files OK (not replaceable by uid {}: {})",
+            who.uid,
+            trust::trust_files(&conf)
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    } else {
+        for p in &exposed {
+            crate::outln!(
+                "  Trust error: {} can be replaced by uid {} (the agent and its scripts); make it root-owned and not writable by that user",
+                p.display(),
+                who.uid
+            )?;
+        }
+    }
     crate::outln!("Self-check complete.")?;
-    Ok(0)
+    Ok(if exposed.is_empty() { 0 } else { 1 })
+}
+
+/// The user the agent runs as: this one, or, when checking as root, the
+/// owner of the state directory (the service user).
+fn service_user(conf: &AgentConf) -> trust::RunsAs {
+    let me = trust::RunsAs {
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+    };
+    if me.uid != 0 {
+        return me;
+    }
+    match rustix::fs::stat(&conf.state_dir) {
+        Ok(st) => trust::RunsAs {
+            uid: st.st_uid,
+            gid: st.st_gid,
+        },
+        Err(_) => me,
+    }
 }
 
 fn self_ping(a: &Args) -> Result<u8, AgentError> {

@@ -7,8 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::conf::AgentConf;
 use crate::{fsx, log, pki};
 
 /// Serial -> dispatcher id.
@@ -123,9 +124,95 @@ pub fn load_revoked(path: &Path) -> io::Result<BTreeSet<String>> {
     }
 }
 
+/// The files that decide whom the agent trusts and who it is: the trusted
+/// map, the revocation list, its certificate, key and CA.
+pub fn trust_files(conf: &AgentConf) -> [&Path; 5] {
+    [
+        &conf.trusted_dispatchers_path,
+        &conf.revoked_serials,
+        &conf.cert,
+        &conf.key,
+        &conf.ca,
+    ]
+}
+
+/// Who a check is for: the user (and group) the agent, and so every
+/// script it starts without a profile, runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunsAs {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+}
+
+/// The trust files (and directories holding them) that `who` could
+/// replace: an existing file it owns or may write, or whose directory it
+/// owns or may write (so it could rename another file over it). Missing
+/// optional files (no revocation list) are judged by their directory.
+/// Root is not judged: as root, scripts can do anything anyway.
+pub fn replaceable_by(conf: &AgentConf, who: RunsAs) -> Vec<PathBuf> {
+    if who.uid == 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for file in trust_files(conf) {
+        let dir = file
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        for path in [file, dir] {
+            if writable_by(path, who) && !out.iter().any(|p: &PathBuf| p == path) {
+                out.push(path.to_path_buf());
+            }
+        }
+    }
+    out
+}
+
+/// Whether `who` owns `path` (and so may chmod it) or may write it by its
+/// mode; false when it does not exist.
+fn writable_by(path: &Path, who: RunsAs) -> bool {
+    let Ok(st) = rustix::fs::stat(path) else {
+        return false;
+    };
+    let mode = st.st_mode;
+    st.st_uid == who.uid || (mode & 0o002 != 0) || (mode & 0o020 != 0 && st.st_gid == who.gid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_files_in_a_directory_the_agent_user_owns_are_replaceable() {
+        let dir = std::env::temp_dir().join(format!("trust-owned-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = format!(
+            "port = 7443\ncert = {d}/a.crt\nkey = {d}/a.key\nca = {d}/ca.crt\nstate_dir = {d}\n",
+            d = dir.display()
+        );
+        let conf = AgentConf::parse(&dir.join("agent.conf"), &text).unwrap();
+        if rustix::process::geteuid().is_root() {
+            // Root is never judged; hand the directory to a service user.
+            let user = Some(rustix::process::Uid::from_raw(4321));
+            let group = Some(rustix::process::Gid::from_raw(4321));
+            rustix::fs::chown(&dir, user, group).unwrap();
+        }
+        let me = rustix::fs::stat(&dir).unwrap();
+        let owner = RunsAs {
+            uid: me.st_uid,
+            gid: me.st_gid,
+        };
+        assert!(replaceable_by(&conf, owner).contains(&dir));
+        let stranger = RunsAs {
+            uid: 54_321,
+            gid: 54_321,
+        };
+        assert!(replaceable_by(&conf, stranger).is_empty() || me.st_mode & 0o002 != 0);
+        assert!(replaceable_by(&conf, RunsAs { uid: 0, gid: 0 }).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn trusted_map_round_trips_and_skips_garbage() {

@@ -38,8 +38,14 @@ pub struct AgentConf {
     pub ca: PathBuf,
     /// State directory (`state_dir`, default [`DEFAULT_AGENT_STATE_DIR`]).
     pub state_dir: PathBuf,
-    /// Trusted-dispatcher map (default `<state_dir>/ctrl-exec-dispatchers`).
+    /// Trusted-dispatcher map (default `ctrl-exec-dispatchers` beside
+    /// agent.conf, where the agent user, and so its scripts, cannot replace
+    /// it; the original kept it in the state dir).
     pub trusted_dispatchers_path: PathBuf,
+    /// Where the original kept the map (`<state_dir>/ctrl-exec-dispatchers`),
+    /// when the path is the default: [`AgentConf::load`] falls back to it
+    /// when only that file exists.
+    pub legacy_trusted_dispatchers_path: Option<PathBuf>,
     /// Async result store (default `<state_dir>/runs`).
     pub async_runs_dir: PathBuf,
     /// Renewed-certificate staging file (default `<state_dir>/agent.crt.staged`).
@@ -121,7 +127,16 @@ enum Section {
 impl AgentConf {
     /// Reads and parses `path`.
     pub fn load(path: &Path) -> Result<Self, ConfError> {
-        Self::parse(path, &read(path)?)
+        let mut conf = Self::parse(path, &read(path)?)?;
+        // A deployment from before the map moved out of the state dir keeps
+        // working: its map is used where it is (and `cea self-check` and
+        // `serve` say it can be replaced by the scripts there).
+        if let Some(legacy) = conf.legacy_trusted_dispatchers_path.take() {
+            if !conf.trusted_dispatchers_path.exists() && legacy.exists() {
+                conf.trusted_dispatchers_path = legacy;
+            }
+        }
+        Ok(conf)
     }
 
     /// Parses the text of `path`. No file I/O, except that the host name is
@@ -205,6 +220,11 @@ impl AgentConf {
             )
         };
 
+        let conf_dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         Ok(AgentConf {
             port,
             bind: raw.get("bind").unwrap_or(DEFAULT_AGENT_BIND).to_string(),
@@ -213,7 +233,11 @@ impl AgentConf {
             ca: raw.required_path("ca")?,
             trusted_dispatchers_path: raw
                 .path("trusted_dispatchers_path")
-                .unwrap_or_else(|| state_dir.join(TRUSTED_DISPATCHERS_FILE)),
+                .unwrap_or_else(|| conf_dir.join(TRUSTED_DISPATCHERS_FILE)),
+            legacy_trusted_dispatchers_path: raw
+                .path("trusted_dispatchers_path")
+                .is_none()
+                .then(|| state_dir.join(TRUSTED_DISPATCHERS_FILE)),
             async_runs_dir: raw
                 .path("async_runs_dir")
                 .unwrap_or_else(|| state_dir.join(ASYNC_RUNS_DIR)),
@@ -412,7 +436,13 @@ mod tests {
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/ctrl-exec-agent"));
         assert_eq!(
             c.trusted_dispatchers_path,
-            PathBuf::from("/var/lib/ctrl-exec-agent/ctrl-exec-dispatchers")
+            PathBuf::from("/etc/ctrl-exec-agent/ctrl-exec-dispatchers")
+        );
+        assert_eq!(
+            c.legacy_trusted_dispatchers_path,
+            Some(PathBuf::from(
+                "/var/lib/ctrl-exec-agent/ctrl-exec-dispatchers"
+            ))
         );
         assert_eq!(
             c.async_runs_dir,

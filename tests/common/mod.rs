@@ -217,9 +217,13 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// The trusted-dispatcher map pairing writes.
+    /// The trusted-dispatcher map pairing writes: beside agent.conf, out of
+    /// the state dir that the agent user (and its scripts) can write.
     pub fn trusted_map(&self) -> PathBuf {
-        self.state_dir.join("ctrl-exec-dispatchers")
+        self.conf
+            .parent()
+            .expect("agent.conf has a directory")
+            .join("ctrl-exec-dispatchers")
     }
 
     /// What the agent has logged so far.

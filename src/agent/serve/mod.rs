@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::agent::jobs;
+use crate::agent::trust;
 use crate::agent::AgentError;
 use crate::conf::AgentConf;
 use crate::net::limits::Limits;
@@ -76,6 +77,24 @@ pub fn serve(
         "start",
         &[("PORT", &addr.port().to_string()), ("VERSION", VERSION)],
     );
+    let me = trust::RunsAs {
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+    };
+    let exposed = trust::replaceable_by(&agent.conf, me);
+    if !exposed.is_empty() {
+        let paths: Vec<String> = exposed.iter().map(|p| p.display().to_string()).collect();
+        log::warn(
+            "trust-files-writable",
+            &[
+                ("PATHS", &paths.join(",")),
+                (
+                    "REASON",
+                    "scripts run as this user could replace what the agent trusts; see cea self-check",
+                ),
+            ],
+        );
+    }
     crate::outln!("ctrl-exec-agent listening on {addr}")?;
     rt::block_on(listener::run(agent, listener))
 }
