@@ -305,16 +305,15 @@ install_agent() {
     make_dir "$AGENT_SCRIPTS" 0750 "root:$AGENT_USER"
     make_dir "$AGENT_STATE" 0750 "$AGENT_USER:$AGENT_USER"
 
-    trusted_line="#trusted_dispatchers_path = $AGENT_STATE/ctrl-exec-dispatchers"
-    if [ "$init" = procd ]; then
-        # /var is RAM on OpenWrt: keep the trusted-dispatcher map on flash.
-        trusted_line="trusted_dispatchers_path = $AGENT_ETC/ctrl-exec-dispatchers"
-    fi
+    # The trusted-dispatcher map lives beside agent.conf (root-owned, so the
+    # agent user and its scripts cannot replace it; on flash on OpenWrt).
+    trusted_line="#trusted_dispatchers_path = $AGENT_ETC/ctrl-exec-dispatchers"
     seed_file "$AGENT_ETC/agent.conf" 0640 "root:$AGENT_USER" <<EOF
 # ctrl-exec agent configuration (see docs/INSTALL.md for every key).
 # Whole-line comments only: a '#' after a value becomes part of the value.
-# Changes here need a restart; a reload (SIGHUP) re-reads scripts.conf, the
-# trusted-dispatcher map, revoked-serials and the certificates.
+# A reload (SIGHUP) re-reads this file (port, bind, max_children and the
+# state paths need a restart), scripts.conf, the trusted-dispatcher map,
+# revoked-serials and the certificates.
 
 port = 7443
 cert = $AGENT_ETC/agent.crt
