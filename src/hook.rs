@@ -108,7 +108,8 @@ pub async fn check(hook: &Hook, req: &Request) -> Verdict {
             "auth hook not found or not executable: {}",
             hook.path.display()
         );
-        log_decision(req, &reason, false, Some(&hook.path));
+        // Operators alert on this exact token (security.md 3.3).
+        log_decision(req, "hook-not-executable", false, Some(&hook.path));
         return Verdict::deny(1, reason);
     }
 
@@ -250,8 +251,14 @@ fn decision_fields<'a>(
     pass: bool,
     hook: Option<&'a str>,
 ) -> Vec<(&'static str, &'a str)> {
+    let result = match (pass, hook) {
+        (true, _) => "pass",
+        // A hook that could not be consulted is an error, not a verdict.
+        (false, Some(_)) => "error",
+        (false, None) => "deny",
+    };
     let mut fields = vec![
-        ("RESULT", if pass { "pass" } else { "deny" }),
+        ("RESULT", result),
         ("REASON", reason),
         ("AUTHACTION", req.action.as_str()),
         ("USER", req.username.as_str()),
@@ -557,12 +564,12 @@ mod tests {
         req.dispatcher = "ctrl-exec-primary".into();
         let line = crate::log::line(
             "auth",
-            &decision_fields(&req, "denied", false, Some("/etc/hook")),
+            &decision_fields(&req, "hook-not-executable", false, Some("/etc/hook")),
         );
         assert_eq!(
             line,
-            "ACTION=auth AUTHACTION=run DISPATCHER=ctrl-exec-primary HOOK=/etc/hook IP=127.0.0.1 REASON=denied \
-             RESULT=deny USER=alice"
+            "ACTION=auth AUTHACTION=run DISPATCHER=ctrl-exec-primary HOOK=/etc/hook IP=127.0.0.1 \
+             REASON=hook-not-executable RESULT=error USER=alice"
         );
         assert!(!line.contains("canary"));
     }
