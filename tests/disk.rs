@@ -5,60 +5,11 @@
 mod common;
 
 use std::fs;
-use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{jstr, post, Fixture};
-
-/// A tmpfs mounted on a directory for the life of the guard.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a `size` tmpfs on `dir`; `Err` says why it could not (not
-    /// root, no mount(8), no permission in this container).
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        if !rustix::process::geteuid().is_root() {
-            return Err("not running as root".into());
-        }
-        fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("cannot run mount: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "mount failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
-        }
-        Ok(Tmpfs(dir.to_path_buf()))
-    }
-
-    /// Writes a file until the file system refuses more with ENOSPC.
-    fn fill(&self) -> PathBuf {
-        let path = self.0.join("filler");
-        let mut f = fs::File::create(&path).expect("create filler");
-        let chunk = [0u8; 4096];
-        loop {
-            match f.write_all(&chunk).and_then(|_| f.sync_all()) {
-                Ok(()) => continue,
-                Err(e) if e.raw_os_error() == Some(28) => break,
-                Err(e) => panic!("filling {}: {e}", self.0.display()),
-            }
-        }
-        path
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
+use common::{jstr, post, Fixture, Tmpfs};
 
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {

@@ -8,10 +8,9 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{eventually, jbool, jint, json, jstr, signal, Agent, Fixture};
+use common::{eventually, jbool, jint, json, jstr, signal, Agent, Fixture, Tmpfs};
 
 /// How long a process may take to be gone after it was killed.
 const GONE_WITHIN: Duration = Duration::from_secs(10);
@@ -299,38 +298,6 @@ fn exec_failure_and_a_real_exit_127_stay_apart() {
     let v = out.json();
     assert_eq!(jint(&v, "results.0.exit"), Some(127), "{out}");
     assert_eq!(jstr(&v, "results.0.stderr"), Some(""), "{out}");
-}
-
-/// A small tmpfs mounted for one test, unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// Mounts a `size`-byte tmpfs at `dir`; the reason when it cannot.
-    fn mount(dir: &Path, size: &str) -> Result<Tmpfs, String> {
-        if !rustix::process::geteuid().is_root() {
-            return Err("not root".into());
-        }
-        fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir)
-            .output()
-            .map_err(|e| format!("mount: {e}"))?;
-        if out.status.success() {
-            Ok(Tmpfs(dir.to_path_buf()))
-        } else {
-            Err(format!(
-                "mount failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 #[test]

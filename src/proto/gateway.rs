@@ -161,30 +161,17 @@ pub struct DiscoveryBody {
 }
 
 impl DiscoveryBody {
-    /// Reads a body. The original treats an unreadable body as `{}`; a
-    /// readable one with a field of the wrong type is still an error.
+    /// Reads a body: the fields of `/ping`, every one optional. The
+    /// original treats an unreadable body as `{}`; a readable one with a
+    /// field of the wrong type is still an error.
     pub fn read(bytes: &[u8]) -> Result<DiscoveryBody, FieldError> {
-        match read::<DiscoveryBody>(bytes) {
-            Ok(b) => Ok(b),
+        match read::<PingBody>(bytes) {
+            Ok(b) => Ok(DiscoveryBody {
+                hosts: b.hosts,
+                credentials: b.credentials,
+            }),
             Err(ReadError::Field(e)) => Err(e),
             Err(ReadError::Json(_)) => Ok(DiscoveryBody::default()),
-        }
-    }
-}
-
-impl Message for DiscoveryBody {
-    const FIELDS: &'static [(&'static str, Kind)] = &[
-        ("hosts", Kind::Strings(MAX_LIST_ITEMS)),
-        ("username", Kind::Str),
-        ("token", Kind::Str),
-    ];
-
-    fn set(&mut self, field: &'static str, value: Val) {
-        if self.credentials.set(field, &value) {
-            return;
-        }
-        if let ("hosts", Val::Strings(h)) = (field, value) {
-            self.hosts = h;
         }
     }
 }
