@@ -52,6 +52,24 @@ install:
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ctrl-exec
 	for r in $(ROLES); do ln -sf ctrl-exec $(DESTDIR)$(PREFIX)/bin/$$r; done
 
+## fuzz: every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (see docs/DEVELOPER.md)
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= http_head json conf pairing x509
+FUZZ_FLAGS   ?= -timeout=10 -max_len=12288
+.PHONY: fuzz
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz
+	@if rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal; then \
+	  run='$(CARGO) +nightly fuzz run'; \
+	else \
+	  echo 'fuzz: no nightly toolchain; using stable with RUSTC_BOOTSTRAP=1 and no sanitizer' >&2; \
+	  run='env RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run --sanitizer none'; \
+	fi; \
+	cd fuzz && for t in $(FUZZ_TARGETS); do \
+	  mkdir -p corpus/$$t && \
+	  $$run $$t corpus/$$t seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) $(FUZZ_FLAGS) || exit 1; \
+	done
+
 clean:
 	$(CARGO) clean
 	rm -rf demo-deployment
