@@ -113,3 +113,4 @@ if command -v wrk >/dev/null; then
 fi
 printf '%-34s %s\n' "agent RSS after the loops" "$(grep VmRSS "/proc/$AGENT_PID/status" | awk '{print $2 " " $3}')"
 bash scripts/bench-flood.sh "$BIN"
+bash scripts/bench-memory.sh
