@@ -109,7 +109,7 @@ CONF
     echo "$REQ"
     run ced --config "$DCONF" list-requests
     run ced --config "$DCONF" approve "$REQ"
-    wait_for "$A/state/ctrl-exec-dispatchers" 'demo-dispatcher' >/dev/null
+    wait_for "$A/ctrl-exec-dispatchers" 'demo-dispatcher' >/dev/null
     cea --config "$A/agent.conf" --allowlist "$A/scripts.conf" serve >"$A/serve.out" 2>"$ROOT/logs/$name.log" &
     PIDS+=($!)
     PORT=$(wait_for "$A/serve.out" 'listening on [0-9.]+:[0-9]+' | grep -oE '[0-9]+$')

@@ -29,7 +29,7 @@ use crate::control::dispatch::Dispatch;
 use crate::control::engine::EngineError;
 use crate::exit::{self, Failure, Outcome};
 use crate::net::accept::{self, Incoming, Policy, Work};
-use crate::net::http::{Conn, HttpError};
+use crate::net::http::{Conn, HalfClose, HttpError};
 use crate::net::limits::Limits;
 use crate::net::server::{self, HandshakeError};
 use crate::net::slots::{SlotHandle, SlotTable};
@@ -263,7 +263,7 @@ async fn connection(
     }
 }
 
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin + Send>(
+async fn exchange<S: AsyncRead + AsyncWrite + HalfClose + Unpin + Send>(
     api: &Api,
     mut conn: Conn<S>,
     ip: IpAddr,

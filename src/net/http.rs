@@ -16,9 +16,11 @@
 
 use std::fmt;
 use std::io;
+use std::net::{Shutdown, TcpStream};
 use std::time::Instant;
 
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use smol::Async;
 
 use crate::net::limits::{Limits, LINGER_BYTES, LINGER_TIMEOUT, READ_CHUNK_BYTES};
 use crate::rt;
@@ -185,8 +187,29 @@ impl<S: AsyncWrite + Unpin + Send> Conn<S> {
     }
 }
 
+/// A stream whose sending side can be shut while its receiving side stays
+/// open. `close()` on an async TCP stream only flushes, and on a TLS stream
+/// it sends `close_notify` but leaves the socket open, so neither tells a
+/// peer that reads to EOF that the answer is complete.
+pub trait HalfClose {
+    /// Sends end-of-stream to the peer (a TCP FIN); reading goes on.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl HalfClose for Async<TcpStream> {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.get_ref().shutdown(Shutdown::Write)
+    }
+}
+
+impl<S: HalfClose> HalfClose for futures_rustls::server::TlsStream<S> {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.get_ref().0.shutdown_write()
+    }
+}
+
 /// Answering and ending a connection.
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
+impl<S: AsyncRead + AsyncWrite + HalfClose + Unpin + Send> Conn<S> {
     /// Writes a response and ends the connection so the peer sees it: the
     /// write side is closed first (TLS `close_notify`, then a TCP FIN), then
     /// whatever the peer still sends is read and discarded until it closes,
@@ -199,6 +222,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Conn<S> {
             return;
         }
         if !matches!(rt::deadline(deadline, self.io.close()).await, Ok(Ok(()))) {
+            return;
+        }
+        if self.io.shutdown_write().is_err() {
             return;
         }
         self.buf = Vec::new();

@@ -465,7 +465,10 @@ async fn refuse(conn: &mut Conn<ServerStream>, limits: &Limits, peer: &str, refu
         reason: refusal.reason().into(),
     }
     .to_json();
-    reply(conn, limits, refusal.status(), &body).await;
+    // A refusal ends the connection: half-close and drain, so a peer still
+    // sending (an oversized body) reads the answer instead of a reset.
+    conn.respond_and_close(refusal.status(), json::to_string(&body).as_bytes(), limits)
+        .await;
 }
 
 /// Writes one answer; false when the peer is gone.
