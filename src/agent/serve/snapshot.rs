@@ -18,6 +18,11 @@
 //! the connection cap, state paths, logging) are read from
 //! [`Agent::conf`], never from a reload: a changed one is logged as
 //! `<agent.conf>: <key> changed; restart required` and the rest applies.
+//!
+//! A renewed certificate (`/renew-complete`) replaces the snapshot the same
+//! way: a copy of the one in use with a TLS configuration built from the new
+//! certificate ([`Agent::use_certificate`]), so the next handshake presents
+//! it and connections in flight keep theirs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -36,6 +41,7 @@ use crate::net::tls::{self, Identity};
 use crate::{log, pki, time};
 
 /// Everything a request is judged against; replaced whole on reload.
+#[derive(Clone)]
 pub struct Snapshot {
     /// The allowlist.
     pub allowlist: Allowlist,
@@ -54,6 +60,7 @@ pub struct Snapshot {
 }
 
 /// The part of agent.conf a reload applies.
+#[derive(Clone)]
 pub struct Settings {
     /// This agent's name (`hostname`), in ping and capabilities replies.
     pub hostname: String,
@@ -249,6 +256,38 @@ impl Agent {
             );
         }
         log::info("reload", &[("SCRIPTS", &scripts), ("TRUSTED", &trusted)]);
+    }
+}
+
+impl Agent {
+    /// Swaps in a copy of the current snapshot whose TLS configuration
+    /// presents `cert_pem` (with the agent key `key_pem`, trusting `ca_pem`).
+    /// The copy is made under the write lock, so a reload swapping at the
+    /// same moment is not undone.
+    pub(super) fn use_certificate(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), String> {
+        let ca_der = pki::pem_certs(ca_pem)
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no CA certificate".to_string())?;
+        let identity = Identity::from_pem(cert_pem, key_pem).map_err(|e| e.to_string())?;
+        let tls = tls::mtls_server(&identity, &ca_der).map_err(|e| e.to_string())?;
+        let expiry = pki::cert_info_pem(cert_pem)
+            .map(|i| time::openssl_date(i.not_after))
+            .unwrap_or_else(|_| "unknown".into());
+        let mut slot = match self.snapshot.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut next = Snapshot::clone(&slot);
+        next.tls = tls;
+        next.expiry = expiry;
+        *slot = Arc::new(next);
+        Ok(())
     }
 }
 
