@@ -74,6 +74,15 @@ fn ping_renews_past_half_life_and_the_next_handshake_serves_the_new_cert() {
     );
 
     f.append_conf("cert_days = 365");
+    f.append_conf("api_auth_default = allow");
+    // The API pings without renewing: it holds no CA key.
+    let api = f.api();
+    let r = common::post(api, "/ping", r#"{"hosts":["web1"]}"#);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(jstr(&r.json(), "results.0.renewed"), None, "{}", r.text());
+    assert_eq!(served_cert(&f, a.port).serial, before.serial);
+    assert_eq!(a.log_count("renew"), 0, "{}", a.log_text());
+
     let out = f.ced_ok(&["ping", "web1", "--json"]);
     let v = out.json();
     let renewed = jstr(&v, "results.0.renewed")
@@ -339,4 +348,41 @@ fn promote_cert_takes_a_valid_staged_cert_and_drops_an_invalid_one() {
     f.serve(&mut a);
     let served = served_cert(&f, a.port);
     assert_eq!(served.serial, pki::cert_info_pem(&renewed).unwrap().serial);
+}
+
+#[test]
+fn ced_refuses_a_csr_for_another_name_or_key_and_keeps_the_record() {
+    let f = Fixture::new("renew_bad_csr");
+    f.dispatcher("");
+    let soon = time::openssl_date(time::now() + 10 * 86_400);
+    let stranger = pki::generate_key_pem().unwrap();
+    for (name, csr_cn, want) in [
+        ("web2", "other", "CSR refused"),
+        ("web3", "web3", "not the one recorded at pairing"),
+    ] {
+        let csr = pki::make_csr(&stranger, csr_cn).unwrap();
+        // The fake answers every request, /ping and /renew alike, with this.
+        let reply = body(&[
+            ("status", "ok"),
+            ("host", name),
+            ("version", "0"),
+            ("expiry", &soon),
+            ("csr", &csr),
+            ("reqid", "abcd"),
+        ]);
+        let fake = f.fake_agent(name, 200, reply);
+        let expiry = registry_expiry(&f, name);
+        let out = f.ced_ok(&["ping", name, "--json"]);
+        let v = out.json();
+        assert_eq!(jstr(&v, "results.0.renewed"), None, "{out}");
+        let err = jstr(&v, "results.0.renew_error").unwrap_or_default();
+        assert!(err.contains(want), "{name}: {err}\n{out}");
+        assert_eq!(registry_expiry(&f, name), expiry);
+        let hits = fake.hits();
+        assert!(hits.iter().any(|h| h == "POST /renew"), "{hits:?}");
+        assert!(
+            !hits.iter().any(|h| h == "POST /renew-complete"),
+            "nothing is signed for a bad CSR: {hits:?}"
+        );
+    }
 }
