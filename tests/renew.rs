@@ -62,6 +62,7 @@ fn ping_renews_past_half_life_and_the_next_handshake_serves_the_new_cert() {
         before.not_after - time::now() <= 86_400 + 600,
         "paired for a day"
     );
+    let old_pem = fs::read_to_string(a.dir.join("agent.crt")).unwrap();
 
     // A day's certificate with cert_days = 1 is not past half-life.
     let out = f.ced_ok(&["ping", "web1", "--json"]);
@@ -128,10 +129,22 @@ fn ping_renews_past_half_life_and_the_next_handshake_serves_the_new_cert() {
     assert_eq!(common::jbool(&v, "results.0.staged"), Some(true), "{out}");
     assert_eq!(jstr(&v, "results.0.renewed"), None, "{out}");
 
-    // The text form says so too; running still works over the new cert.
+    // The text form says so too.
     let text = f.ced_ok(&["ping", "web1"]);
     assert!(text.stdout.contains(&renewed), "{text}");
     assert_eq!(a.log_count("renew-complete"), 1, "{}", a.log_text());
+
+    // Where the agent cannot write the live file (the usual install), it
+    // still holds the old certificate: a reload keeps serving the renewed one.
+    fs::write(a.dir.join("agent.crt"), &old_pem).unwrap();
+    f.reload(&a);
+    assert_eq!(served_cert(&f, a.port).serial, after.serial);
+    let out = f.ced_ok(&["ping", "web1", "--json"]);
+    assert_eq!(
+        jstr(&out.json(), "results.0.expiry"),
+        Some(renewed.as_str()),
+        "{out}"
+    );
 }
 
 #[test]
