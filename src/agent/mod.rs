@@ -1,11 +1,12 @@
 //! `ctrl-exec-agent` (`cea`): the agent role.
 //!
 //! Modes: `serve` (the mTLS listener), `request-pairing`, `pairing-status`,
-//! `self-check`, `self-ping`, and the service helpers `paired` and
-//! `cert-staged`. Arguments are parsed into `Args` without I/O; the mode
+//! `self-check`, `self-ping`, and the service helpers `paired`,
+//! `cert-staged` and `promote-cert`. Arguments are parsed into `Args` without I/O; the mode
 //! then loads agent.conf and does its work, returning an [`AgentError`] that
 //! `main` prints once.
 
+mod cert;
 mod jobs;
 mod limits;
 mod pairing;
@@ -38,6 +39,7 @@ Modes:
   self-check                    check config, allowlist and certificates offline
   self-ping                     connect to the local agent over mTLS
   paired | cert-staged          exit 0 if paired / a renewed certificate is staged
+  promote-cert                  make a valid staged certificate the live one (exit 0)
 
 Options:
   --config <path>      agent config (default /etc/ctrl-exec-agent/agent.conf)
@@ -230,6 +232,24 @@ fn run_mode(a: Args) -> Result<u8, AgentError> {
             Ok(conf) if conf.cert_staging_path.exists() => 0,
             _ => 1,
         }),
+        // Runs before the service starts: whatever happens, it must not
+        // keep the agent from starting, so it always exits 0.
+        "promote-cert" => {
+            match AgentConf::load(&a.config) {
+                Ok(conf) => {
+                    init_log(&conf);
+                    cert::promote(&conf);
+                }
+                Err(e) => {
+                    log::init("ctrl-exec-agent", log::Target::Stderr);
+                    log::warn(
+                        "cert-promote",
+                        &[("ERROR", &e.to_string()), ("RESULT", "error")],
+                    );
+                }
+            }
+            Ok(0)
+        }
         other => Err(AgentError::Usage(format!(
             "Unknown mode '{other}'\n{USAGE}"
         ))),

@@ -179,6 +179,21 @@ impl Dispatch {
         &self.registry
     }
 
+    /// The engine (for `control::renew`).
+    pub(super) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Resolves host arguments as the dispatch operations do (for
+    /// `control::renew`).
+    pub(super) async fn resolve_targets(
+        &self,
+        hosts: &[String],
+        port: Option<u16>,
+    ) -> Result<Vec<Target>, DispatchError> {
+        self.resolve(hosts, port).await
+    }
+
     async fn authorise(
         &self,
         caller: &Caller,

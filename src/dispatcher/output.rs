@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use miniserde::json::{Object, Value};
 
+use crate::control::renew::Renewal;
 use crate::proto::json::{self, Builder};
 use crate::proto::{HostPing, HostRun, HostState, HostSubmit, Output, RunRecord, Submitted};
 
@@ -154,6 +155,34 @@ pub fn ping_table(results: &[HostPing]) -> String {
         }
     }
     out
+}
+
+/// The lines `ced ping` adds under its table for certificate renewals.
+pub fn renewal_lines(renewals: &[Renewal]) -> String {
+    let mut out = String::new();
+    for r in renewals {
+        let _ = match &r.outcome {
+            Ok(expiry) => writeln!(out, "{}: certificate renewed, expires {expiry}", r.host),
+            Err(e) => writeln!(out, "{}: certificate renewal failed: {e}", r.host),
+        };
+    }
+    out
+}
+
+/// A ping result as JSON, with `renewed` (the new expiry) or
+/// `renew_error` when a renewal was attempted for the host.
+pub fn ping_json(result: &HostPing, renewals: &[Renewal]) -> Value {
+    let mut v = result.to_json();
+    if let (Value::Object(o), Some(r)) = (
+        &mut v,
+        renewals.iter().find(|r| r.host == result.label.host),
+    ) {
+        match &r.outcome {
+            Ok(expiry) => o.insert("renewed".into(), json::string(expiry.as_str())),
+            Err(e) => o.insert("renew_error".into(), json::string(e.as_str())),
+        };
+    }
+    v
 }
 
 /// `{"ok":1, ...}` for CLI JSON.

@@ -10,7 +10,7 @@ use crate::control::auth::Caller;
 use crate::control::dispatch::{Dispatch, DispatchError, RunOrder, RunOutcome};
 use crate::dispatcher::{load_conf, output, Args, CliError};
 use crate::proto::json::Builder;
-use crate::proto::{HostPing, HostRun, HostSubmit, RunRecord, ScriptName};
+use crate::proto::{HostRun, HostSubmit, RunRecord, ScriptName};
 use crate::{exit, outln, rt};
 
 /// Seconds between `wait` polls.
@@ -109,7 +109,9 @@ pub fn run(a: &Args) -> Result<u8, CliError> {
     }
 }
 
-/// `ced ping`: exit 0 even when hosts fail, as the original.
+/// `ced ping`: exit 0 even when hosts fail, as the original. Agents whose
+/// certificate is past half of `cert_days` are renewed
+/// ([`Dispatch::renew_due`]).
 pub fn ping(a: &Args) -> Result<u8, CliError> {
     if a.words.is_empty() {
         return Err(CliError::Usage(
@@ -118,15 +120,27 @@ pub fn ping(a: &Args) -> Result<u8, CliError> {
     }
     let dispatch = dispatch(a)?;
     let caller = Caller::cli(&a.username, &a.token);
-    let results =
-        rt::block_on(dispatch.ping(&caller, &a.words, a.port)).map_err(|e| report(a, e))?;
+    let (results, renewals) = rt::block_on(async {
+        let results = dispatch.ping(&caller, &a.words, a.port).await?;
+        // The CLI runs where the CA key is: it renews what the pings show
+        // due (the API never does).
+        let renewals = dispatch.renew_due(&a.words, a.port, &results).await;
+        Ok((results, renewals))
+    })
+    .map_err(|e| report(a, e))?;
     if a.json {
         outln!(
             "{}",
-            output::cli_results(results.iter().map(HostPing::to_json).collect())
+            output::cli_results(
+                results
+                    .iter()
+                    .map(|r| output::ping_json(r, &renewals))
+                    .collect()
+            )
         )?;
     } else {
         crate::out!("{}", output::ping_table(&results))?;
+        crate::out!("{}", output::renewal_lines(&renewals))?;
     }
     Ok(exit::SUCCESS)
 }

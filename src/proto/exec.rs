@@ -1,5 +1,6 @@
 //! Messages on the host port (7443): `/run`, `/ping`, `/capabilities`,
-//! `/result/<reqid>`, and the host's error bodies (protocol.md 3).
+//! `/result/<reqid>`, `/renew`, `/renew-complete`, and the host's error
+//! bodies (protocol.md 3).
 //!
 //! The controller builds requests with `to_json` and reads replies with
 //! `from_json`; the host does the reverse. Both sides use these types.
@@ -314,6 +315,163 @@ impl PingReply {
             reqid: f.string("reqid")?,
         })
     }
+}
+
+/// `POST /renew` body: `{"reqid":"…"}`, optional (protocol.md 3.6).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenewRequest {
+    /// Echoed in the reply.
+    pub reqid: String,
+}
+
+impl RenewRequest {
+    /// Reads a body; as for ping, an unreadable body is `{}` and only a
+    /// present `reqid` of the wrong type is an error.
+    pub fn read(bytes: &[u8]) -> Result<RenewRequest, FieldError> {
+        PingRequest::read(bytes).map(|p| RenewRequest { reqid: p.reqid })
+    }
+
+    /// The body as sent.
+    pub fn to_json(&self) -> Value {
+        Builder::new().str("reqid", &self.reqid).build()
+    }
+}
+
+/// The host's answer to `/renew`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenewReply {
+    /// `{"status":"ok","csr":"<PEM>","reqid"}`: a CSR for the host's
+    /// existing key, CN = its host name.
+    Csr {
+        /// The CSR PEM.
+        csr: String,
+        /// The request id as sent.
+        reqid: String,
+    },
+    /// `{"status":"error","error":…}`.
+    Error(String),
+}
+
+impl RenewReply {
+    /// The reply body.
+    pub fn to_json(&self) -> Value {
+        match self {
+            RenewReply::Csr { csr, reqid } => Builder::new()
+                .str("status", "ok")
+                .str("csr", csr)
+                .str("reqid", reqid)
+                .build(),
+            RenewReply::Error(e) => status_error(e),
+        }
+    }
+
+    /// Reads a reply: `status:"ok"` with a `csr`, anything else an error.
+    pub fn from_json(o: &Object) -> Result<RenewReply, FieldError> {
+        let f = Fields(o);
+        match (f.str("status")?, f.str("csr")?) {
+            (Some("ok"), Some(csr)) if !csr.is_empty() => Ok(RenewReply::Csr {
+                csr: csr.to_string(),
+                reqid: f.string("reqid")?,
+            }),
+            _ => Ok(RenewReply::Error(error_text(f)?)),
+        }
+    }
+}
+
+/// `POST /renew-complete` body: `{"cert","ca","reqid"}` (protocol.md 3.7).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RenewComplete {
+    /// The renewed certificate PEM.
+    pub cert: String,
+    /// The controller's CA PEM; sent as the original does, not trusted by
+    /// the host, which verifies against its own CA file.
+    pub ca: Option<String>,
+    /// The request id, echoed.
+    pub reqid: String,
+}
+
+impl RenewComplete {
+    /// Reads a body; a field of the wrong type is an error naming it.
+    pub fn read(bytes: &[u8]) -> Result<RenewComplete, ReadError> {
+        read::<RenewComplete>(bytes)
+    }
+
+    /// The body as sent.
+    pub fn to_json(&self) -> Value {
+        Builder::new()
+            .str("cert", &self.cert)
+            .opt_str("ca", self.ca.as_deref())
+            .str("reqid", &self.reqid)
+            .build()
+    }
+}
+
+impl Message for RenewComplete {
+    const FIELDS: &'static [(&'static str, Kind)] =
+        &[("cert", Kind::Str), ("ca", Kind::Str), ("reqid", Kind::Str)];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        match (field, value) {
+            ("cert", Val::Str(s)) => self.cert = s,
+            ("ca", Val::Str(s)) => self.ca = Some(s),
+            ("reqid", Val::Str(s)) => self.reqid = s,
+            _ => {}
+        }
+    }
+}
+
+/// The host's answer to `/renew-complete`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenewCompleteReply {
+    /// `{"status":"ok","reqid","staged":true}`: verified, written and in use.
+    Staged {
+        /// The request id as sent.
+        reqid: String,
+    },
+    /// `{"status":"error","error":…}`.
+    Error(String),
+}
+
+impl RenewCompleteReply {
+    /// The reply body.
+    pub fn to_json(&self) -> Value {
+        match self {
+            RenewCompleteReply::Staged { reqid } => Builder::new()
+                .str("status", "ok")
+                .str("reqid", reqid)
+                .bool("staged", true)
+                .build(),
+            RenewCompleteReply::Error(e) => status_error(e),
+        }
+    }
+
+    /// Reads a reply: only `status:"ok"` with `staged:true` is success.
+    pub fn from_json(o: &Object) -> Result<RenewCompleteReply, FieldError> {
+        let f = Fields(o);
+        match (f.str("status")?, f.flag("staged")?) {
+            (Some("ok"), Some(true)) => Ok(RenewCompleteReply::Staged {
+                reqid: f.string("reqid")?,
+            }),
+            _ => Ok(RenewCompleteReply::Error(error_text(f)?)),
+        }
+    }
+}
+
+/// `{"status":"error","error":…}`.
+fn status_error(e: &str) -> Value {
+    Builder::new()
+        .str("status", "error")
+        .str("error", e)
+        .build()
+}
+
+/// The `error` of a reply that is not a success, or a description of it.
+fn error_text(f: Fields<'_>) -> Result<String, FieldError> {
+    Ok(match (f.str("error")?, f.str("status")?) {
+        (Some(e), _) => e.to_string(),
+        (None, Some(s)) => format!("status {s:?} without an error"),
+        (None, None) => "no status in reply".to_string(),
+    })
 }
 
 /// One allowlisted script as `/capabilities` describes it.

@@ -25,8 +25,8 @@ pub mod results;
 mod tests;
 
 pub use exec::{
-    Capabilities, ErrorReply, JobRecord, JobState, Output, PingReply, PingRequest, RunReply,
-    RunRequest, ScriptInfo,
+    Capabilities, ErrorReply, JobRecord, JobState, Output, PingReply, PingRequest, RenewComplete,
+    RenewCompleteReply, RenewReply, RenewRequest, RunReply, RunRequest, ScriptInfo,
 };
 pub use gateway::{
     Credentials, DiscoveryBody, Endpoint, ErrorBody, Health, Index, PingBody, RunBody, TokenOnly,

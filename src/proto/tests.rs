@@ -160,6 +160,74 @@ fn ping_of_protocol_3_2() {
 }
 
 #[test]
+fn renew_of_protocol_3_6() {
+    round_trip(
+        r#"{"reqid":"abc"}"#,
+        |o| RenewRequest::read(&bytes(o)).unwrap(),
+        RenewRequest::to_json,
+    );
+    assert_eq!(
+        RenewRequest::read(b"not json").unwrap(),
+        RenewRequest::default()
+    );
+    let ok = r#"{"status":"ok","csr":"-----BEGIN CERTIFICATE REQUEST-----\nMII\n-----END CERTIFICATE REQUEST-----\n","reqid":"abc"}"#;
+    round_trip(
+        ok,
+        |o| RenewReply::from_json(o).unwrap(),
+        RenewReply::to_json,
+    );
+    let err = r#"{"status":"error","error":"could not generate CSR"}"#;
+    round_trip(
+        err,
+        |o| RenewReply::from_json(o).unwrap(),
+        RenewReply::to_json,
+    );
+    assert_eq!(
+        RenewReply::from_json(&obj(r#"{"status":"ok"}"#)).unwrap(),
+        RenewReply::Error("status \"ok\" without an error".into()),
+        "ok without a CSR is no CSR"
+    );
+}
+
+#[test]
+fn renew_complete_of_protocol_3_7() {
+    let body = r#"{"cert":"-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n","ca":"CA PEM","reqid":"abc"}"#;
+    round_trip(
+        body,
+        |o| RenewComplete::read(&bytes(o)).unwrap(),
+        RenewComplete::to_json,
+    );
+    let no_ca = RenewComplete::read(br#"{"cert":"x"}"#).unwrap();
+    assert_eq!((no_ca.ca, no_ca.reqid.as_str()), (None, ""));
+    assert_eq!(
+        refused(RenewComplete::read(br#"{"cert":1}"#).unwrap_err()),
+        "cert"
+    );
+    assert_eq!(
+        refused(RenewComplete::read(br#"{"cert":"x","ca":[]}"#).unwrap_err()),
+        "ca"
+    );
+    let ok = r#"{"status":"ok","reqid":"abc","staged":true}"#;
+    round_trip(
+        ok,
+        |o| RenewCompleteReply::from_json(o).unwrap(),
+        RenewCompleteReply::to_json,
+    );
+    let err = r#"{"status":"error","error":"cert required"}"#;
+    round_trip(
+        err,
+        |o| RenewCompleteReply::from_json(o).unwrap(),
+        RenewCompleteReply::to_json,
+    );
+    // A 2xx that does not say it staged the certificate is not a success
+    // (the original's controller counted it as one).
+    assert!(matches!(
+        RenewCompleteReply::from_json(&obj(r#"{"status":"ok","reqid":"abc"}"#)).unwrap(),
+        RenewCompleteReply::Error(_)
+    ));
+}
+
+#[test]
 fn capabilities_of_protocol_3_3() {
     let text = r#"{ "status":"ok", "host":"web-01", "version":"0.12.3",
   "scripts":[ { "name":"check-disk", "path":"/opt/s/check-disk.sh",

@@ -1,4 +1,5 @@
-//! The agent's handlers: ping, run (sync or async), capabilities, result.
+//! The agent's handlers: ping, run (sync or async), capabilities, result,
+//! and the two steps of certificate renewal.
 //!
 //! Each is called by the route table with the connection's snapshot and
 //! authenticated caller, reads its request into a `proto` type, and returns
@@ -6,6 +7,7 @@
 
 use std::path::Path;
 
+use crate::agent::cert;
 use crate::agent::runner::{self, Bounds, Context};
 use crate::agent::serve::routes::{Answer, Caller};
 use crate::agent::serve::snapshot::Snapshot;
@@ -14,10 +16,10 @@ use crate::conf;
 use crate::hook::{self, Verdict};
 use crate::proto::json::FieldError;
 use crate::proto::{
-    Capabilities, ErrorReply, PingReply, PingRequest, ReadError, ReqId, RunReply, RunRequest,
-    ScriptInfo, ScriptName,
+    Capabilities, ErrorReply, PingReply, PingRequest, ReadError, RenewComplete, RenewCompleteReply,
+    RenewReply, RenewRequest, ReqId, RunReply, RunRequest, ScriptInfo, ScriptName,
 };
-use crate::{log, VERSION};
+use crate::{log, pki, time, VERSION};
 
 /// `POST /ping`: the agent's status for a trusted dispatcher.
 pub(super) fn ping(
@@ -46,6 +48,129 @@ pub(super) fn ping(
         expiry: snap.expiry.clone(),
         staged: agent.conf.cert_staging_path.exists(),
         reqid: request.reqid,
+    })
+}
+
+/// `POST /renew` (trusted dispatchers only): a CSR for the agent's existing
+/// key with CN = its hostname.
+pub(super) async fn renew(
+    agent: &Agent,
+    snap: &Snapshot,
+    caller: &Caller,
+    dispatcher: &str,
+    body: &[u8],
+) -> Answer {
+    let request = match RenewRequest::read(body) {
+        Ok(r) => r,
+        Err(e) => return Answer::Error(ErrorReply::Plain(400, e.to_string())),
+    };
+    let key_path = agent.conf.key.clone();
+    let cn = snap.settings.hostname.clone();
+    let made = smol::unblock(move || {
+        let key = std::fs::read_to_string(&key_path).map_err(|_| "agent key not available")?;
+        pki::make_csr(&key, &cn).map_err(|_| "could not generate CSR")
+    })
+    .await;
+    log::info(
+        "renew",
+        &[
+            ("DISPATCHER", dispatcher),
+            ("PEER", &caller.ip),
+            ("REQID", &request.reqid),
+            ("RESULT", if made.is_ok() { "csr" } else { "error" }),
+        ],
+    );
+    Answer::Renew(match made {
+        Ok(csr) => RenewReply::Csr {
+            csr,
+            reqid: request.reqid,
+        },
+        Err(e) => RenewReply::Error(e.into()),
+    })
+}
+
+/// `POST /renew-complete` (trusted dispatchers only): checks the renewed
+/// certificate against the agent's CA and key, writes it to the staging
+/// path and over the live certificate, and makes the listener present it
+/// from the next handshake on.
+pub(super) async fn renew_complete(
+    agent: &Agent,
+    caller: &Caller,
+    dispatcher: &str,
+    body: &[u8],
+) -> Answer {
+    let request = match RenewComplete::read(body) {
+        Ok(r) => r,
+        Err(ReadError::Field(e)) => return Answer::Error(ErrorReply::Plain(400, e.to_string())),
+        Err(ReadError::Json(_)) => {
+            return Answer::Error(ErrorReply::Plain(400, "invalid JSON".into()))
+        }
+    };
+    let reqid = request.reqid.clone();
+    let conf = &agent.conf;
+    let (ca_path, key_path, live, staged) = (
+        conf.ca.clone(),
+        conf.key.clone(),
+        conf.cert.clone(),
+        conf.cert_staging_path.clone(),
+    );
+    let outcome = smol::unblock(move || -> Result<(String, String, String, bool), String> {
+        if request.cert.trim().is_empty() {
+            return Err("cert required".into());
+        }
+        let ca = std::fs::read_to_string(&ca_path)
+            .map_err(|_| format!("CA cert not found at '{}'", ca_path.display()))?;
+        let key = std::fs::read_to_string(&key_path)
+            .map_err(|_| format!("agent key not found at '{}'", key_path.display()))?;
+        cert::check(&request.cert, &key, &ca, time::now()).map_err(|r| r.text().to_string())?;
+        cert::write(&staged, &request.cert).map_err(|e| format!("could not stage cert: {e}"))?;
+        // The live file is a trust file the service user normally cannot
+        // write; the staged copy is then promoted at the next start.
+        let live_written = match cert::write(&live, &request.cert) {
+            Ok(()) => true,
+            Err(e) => {
+                log::warn(
+                    "renew-live-write",
+                    &[
+                        ("CERT", &live.display().to_string()),
+                        ("ERROR", &e.to_string()),
+                    ],
+                );
+                false
+            }
+        };
+        Ok((request.cert, key, ca, live_written))
+    })
+    .await
+    .and_then(|(cert_pem, key, ca, live_written)| {
+        agent
+            .use_certificate(&cert_pem, &key, &ca)
+            .map_err(|e| format!("could not use renewed cert: {e}"))?;
+        Ok(live_written)
+    });
+    let (result, detail) = match &outcome {
+        Ok(true) => ("ok", "live"),
+        Ok(false) => ("ok", "staged-only"),
+        Err(e) => ("error", e.as_str()),
+    };
+    let log_line = if outcome.is_ok() {
+        log::info
+    } else {
+        log::warn
+    };
+    log_line(
+        "renew-complete",
+        &[
+            ("DETAIL", detail),
+            ("DISPATCHER", dispatcher),
+            ("PEER", &caller.ip),
+            ("REQID", &reqid),
+            ("RESULT", result),
+        ],
+    );
+    Answer::RenewComplete(match outcome {
+        Ok(_) => RenewCompleteReply::Staged { reqid },
+        Err(e) => RenewCompleteReply::Error(e),
     })
 }
 

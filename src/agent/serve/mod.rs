@@ -35,6 +35,8 @@ pub struct Agent {
     conf_path: PathBuf,
     allowlist_path: PathBuf,
     snapshot: RwLock<Arc<Snapshot>>,
+    /// The certificate taken over by `/renew-complete`, which reloads keep.
+    renewed: Mutex<Option<String>>,
     limiter: Mutex<crate::net::ratelimit::RateLimiter>,
     limits: Limits,
     /// Detached jobs.
@@ -54,7 +56,7 @@ pub fn serve(
             sock.display()
         )));
     }
-    let snap = load_snapshot(&conf, &allowlist_path)?;
+    let snap = load_snapshot(&conf, &allowlist_path, None)?;
     for w in &snap.allowlist.warnings {
         log::warn("config-warn", &[("MSG", w)]);
     }
@@ -68,6 +70,7 @@ pub fn serve(
         conf_path,
         allowlist_path,
         snapshot: RwLock::new(Arc::new(snap)),
+        renewed: Mutex::new(None),
         limiter: Mutex::new(limiter),
         limits: Limits::default(),
         jobs,

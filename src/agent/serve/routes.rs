@@ -1,19 +1,26 @@
-//! The agent's route table: `/run`, `/ping`, `/capabilities`, `/result/<id>`.
+//! The agent's route table: `/run`, `/ping`, `/capabilities`, `/result/<id>`,
+//! `/renew`, `/renew-complete`.
 //!
-//! `/run`, `/ping` and `/result/<id>` pass the serial gate first: the peer's
-//! exact certificate serial must be in the trusted-dispatcher map.
+//! `/run`, `/ping`, `/renew`, `/renew-complete` and `/result/<id>` pass the
+//! serial gate first: the peer's exact certificate serial must be in the
+//! trusted-dispatcher map (the original leaves the renewal endpoints open).
 //! `/capabilities` makes the same check itself, with its own log line.
 //! Handlers return typed answers; [`Answer::into_wire`] is the one place
 //! they become a status and a JSON body.
 
 use miniserde::json::Value;
 
-use crate::agent::serve::handlers::{capabilities, ping, result, run_script};
+use crate::agent::serve::handlers::{
+    capabilities, ping, renew, renew_complete, result, run_script,
+};
 use crate::agent::serve::snapshot::Snapshot;
 use crate::agent::serve::Agent;
 use crate::log;
 use crate::net::http::Request;
-use crate::proto::{Capabilities, ErrorReply, JobRecord, PingReply, PingRequest, ReqId, RunReply};
+use crate::proto::{
+    Capabilities, ErrorReply, JobRecord, PingReply, PingRequest, RenewCompleteReply, RenewReply,
+    ReqId, RunReply,
+};
 
 /// The authenticated peer of one connection.
 pub(super) struct Caller {
@@ -33,6 +40,10 @@ pub(super) enum Answer {
     Capabilities(Capabilities),
     /// `/result/<id>`.
     Job(JobRecord),
+    /// `/renew`.
+    Renew(RenewReply),
+    /// `/renew-complete`.
+    RenewComplete(RenewCompleteReply),
     /// Any refusal.
     Error(ErrorReply),
 }
@@ -45,6 +56,8 @@ impl Answer {
             Answer::Ping(p) => (200, p.to_json()),
             Answer::Capabilities(c) => (200, c.to_json()),
             Answer::Job(j) => (200, j.to_json()),
+            Answer::Renew(r) => (200, r.to_json()),
+            Answer::RenewComplete(r) => (200, r.to_json()),
             Answer::Error(e) => (e.status(), e.to_json()),
         }
     }
@@ -55,17 +68,19 @@ pub(super) async fn route(agent: &Agent, snap: &Snapshot, caller: &Caller, req: 
     let method = req.head.method.as_str();
     let target = req.head.target.as_str();
     match (method, target) {
-        ("POST", "/run") | ("POST", "/ping") => {
+        ("POST", "/run" | "/ping" | "/renew" | "/renew-complete") => {
             // Only `reqid`, for the refusal's log line; nothing else of an
             // unauthorised body is read.
             let reqid = PingRequest::read(&req.body).unwrap_or_default().reqid;
             let Some(dispatcher) = trusted(snap, caller, &reqid) else {
                 return Answer::Error(ErrorReply::SerialMismatch);
             };
-            if target == "/ping" {
-                return ping(agent, snap, caller, dispatcher, &req.body);
+            match target {
+                "/ping" => ping(agent, snap, caller, dispatcher, &req.body),
+                "/renew" => renew(agent, snap, caller, dispatcher, &req.body).await,
+                "/renew-complete" => renew_complete(agent, caller, dispatcher, &req.body).await,
+                _ => Answer::Run(run_script(agent, snap, caller, dispatcher, &req.body).await),
             }
-            Answer::Run(run_script(agent, snap, caller, dispatcher, &req.body).await)
         }
         ("GET", "/capabilities") => capabilities(snap, caller).await,
         ("GET", path) if path.starts_with("/result/") => {

@@ -18,6 +18,13 @@
 //! the connection cap, state paths, logging) are read from
 //! [`Agent::conf`], never from a reload: a changed one is logged as
 //! `<agent.conf>: <key> changed; restart required` and the rest applies.
+//!
+//! A renewed certificate (`/renew-complete`) replaces the snapshot the same
+//! way: a copy of the one in use with a TLS configuration built from the new
+//! certificate ([`Agent::use_certificate`]), so the next handshake presents
+//! it and connections in flight keep theirs. Later reloads keep that
+//! certificate while it outlives the `cert` file, which the agent usually
+//! cannot write.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -28,7 +35,7 @@ use rustls::ServerConfig;
 
 use crate::agent::schema::{self, Sidecar};
 use crate::agent::serve::{is_executable, Agent};
-use crate::agent::{trust, AgentError};
+use crate::agent::{cert, trust, AgentError};
 use crate::conf::{self, AgentConf, Allowlist, IpNet, RateRule};
 use crate::hook::Hook;
 use crate::net::ratelimit::{RateLimiter, Rule, DEFAULT_CAPACITY};
@@ -36,6 +43,7 @@ use crate::net::tls::{self, Identity};
 use crate::{log, pki, time};
 
 /// Everything a request is judged against; replaced whole on reload.
+#[derive(Clone)]
 pub struct Snapshot {
     /// The allowlist.
     pub allowlist: Allowlist,
@@ -54,6 +62,7 @@ pub struct Snapshot {
 }
 
 /// The part of agent.conf a reload applies.
+#[derive(Clone)]
 pub struct Settings {
     /// This agent's name (`hostname`), in ping and capabilities replies.
     pub hostname: String,
@@ -204,7 +213,9 @@ impl Agent {
         let built = AgentConf::load(&self.conf_path)
             .map_err(|e| e.to_string())
             .and_then(|conf| {
-                let snap = load_snapshot(&conf, &self.allowlist_path).map_err(|e| detail(&e))?;
+                let renewed = self.renewed_cert();
+                let snap = load_snapshot(&conf, &self.allowlist_path, renewed.as_deref())
+                    .map_err(|e| detail(&e))?;
                 vet(&self.snapshot(), &snap, &self.allowlist_path)?;
                 Ok((conf, snap))
             });
@@ -252,10 +263,61 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// The certificate `/renew-complete` took over since the start, if any.
+    fn renewed_cert(&self) -> Option<String> {
+        match self.renewed.lock() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Swaps in a copy of the current snapshot whose TLS configuration
+    /// presents `cert_pem` (with the agent key `key_pem`, trusting `ca_pem`).
+    /// The copy is made under the write lock, so a reload swapping at the
+    /// same moment is not undone.
+    pub(super) fn use_certificate(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), String> {
+        let ca_der = pki::pem_certs(ca_pem)
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no CA certificate".to_string())?;
+        let identity = Identity::from_pem(cert_pem, key_pem).map_err(|e| e.to_string())?;
+        let tls = tls::mtls_server(&identity, &ca_der).map_err(|e| e.to_string())?;
+        let expiry = pki::cert_info_pem(cert_pem)
+            .map(|i| time::openssl_date(i.not_after))
+            .unwrap_or_else(|_| "unknown".into());
+        match self.renewed.lock() {
+            Ok(mut r) => *r = Some(cert_pem.to_string()),
+            Err(poisoned) => *poisoned.into_inner() = Some(cert_pem.to_string()),
+        }
+        let mut slot = match self.snapshot.write() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let mut next = Snapshot::clone(&slot);
+        next.tls = tls;
+        next.expiry = expiry;
+        *slot = Arc::new(next);
+        Ok(())
+    }
+}
+
 /// Builds a snapshot from `conf` and the files as they are now. Nothing is
 /// logged: the caller logs the allowlist's warnings once it uses the
-/// snapshot.
-pub fn load_snapshot(conf: &AgentConf, allowlist_path: &Path) -> Result<Snapshot, AgentError> {
+/// snapshot. `renewed` is a certificate taken over by `/renew-complete`
+/// since the start: it is used instead of the `cert` file when it still
+/// checks out and outlives it (the agent usually cannot write the live
+/// file, so a reload must not go back to the old certificate).
+pub fn load_snapshot(
+    conf: &AgentConf,
+    allowlist_path: &Path,
+    renewed: Option<&str>,
+) -> Result<Snapshot, AgentError> {
     let settings = Settings::from_conf(conf)?;
     let allowlist = conf::load_allowlist(allowlist_path, &conf.script_dirs)
         .map_err(|e| AgentError::Config(e.to_string()))?;
@@ -265,7 +327,14 @@ pub fn load_snapshot(conf: &AgentConf, allowlist_path: &Path) -> Result<Snapshot
     })?;
     let revoked = trust::load_revoked(&conf.revoked_serials)
         .map_err(|e| AgentError::Config(format!("{}: {e}", conf.revoked_serials.display())))?;
-    let (cert_pem, key_pem, ca_pem) = read_material(conf)?;
+    let (mut cert_pem, key_pem, ca_pem) = read_material(conf)?;
+    if let Some(r) = renewed {
+        let file_ends = pki::cert_info_pem(&cert_pem).map(|i| i.not_after).ok();
+        match cert::check(r, &key_pem, &ca_pem, time::now()) {
+            Ok(ends) if file_ends.is_none_or(|f| ends > f) => cert_pem = r.to_string(),
+            _ => {}
+        }
+    }
     let ca_der = pki::pem_certs(&ca_pem)
         .into_iter()
         .next()
