@@ -10,4 +10,5 @@ pub mod dispatch;
 pub mod engine;
 pub mod locks;
 pub mod registry;
+pub mod revoked;
 pub mod runstore;
