@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::Fixture;
+use common::{jstr, Fixture};
+use ctrl_exec::pki;
+
+const PING: &[u8] = br#"{"reqid":"00000000000000ab"}"#;
 
 #[test]
 fn unpaired_and_revoked_agent_is_refused_even_with_its_record_put_back() {
@@ -73,4 +76,82 @@ fn unpair_without_revoke_keeps_the_warning_and_needs_a_record_to_revoke() {
             .contains("WARNING: Agent certificate remains valid"),
         "{out}"
     );
+}
+
+#[test]
+fn a_dispatcher_serial_pushed_as_revoked_is_refused_at_once() {
+    let f = Fixture::new("rev_push");
+    f.dispatcher("");
+    let a = f.agent("web1", &[("hello", "echo hello from web1")], "");
+    let (second, serial) = f.second_dispatcher(&a, "second");
+    let ok = f.agent_request(a.port, &second, "POST", "/ping", Some(PING));
+    assert_eq!(ok.map(|r| r.status), Ok(200));
+
+    let out = f.ced_ok(&["revoke-dispatcher", &serial.to_uppercase()]);
+    assert!(out.stdout.contains("web1"), "{out}");
+    assert!(out.stdout.contains("revoked"), "{out}");
+    assert!(!out.stdout.contains("error"), "{out}");
+
+    // No reload, no restart: the next connection is refused.
+    let r = f
+        .agent_request(a.port, &second, "POST", "/ping", Some(PING))
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let body = common::json::parse(&r.body).unwrap();
+    assert_eq!(jstr(&body, "error"), Some("certificate revoked"));
+    let file = std::fs::read_to_string(&a.revoked).unwrap();
+    assert!(
+        file.lines().any(|l| l.starts_with(&format!("{serial} #"))),
+        "{file}"
+    );
+    // The dispatcher that asked still gets through.
+    f.ced_ok(&["run", "web1", "hello"]);
+
+    // Persisted: a reload keeps it revoked; a second push is a no-op.
+    f.reload(&a);
+    let r = f
+        .agent_request(a.port, &second, "POST", "/ping", Some(PING))
+        .unwrap();
+    assert_eq!(r.status, 403);
+    let out = f.ced_ok(&["revoke-dispatcher", &serial, "--json"]);
+    assert!(out.stdout.contains(r#""already":true"#), "{out}");
+}
+
+#[test]
+fn an_agent_refuses_to_revoke_the_serial_asking() {
+    let f = Fixture::new("rev_self");
+    f.dispatcher("");
+    let a = f.agent("web1", &[("hello", "echo hello from web1")], "");
+    let (cert, _) = f.dispatcher_identity();
+    let own = pki::cert_info_pem(&cert).unwrap().serial;
+    let body = format!(r#"{{"serial":"{own}","reqid":"00000000000000ac"}}"#);
+    let r = f
+        .agent_request(
+            a.port,
+            &f.dispatcher_cert(),
+            "POST",
+            "/revoke-serial",
+            Some(body.as_bytes()),
+        )
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert!(String::from_utf8_lossy(&r.body).contains("refusing to revoke"));
+    // The CLI refuses its own serial before asking anyone.
+    let out = f.ced(&["revoke-dispatcher", &own]);
+    assert_eq!(out.code(), Some(2), "{out}");
+    // A bad or missing serial is a 400.
+    for bad in [r#"{"serial":""}"#, r#"{"serial":"zz"}"#, "{}"] {
+        let r = f
+            .agent_request(
+                a.port,
+                &f.dispatcher_cert(),
+                "POST",
+                "/revoke-serial",
+                Some(bad.as_bytes()),
+            )
+            .unwrap();
+        assert_eq!(r.status, 400, "{bad}");
+    }
+    // Nothing was revoked: the dispatcher still runs scripts.
+    f.ced_ok(&["run", "web1", "hello"]);
 }

@@ -9,6 +9,7 @@ mod agents;
 mod ca;
 mod output;
 mod pairing;
+mod revoke;
 mod run;
 
 use std::fmt;
@@ -261,6 +262,7 @@ fn run_mode(a: Args) -> Result<u8, CliError> {
         "edit-agent" => agents::edit_agent(&a),
         "unpair" => agents::unpair(&a),
         "list-locks" => agents::list_locks(&a),
+        "revoke-dispatcher" => revoke::revoke_dispatcher(&a),
         other => Err(CliError::Usage(format!("Unknown mode '{other}'\n{USAGE}"))),
     }
 }

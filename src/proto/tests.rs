@@ -160,6 +160,33 @@ fn ping_of_protocol_3_2() {
 }
 
 #[test]
+fn revoke_serial_messages() {
+    let text = r#"{"serial":"1F:2A","token":"tok","reqid":"abc"}"#;
+    round_trip(
+        text,
+        |o| RevokeSerialRequest::read(&bytes(o)).unwrap(),
+        RevokeSerialRequest::to_json,
+    );
+    assert_eq!(
+        RevokeSerialRequest::read(b"{}").unwrap(),
+        RevokeSerialRequest::default()
+    );
+    assert_eq!(
+        refused(RevokeSerialRequest::read(br#"{"serial":7}"#).unwrap_err()),
+        "serial"
+    );
+    let reply = r#"{"status":"ok","host":"web-01","serial":"1f2a","already":false,"dispatcher_id":"ctl-1","reqid":"abc"}"#;
+    round_trip(
+        reply,
+        |o| RevokeSerialReply::from_json(o).unwrap(),
+        RevokeSerialReply::to_json,
+    );
+    let r = RevokeSerialReply::from_json(&obj(reply)).unwrap();
+    assert_eq!((r.serial.as_str(), r.by.as_str()), ("1f2a", "ctl-1"));
+    assert!(RevokeSerialReply::from_json(&obj(r#"{"error":"x"}"#)).is_err());
+}
+
+#[test]
 fn capabilities_of_protocol_3_3() {
     let text = r#"{ "status":"ok", "host":"web-01", "version":"0.12.3",
   "scripts":[ { "name":"check-disk", "path":"/opt/s/check-disk.sh",

@@ -1,4 +1,5 @@
-//! The agent's route table: `/run`, `/ping`, `/capabilities`, `/result/<id>`.
+//! The agent's route table: `/run`, `/ping`, `/capabilities`, `/result/<id>`,
+//! `/revoke-serial`.
 //!
 //! `/run`, `/ping` and `/result/<id>` pass the serial gate first: the peer's
 //! exact certificate serial must be in the trusted-dispatcher map.
@@ -8,12 +9,14 @@
 
 use miniserde::json::Value;
 
-use crate::agent::serve::handlers::{capabilities, ping, result, run_script};
+use crate::agent::serve::handlers::{capabilities, ping, result, revoke_serial, run_script};
 use crate::agent::serve::snapshot::Snapshot;
 use crate::agent::serve::Agent;
 use crate::log;
 use crate::net::http::Request;
-use crate::proto::{Capabilities, ErrorReply, JobRecord, PingReply, PingRequest, ReqId, RunReply};
+use crate::proto::{
+    Capabilities, ErrorReply, JobRecord, PingReply, PingRequest, ReqId, RevokeSerialReply, RunReply,
+};
 
 /// The authenticated peer of one connection.
 pub(super) struct Caller {
@@ -33,6 +36,8 @@ pub(super) enum Answer {
     Capabilities(Capabilities),
     /// `/result/<id>`.
     Job(JobRecord),
+    /// `/revoke-serial`.
+    Revoked(RevokeSerialReply),
     /// Any refusal.
     Error(ErrorReply),
 }
@@ -45,6 +50,7 @@ impl Answer {
             Answer::Ping(p) => (200, p.to_json()),
             Answer::Capabilities(c) => (200, c.to_json()),
             Answer::Job(j) => (200, j.to_json()),
+            Answer::Revoked(r) => (200, r.to_json()),
             Answer::Error(e) => (e.status(), e.to_json()),
         }
     }
@@ -77,6 +83,13 @@ pub(super) async fn route(agent: &Agent, snap: &Snapshot, caller: &Caller, req: 
                 return Answer::Error(ErrorReply::SerialMismatch);
             };
             result(agent, dispatcher, &reqid, &caller.ip).await
+        }
+        ("POST", "/revoke-serial") => {
+            let reqid = PingRequest::read(&req.body).unwrap_or_default().reqid;
+            let Some(dispatcher) = trusted(snap, caller, &reqid) else {
+                return Answer::Error(ErrorReply::SerialMismatch);
+            };
+            revoke_serial(agent, snap, caller, dispatcher, &req.body).await
         }
         _ => Answer::Error(ErrorReply::Plain(404, "not found".into())),
     }

@@ -36,6 +36,7 @@ use crate::net::tls::{self, Identity};
 use crate::{log, pki, time};
 
 /// Everything a request is judged against; replaced whole on reload.
+#[derive(Clone)]
 pub struct Snapshot {
     /// The allowlist.
     pub allowlist: Allowlist,
@@ -54,6 +55,7 @@ pub struct Snapshot {
 }
 
 /// The part of agent.conf a reload applies.
+#[derive(Clone)]
 pub struct Settings {
     /// This agent's name (`hostname`), in ping and capabilities replies.
     pub hostname: String,
@@ -250,6 +252,66 @@ impl Agent {
         }
         log::info("reload", &[("SCRIPTS", &scripts), ("TRUSTED", &trusted)]);
     }
+}
+
+/// How a `/revoke-serial` was applied.
+pub(super) enum Revoked {
+    /// It was revoked already; nothing was written.
+    Already,
+    /// Appended to the revocation list file and in effect.
+    Written,
+    /// In effect until the next reload or restart, but the file could not be
+    /// written (the reason).
+    MemoryOnly(String),
+}
+
+impl Agent {
+    /// Revokes `serial` (canonical) at once: appends it to the
+    /// `revoked_serials` file (rewritten atomically, its comments kept) and
+    /// swaps in a snapshot that differs from the one in use only by the
+    /// serial, so no reload is needed and nothing else changes. The write
+    /// lock on the snapshot is held throughout, so two revocations cannot
+    /// lose each other's line.
+    pub(super) fn revoke_serial(&self, serial: &str, note: &str) -> Revoked {
+        let mut guard = match self.snapshot.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard.revoked.contains(serial) {
+            return Revoked::Already;
+        }
+        let path = &self.conf.revoked_serials;
+        let written = append_revoked(path, serial, note)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()));
+        let mut next = Snapshot::clone(&guard);
+        next.revoked.insert(serial.to_string());
+        *guard = Arc::new(next);
+        match written {
+            Ok(()) => Revoked::Written,
+            Err(e) => Revoked::MemoryOnly(e),
+        }
+    }
+}
+
+/// Appends `serial` with a trailing comment to the revocation list file,
+/// keeping what is there; a missing file is created (mode 0644).
+fn append_revoked(path: &Path, serial: &str, note: &str) -> std::io::Result<()> {
+    let mut text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    if trust::parse_revoked(&text).contains(serial) {
+        return Ok(());
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{serial} # {note}\n"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::fsx::ensure_dir(dir, 0o750)?;
+    }
+    crate::fsx::write_atomic(path, text.as_bytes(), 0o644)
 }
 
 /// Builds a snapshot from `conf` and the files as they are now. Nothing is
