@@ -115,6 +115,15 @@ fn a_dispatcher_serial_pushed_as_revoked_is_refused_at_once() {
     assert_eq!(r.status, 403);
     let out = f.ced_ok(&["revoke-dispatcher", &serial, "--json"]);
     assert!(out.stdout.contains(r#""already":true"#), "{out}");
+
+    // A pushed revocation outlives a reload even when the file lost it (as
+    // when the agent could not write it): only a restart forgets it.
+    std::fs::write(&a.revoked, "").unwrap();
+    f.reload(&a);
+    let r = f
+        .agent_request(a.port, &second, "POST", "/ping", Some(PING))
+        .unwrap();
+    assert_eq!(r.status, 403);
 }
 
 #[test]

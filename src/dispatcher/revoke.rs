@@ -9,7 +9,8 @@ use crate::proto::HostRevoke;
 use crate::{exit, outln, pki, rt};
 
 /// `ced revoke-dispatcher <serial> [--json]`. Exit 0 when every agent
-/// revoked it (or had already), 1 otherwise.
+/// revoked it and wrote it to its revocation list (or had it already), 1
+/// otherwise (unreachable, refused, or revoked in memory only).
 pub fn revoke_dispatcher(a: &Args) -> Result<u8, CliError> {
     let [raw] = a.words.as_slice() else {
         return Err(CliError::Usage(
@@ -32,6 +33,10 @@ pub fn revoke_dispatcher(a: &Args) -> Result<u8, CliError> {
     let results =
         rt::block_on(dispatch.revoke_serial(&caller, &serial)).map_err(|e| report(a, e))?;
     let failed = results.iter().filter(|r| r.reply.is_err()).count();
+    let unsaved = results
+        .iter()
+        .filter(|r| r.reply.as_ref().is_ok_and(|r| !r.persisted))
+        .count();
     if a.json {
         outln!(
             "{}",
@@ -47,16 +52,23 @@ pub fn revoke_dispatcher(a: &Args) -> Result<u8, CliError> {
         for r in &results {
             let what = match &r.reply {
                 Ok(reply) if reply.already => "already revoked".to_string(),
+                Ok(reply) if !reply.persisted => format!(
+                    "revoked in memory only, until the agent restarts: {}",
+                    reply.warning.as_deref().unwrap_or("not written")
+                ),
                 Ok(_) => "revoked".to_string(),
                 Err(e) => format!("error: {e}"),
             };
             outln!("  {:<30}  {what}", r.label.display())?;
         }
+        if unsaved > 0 {
+            outln!("{unsaved} agent(s) could not write it to their revoked_serials file; add {serial} there by hand (as root) before they restart.")?;
+        }
         if failed > 0 {
             outln!("{failed} agent(s) did not revoke it; retry when they are reachable, or add {serial} to their revoked_serials file by hand and send SIGHUP.")?;
         }
     }
-    if failed > 0 {
+    if failed > 0 || unsaved > 0 {
         return Err(CliError::Reported(exit::FAILURE));
     }
     Ok(exit::SUCCESS)

@@ -366,7 +366,8 @@ impl Message for RevokeSerialRequest {
 }
 
 /// The host's answer to `/revoke-serial`:
-/// `{"status":"ok","host":…,"serial":…,"already":…,"dispatcher_id":…,"reqid":…}`.
+/// `{"status":"ok","host":…,"serial":…,"already":…,"persisted":…,
+/// "warning"?:…,"dispatcher_id":…,"reqid":…}`.
 /// Refusals are [`ErrorReply::Plain`] bodies.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RevokeSerialReply {
@@ -376,6 +377,11 @@ pub struct RevokeSerialReply {
     pub serial: String,
     /// It was revoked already (nothing was written).
     pub already: bool,
+    /// It is in the host's revocation list file (false: in memory only,
+    /// until the host restarts).
+    pub persisted: bool,
+    /// Why it is not persisted, when it is not.
+    pub warning: Option<String>,
     /// The id of the controller that asked, from its certificate.
     pub by: String,
     /// The request id as sent.
@@ -390,6 +396,8 @@ impl RevokeSerialReply {
             .str("host", &self.host)
             .str("serial", &self.serial)
             .bool("already", self.already)
+            .bool("persisted", self.persisted)
+            .opt_str("warning", self.warning.as_deref())
             .str("dispatcher_id", &self.by)
             .str("reqid", &self.reqid)
             .build()
@@ -409,6 +417,8 @@ impl RevokeSerialReply {
             host: f.string("host")?,
             serial: f.string("serial")?,
             already: f.flag("already")?.unwrap_or(false),
+            persisted: f.flag("persisted")?.unwrap_or(false),
+            warning: f.str("warning")?.map(str::to_string),
             by: f.string("dispatcher_id")?,
             reqid: f.string("reqid")?,
         })

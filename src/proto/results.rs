@@ -88,6 +88,8 @@ impl HostRevoke {
                 .str("status", "ok")
                 .str("serial", &r.serial)
                 .bool("already", r.already)
+                .bool("persisted", r.persisted)
+                .opt_str("warning", r.warning.as_deref())
                 .str("reqid", &r.reqid),
             Err(e) => Builder::new().str("status", "error").str("error", e),
         };

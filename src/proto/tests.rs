@@ -175,7 +175,7 @@ fn revoke_serial_messages() {
         refused(RevokeSerialRequest::read(br#"{"serial":7}"#).unwrap_err()),
         "serial"
     );
-    let reply = r#"{"status":"ok","host":"web-01","serial":"1f2a","already":false,"dispatcher_id":"ctl-1","reqid":"abc"}"#;
+    let reply = r#"{"status":"ok","host":"web-01","serial":"1f2a","already":false,"persisted":false,"warning":"cannot write x","dispatcher_id":"ctl-1","reqid":"abc"}"#;
     round_trip(
         reply,
         |o| RevokeSerialReply::from_json(o).unwrap(),
@@ -183,6 +183,7 @@ fn revoke_serial_messages() {
     );
     let r = RevokeSerialReply::from_json(&obj(reply)).unwrap();
     assert_eq!((r.serial.as_str(), r.by.as_str()), ("1f2a", "ctl-1"));
+    assert_eq!(r.warning.as_deref(), Some("cannot write x"));
     assert!(RevokeSerialReply::from_json(&obj(r#"{"error":"x"}"#)).is_err());
 }
 

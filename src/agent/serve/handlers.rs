@@ -219,15 +219,19 @@ pub(super) async fn revoke_serial(
         caller.serial,
         time::iso8601(time::now())
     );
-    let already = match agent.revoke_serial(&serial, &note) {
-        Revoked::Already => true,
-        Revoked::Written => false,
+    let (already, warning) = match agent.revoke_serial(&serial, &note) {
+        Revoked::Already => (true, None),
+        Revoked::Written => (false, None),
         Revoked::MemoryOnly(e) => {
-            log::error("revoke-serial", &[("ERROR", &e), ("SERIAL", &serial)]);
-            return plain(
-                500,
-                format!("serial {serial} revoked until the next reload or restart only: {e}"),
+            log::error(
+                "revoke-serial-unsaved",
+                &[
+                    ("ERROR", &e),
+                    ("REASON", "revoked in memory until restart"),
+                    ("SERIAL", &serial),
+                ],
             );
+            (false, Some(e))
         }
     };
     log::info(
@@ -244,6 +248,8 @@ pub(super) async fn revoke_serial(
         host: snap.settings.hostname.clone(),
         serial,
         already,
+        persisted: warning.is_none(),
+        warning,
         by: dispatcher.to_string(),
         reqid: req.reqid,
     })

@@ -10,6 +10,7 @@ mod listener;
 mod routes;
 mod snapshot;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -37,6 +38,9 @@ pub struct Agent {
     snapshot: RwLock<Arc<Snapshot>>,
     limiter: Mutex<crate::net::ratelimit::RateLimiter>,
     limits: Limits,
+    /// Serials revoked through `/revoke-serial` since start: every reload
+    /// keeps them revoked, even if they could not be written to the file.
+    pushed_revocations: Mutex<BTreeSet<String>>,
     /// Detached jobs.
     pub jobs: jobs::Jobs,
 }
@@ -70,6 +74,7 @@ pub fn serve(
         snapshot: RwLock::new(Arc::new(snap)),
         limiter: Mutex::new(limiter),
         limits: Limits::default(),
+        pushed_revocations: Mutex::new(BTreeSet::new()),
         jobs,
         conf,
     });
