@@ -164,3 +164,30 @@ fn an_agent_refuses_to_revoke_the_serial_asking() {
     // Nothing was revoked: the dispatcher still runs scripts.
     f.ced_ok(&["run", "web1", "hello"]);
 }
+
+#[test]
+fn the_agent_hook_is_asked_as_rotate_revoke_and_can_refuse() {
+    let f = Fixture::new("rev_hook");
+    f.dispatcher("");
+    let seen = f.path("hook-seen");
+    let hook = f.script(
+        "cea-hook",
+        &format!(
+            "if [ \"$ENVEXEC_ACTION\" = rotate ]; then echo \"$ENVEXEC_ARGS_JSON\" > '{}'; exit 3; fi; exit 0",
+            seen.display()
+        ),
+    );
+    let a = f.agent(
+        "web1",
+        &[("hello", "echo hi")],
+        &format!("auth_hook = {}", hook.display()),
+    );
+    let (second, serial) = f.second_dispatcher(&a, "second");
+    let out = f.ced(&["revoke-dispatcher", &serial]);
+    assert_eq!(out.code(), Some(1), "{out}");
+    assert!(out.stdout.contains("not authorised"), "{out}");
+    let args = std::fs::read_to_string(&seen).unwrap();
+    assert_eq!(args.trim(), format!(r#"["revoke","{serial}"]"#));
+    let ok = f.agent_request(a.port, &second, "POST", "/ping", Some(PING));
+    assert_eq!(ok.map(|r| r.status), Ok(200));
+}
