@@ -230,6 +230,12 @@ impl DispatcherConf {
         self.state_dir.join("runs")
     }
 
+    /// Revoked agent serials and keys, `<state_dir>/revoked-agents`
+    /// (`ced unpair --revoke`; see `control::revoked`).
+    pub fn revoked_agents_path(&self) -> PathBuf {
+        self.state_dir.join("revoked-agents")
+    }
+
     /// Pid file of a running pairing mode, `<state_dir>/pairing-mode.pid`.
     pub fn pairing_pidfile(&self) -> PathBuf {
         self.state_dir.join("pairing-mode.pid")

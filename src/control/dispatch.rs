@@ -32,9 +32,9 @@ use crate::control::runstore::{self, RunStore};
 use crate::hook::Verdict;
 use crate::proto::json::{Fields, JsonError};
 use crate::proto::{
-    AsyncRecord, Capabilities, HostCapabilities, HostLabel, HostPing, HostRun, HostSubmit, Output,
-    PingReply, PingRequest, ReqId, Rtt, RunRecord, RunRequest, ScriptName, Submitted, Submitter,
-    SyncRecord,
+    AsyncRecord, Capabilities, HostCapabilities, HostLabel, HostPing, HostRevoke, HostRun,
+    HostSubmit, Output, PingReply, PingRequest, ReqId, RevokeSerialReply, RevokeSerialRequest, Rtt,
+    RunRecord, RunRequest, ScriptName, Submitted, Submitter, SyncRecord,
 };
 use crate::{log, time};
 
@@ -421,6 +421,50 @@ impl Dispatch {
                         ],
                     );
                     result
+                }
+            })
+            .await)
+    }
+
+    /// Pushes a revoked dispatcher serial (canonical) to every registered
+    /// agent (`POST /revoke-serial`), authorised as `rotate` with args
+    /// `["revoke", <serial>]`; one result per host.
+    pub async fn revoke_serial(
+        &self,
+        caller: &Caller,
+        serial: &str,
+    ) -> Result<Vec<HostRevoke>, DispatchError> {
+        let mut req = caller.request("rotate");
+        req.args = vec!["revoke".into(), serial.to_string()];
+        self.authorise(caller, req).await?;
+        let registry = self.registry.clone();
+        let names = smol::unblock(move || registry.names())
+            .await
+            .map_err(DispatchError::Registry)?;
+        let targets = self.resolve(&names, None).await?;
+        let reqid = ReqId::random().into_string();
+        let body = Arc::new(
+            RevokeSerialRequest {
+                serial: serial.to_string(),
+                token: caller.token.clone(),
+                reqid: reqid.clone(),
+            }
+            .to_json(),
+        );
+        Ok(self
+            .engine
+            .fan_out(&targets, move |eng, t| {
+                let (body, reqid) = (body.clone(), reqid.clone());
+                async move {
+                    let reply = eng.call(&t, "POST", "/revoke-serial", Some(&body)).await;
+                    log_call("revoke-serial", &t, &reqid, "", &reply);
+                    let (rtt, reply) = status_reply(reply, RevokeSerialReply::from_json);
+                    let reported = reply.as_ref().map(|r| r.host.clone()).unwrap_or_default();
+                    HostRevoke {
+                        label: HostLabel::new(&t.name, &reported),
+                        rtt,
+                        reply,
+                    }
                 }
             })
             .await)

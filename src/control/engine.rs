@@ -4,12 +4,17 @@
 //! Before a request leaves, the agent's certificate must carry the public key
 //! recorded for that registry entry at pairing, so a request (and its token)
 //! never reaches an impostor that merely holds some certificate from our CA.
+//! A peer whose certificate serial or public key is in the dispatcher's
+//! revocation list (`<state_dir>/revoked-agents`, [`crate::control::revoked`])
+//! is refused the same way, pinned or not: the list is read on every call,
+//! so `ced unpair --revoke` takes effect for a running API at once.
 //! Transport failures are worded for operators, in the original's phrases.
 //! Replies are parsed with the depth bound of [`crate::proto::limits`], so a
 //! hostile agent's body cannot overflow a stack later.
 
 use std::fmt;
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +24,7 @@ use smol::lock::Semaphore;
 
 use crate::conf::DispatcherConf;
 use crate::control::registry::Target;
+use crate::control::revoked::RevokedAgents;
 use crate::net::client::{self, ClientError};
 use crate::net::limits::Limits;
 use crate::net::tls::{self, Identity};
@@ -75,6 +81,15 @@ pub enum CallError {
         /// Registry name.
         host: String,
     },
+    /// The agent presented a revoked certificate serial or key, or the
+    /// revocation list could not be read.
+    Revoked {
+        /// Registry name.
+        host: String,
+        /// What matched (`serial <hex>`, `key <sha256>`) or why the list is
+        /// unreadable.
+        what: String,
+    },
 }
 
 impl fmt::Display for CallError {
@@ -85,6 +100,12 @@ impl fmt::Display for CallError {
                 return write!(
                     f,
                     "agent '{host}' presented a different key than the one recorded at pairing - refusing to talk to it"
+                )
+            }
+            CallError::Revoked { host, what } => {
+                return write!(
+                    f,
+                    "agent '{host}' presented a revoked certificate ({what}) - refusing to talk to it"
                 )
             }
             CallError::Transport {
@@ -145,6 +166,7 @@ pub struct Engine {
     read_timeout: Duration,
     slots: Arc<Semaphore>,
     limits: Limits,
+    revoked_path: PathBuf,
 }
 
 impl Engine {
@@ -169,6 +191,7 @@ impl Engine {
                 max_body_bytes: max_reply_bytes(conf.max_output_bytes),
                 ..Limits::default()
             },
+            revoked_path: conf.revoked_agents_path(),
         }))
     }
 
@@ -192,11 +215,10 @@ impl Engine {
         let stream = client::connect_tls(&target.host, target.port, self.tls.clone(), deadline)
             .await
             .map_err(transport)?;
+        let peer = client::peer_certificate(&stream).and_then(|der| pki::cert_info_der(&der).ok());
+        self.check_revoked(target, peer.as_ref()).await?;
         if !target.pubkey_sha256.is_empty() {
-            let presented = client::peer_certificate(&stream)
-                .and_then(|der| pki::cert_info_der(&der).ok())
-                .map(|i| i.spki_sha256)
-                .unwrap_or_default();
+            let presented = peer.map(|i| i.spki_sha256).unwrap_or_default();
             if presented != target.pubkey_sha256 {
                 log::warn(
                     "agent-key-mismatch",
@@ -227,6 +249,48 @@ impl Engine {
             body: json::parse_object(&resp.body),
             rtt: Rtt(started.elapsed()),
         })
+    }
+
+    /// Refuses a peer whose serial or key is in the revocation list (or
+    /// whose certificate cannot be read while the list is not empty); an
+    /// unreadable list refuses every peer.
+    async fn check_revoked(
+        &self,
+        target: &Target,
+        peer: Option<&pki::CertInfo>,
+    ) -> Result<(), CallError> {
+        let path = self.revoked_path.clone();
+        let refuse = |what: String| {
+            log::warn(
+                "agent-revoked",
+                &[
+                    ("AGENT", &target.name),
+                    ("TARGET", &format!("{}:{}", target.host, target.port)),
+                    ("WHAT", &what),
+                ],
+            );
+            Err(CallError::Revoked {
+                host: target.name.clone(),
+                what,
+            })
+        };
+        let list = match smol::unblock(move || RevokedAgents::load(&path)).await {
+            Ok(l) => l,
+            Err(e) => return refuse(format!("cannot read {}: {e}", self.revoked_path.display())),
+        };
+        if list == RevokedAgents::default() {
+            return Ok(());
+        }
+        let Some(info) = peer else {
+            return refuse("certificate unreadable".into());
+        };
+        if list.serials.contains(&info.serial) {
+            return refuse(format!("serial {}", info.serial));
+        }
+        if list.keys.contains(&info.spki_sha256) {
+            return refuse(format!("key {}", info.spki_sha256));
+        }
+        Ok(())
     }
 
     /// Runs `each` for every target concurrently and returns the results in

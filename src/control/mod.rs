@@ -11,4 +11,5 @@ pub mod engine;
 pub mod locks;
 pub mod registry;
 pub mod renew;
+pub mod revoked;
 pub mod runstore;

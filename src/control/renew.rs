@@ -186,16 +186,19 @@ async fn renew_one(
         return Err(format!("/renew-complete: {e}"));
     }
     let expiry = time::openssl_date(info.not_after);
-    let (registry, name, new_expiry, key) = (
+    let (registry, name, new_expiry, key, serial) = (
         registry.clone(),
         t.name.clone(),
         expiry.clone(),
         info.spki_sha256,
+        info.serial,
     );
     smol::unblock(move || {
         registry.update(&name, |r| {
             r.expiry = new_expiry;
             r.pubkey_sha256 = key;
+            // `ced unpair --revoke` revokes the serial in use.
+            r.serial = serial;
         })
     })
     .await

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::control::locks::Locks;
 use crate::control::registry::{Registry, RegistryError};
+use crate::control::revoked::RevokedAgents;
 use crate::dispatcher::{load_conf, output, pairing, Args, CliError};
 use miniserde::json::{Object, Value};
 
@@ -157,24 +158,75 @@ pub fn edit_agent(a: &Args) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// `ced unpair`.
+/// `ced unpair [--revoke]`. With `--revoke`, the agent certificate's
+/// serial (when the record has one) and pinned key are added to the
+/// dispatcher's revocation list first, so a failed write leaves the record
+/// in place to retry.
 pub fn unpair(a: &Args) -> Result<u8, CliError> {
     let [name] = a.words.as_slice() else {
         return Err(CliError::Usage(
-            "Usage: ctrl-exec-dispatcher unpair <hostname>".into(),
+            "Usage: ctrl-exec-dispatcher unpair <hostname> [--revoke]".into(),
         ));
     };
     let conf = load_conf(a)?;
-    let agent = Registry::new(&conf.registry_dir)
+    let registry = Registry::new(&conf.registry_dir);
+    let revoked = if a.revoke {
+        let fail = |m: String| CliError::Failed(format!("Unpair failed: {m}"));
+        let record = registry
+            .get(name)
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail(format!("No registry entry for '{name}'")))?;
+        if record.serial.is_empty() && record.pubkey_sha256.is_empty() {
+            return Err(fail(format!(
+                "the record of '{name}' has neither a certificate serial nor a pinned key to revoke; add its serial to the agents' revocation lists by hand, then unpair without --revoke"
+            )));
+        }
+        let path = conf.revoked_agents_path();
+        let added = RevokedAgents::add(
+            &path,
+            Some(record.serial.as_str()).filter(|s| !s.is_empty()),
+            Some(record.pubkey_sha256.as_str()).filter(|k| !k.is_empty()),
+        )
+        .map_err(|e| fail(format!("cannot write {}: {e}", path.display())))?;
+        Some(added)
+    } else {
+        None
+    };
+    let agent = registry
         .remove(name)
         .map_err(|e| CliError::Failed(format!("Unpair failed: {e}")))?;
     log::info("unpair", &[("AGENT", name), ("EXPIRY", &agent.expiry)]);
     crate::outln!("Unregistered '{name}'.")?;
-    crate::outln!(
-        "WARNING: Agent certificate remains valid until: {}",
-        agent.expiry
-    )?;
-    crate::outln!("Decommission the agent promptly or add its serial to the revocation list.")?;
+    match revoked {
+        Some(added) => {
+            for s in &added.serials {
+                crate::outln!("Revoked agent certificate serial {s}.")?;
+            }
+            for k in &added.keys {
+                crate::outln!("Revoked agent public key sha256 {k}.")?;
+            }
+            log::info(
+                "revoke-agent",
+                &[
+                    ("AGENT", name),
+                    ("KEY", &agent.pubkey_sha256),
+                    ("SERIAL", &agent.serial),
+                ],
+            );
+            crate::outln!(
+                "This dispatcher now refuses that certificate even if the agent is paired again with it."
+            )?;
+        }
+        None => {
+            crate::outln!(
+                "WARNING: Agent certificate remains valid until: {}",
+                agent.expiry
+            )?;
+            crate::outln!(
+                "Decommission the agent promptly or add its serial to the revocation list."
+            )?;
+        }
+    }
     Ok(0)
 }
 

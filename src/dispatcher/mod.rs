@@ -9,6 +9,7 @@ mod agents;
 mod ca;
 mod output;
 mod pairing;
+mod revoke;
 mod run;
 
 use std::fmt;
@@ -35,7 +36,8 @@ Modes:
   deny <reqid>                       setup-ca        setup-ctrl-exec
   list-agents [--json] [--tags k=v[,k=v...]]
   edit-agent <name> [--rename <new>] [--ip <addr>] [--agent-port <n>] [--lookup-by ip|hostname]
-  unpair <hostname>                  list-locks [--json]
+  unpair <hostname> [--revoke]       list-locks [--json]
+  revoke-dispatcher <serial> [--json]
 
 Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), --username <s>,
          --token <s> (default $ENVEXEC_TOKEN), --version
@@ -141,6 +143,8 @@ pub struct Args {
     pub replace: bool,
     /// `--timeout`.
     pub timeout: Option<String>,
+    /// `--revoke` (`unpair`: also revoke the agent's serial and key).
+    pub revoke: bool,
     /// Internal: run the pairing session as the background child.
     pub pairing_child: bool,
 }
@@ -204,6 +208,7 @@ fn parse(mut all: Vec<String>) -> Result<ParseResult, CliError> {
         tags: p.opt_value_from_str("--tags").map_err(usage)?,
         detach: p.contains("--async"),
         replace: p.contains("--replace"),
+        revoke: p.contains("--revoke"),
         timeout: p.opt_value_from_str("--timeout").map_err(usage)?,
         pairing_child: p.contains("--pairing-child"),
         script_args,
@@ -257,6 +262,7 @@ fn run_mode(a: Args) -> Result<u8, CliError> {
         "edit-agent" => agents::edit_agent(&a),
         "unpair" => agents::unpair(&a),
         "list-locks" => agents::list_locks(&a),
+        "revoke-dispatcher" => revoke::revoke_dispatcher(&a),
         other => Err(CliError::Usage(format!("Unknown mode '{other}'\n{USAGE}"))),
     }
 }

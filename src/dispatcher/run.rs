@@ -21,14 +21,14 @@ const WAIT_DEFAULT_SECS: u64 = 300;
 /// arithmetic far from overflow.
 const WAIT_MAX_SECS: u64 = 604_800;
 
-fn dispatch(a: &Args) -> Result<Dispatch, CliError> {
+pub(super) fn dispatch(a: &Args) -> Result<Dispatch, CliError> {
     Dispatch::new(load_conf(a)?).map_err(CliError::Engine)
 }
 
 /// The CLI's rendering of a dispatch error: in `--json` mode the error
 /// object on stdout (then exit 1, nothing more on stderr); otherwise the
 /// error itself, printed once by `main`.
-fn report(a: &Args, e: DispatchError) -> CliError {
+pub(super) fn report(a: &Args, e: DispatchError) -> CliError {
     if !a.json {
         return CliError::Dispatch(e);
     }

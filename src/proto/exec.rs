@@ -1,6 +1,6 @@
 //! Messages on the host port (7443): `/run`, `/ping`, `/capabilities`,
-//! `/result/<reqid>`, `/renew`, `/renew-complete`, and the host's error
-//! bodies (protocol.md 3).
+//! `/result/<reqid>`, `/renew`, `/renew-complete`, `/revoke-serial`, and
+//! the host's error bodies (protocol.md 3).
 //!
 //! The controller builds requests with `to_json` and reads replies with
 //! `from_json`; the host does the reverse. Both sides use these types.
@@ -472,6 +472,114 @@ fn error_text(f: Fields<'_>) -> Result<String, FieldError> {
         (None, Some(s)) => format!("status {s:?} without an error"),
         (None, None) => "no status in reply".to_string(),
     })
+}
+
+/// `POST /revoke-serial` body (extension): `{"serial":"…","token":"…",
+/// "reqid":"…"}`. A trusted controller asks the host to add a controller
+/// certificate serial to its revocation list, at once. `serial` is in any
+/// form the revocation list takes; `token` is passed only to the hook.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RevokeSerialRequest {
+    /// The serial to revoke, as sent.
+    pub serial: String,
+    /// Advisory token, for the hook.
+    pub token: String,
+    /// Echoed in the reply.
+    pub reqid: String,
+}
+
+impl RevokeSerialRequest {
+    /// Reads a request body; every field is optional here, the host refuses
+    /// an empty `serial`.
+    pub fn read(bytes: &[u8]) -> Result<RevokeSerialRequest, ReadError> {
+        read::<RevokeSerialRequest>(bytes)
+    }
+
+    /// The body as sent.
+    pub fn to_json(&self) -> Value {
+        Builder::new()
+            .str("serial", &self.serial)
+            .str("token", &self.token)
+            .str("reqid", &self.reqid)
+            .build()
+    }
+}
+
+impl Message for RevokeSerialRequest {
+    const FIELDS: &'static [(&'static str, Kind)] = &[
+        ("serial", Kind::Str),
+        ("token", Kind::Str),
+        ("reqid", Kind::Str),
+    ];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        match (field, value) {
+            ("serial", Val::Str(s)) => self.serial = s,
+            ("token", Val::Str(s)) => self.token = s,
+            ("reqid", Val::Str(s)) => self.reqid = s,
+            _ => {}
+        }
+    }
+}
+
+/// The host's answer to `/revoke-serial`:
+/// `{"status":"ok","host":…,"serial":…,"already":…,"persisted":…,
+/// "warning"?:…,"dispatcher_id":…,"reqid":…}`.
+/// Refusals are [`ErrorReply::Plain`] bodies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RevokeSerialReply {
+    /// The host's own host name.
+    pub host: String,
+    /// The serial now revoked, minimal lowercase hex.
+    pub serial: String,
+    /// It was revoked already (nothing was written).
+    pub already: bool,
+    /// It is in the host's revocation list file (false: in memory only,
+    /// until the host restarts).
+    pub persisted: bool,
+    /// Why it is not persisted, when it is not.
+    pub warning: Option<String>,
+    /// The id of the controller that asked, from its certificate.
+    pub by: String,
+    /// The request id as sent.
+    pub reqid: String,
+}
+
+impl RevokeSerialReply {
+    /// The reply body.
+    pub fn to_json(&self) -> Value {
+        Builder::new()
+            .str("status", "ok")
+            .str("host", &self.host)
+            .str("serial", &self.serial)
+            .bool("already", self.already)
+            .bool("persisted", self.persisted)
+            .opt_str("warning", self.warning.as_deref())
+            .str("dispatcher_id", &self.by)
+            .str("reqid", &self.reqid)
+            .build()
+    }
+
+    /// Reads a reply; anything but `status:"ok"` is an error naming the
+    /// status field.
+    pub fn from_json(o: &Object) -> Result<RevokeSerialReply, FieldError> {
+        let f = Fields(o);
+        if f.str("status")? != Some("ok") {
+            return Err(FieldError {
+                field: "status",
+                expected: "\"ok\"",
+            });
+        }
+        Ok(RevokeSerialReply {
+            host: f.string("host")?,
+            serial: f.string("serial")?,
+            already: f.flag("already")?.unwrap_or(false),
+            persisted: f.flag("persisted")?.unwrap_or(false),
+            warning: f.str("warning")?.map(str::to_string),
+            by: f.string("dispatcher_id")?,
+            reqid: f.string("reqid")?,
+        })
+    }
 }
 
 /// One allowlisted script as `/capabilities` describes it.

@@ -26,7 +26,8 @@ mod tests;
 
 pub use exec::{
     Capabilities, ErrorReply, JobRecord, JobState, Output, PingReply, PingRequest, RenewComplete,
-    RenewCompleteReply, RenewReply, RenewRequest, RunReply, RunRequest, ScriptInfo,
+    RenewCompleteReply, RenewReply, RenewRequest, RevokeSerialReply, RevokeSerialRequest, RunReply,
+    RunRequest, ScriptInfo,
 };
 pub use gateway::{
     Credentials, DiscoveryBody, Endpoint, ErrorBody, Health, Index, PingBody, RunBody, TokenOnly,
@@ -39,4 +40,6 @@ pub use records::{
     AgentRecord, AsyncRecord, HostState, HostStatus, LookupBy, RunRecord, Submitter, SyncRecord,
     DEFAULT_AGENT_PORT,
 };
-pub use results::{HostCapabilities, HostLabel, HostPing, HostRun, HostSubmit, Rtt, Submitted};
+pub use results::{
+    HostCapabilities, HostLabel, HostPing, HostRevoke, HostRun, HostSubmit, Rtt, Submitted,
+};

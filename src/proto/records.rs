@@ -78,6 +78,9 @@ pub struct AgentRecord {
     /// SHA-256 of the host certificate's public key (empty: not pinned;
     /// records written by the original have none).
     pub pubkey_sha256: String,
+    /// The host certificate's serial, minimal lowercase hex (additive:
+    /// empty in older records, and then not written).
+    pub serial: String,
 }
 
 impl AgentRecord {
@@ -106,6 +109,10 @@ impl AgentRecord {
             .str("serial_broadcast", &self.serial_broadcast)
             .str("serial_confirmed", &self.serial_confirmed)
             .str("pubkey_sha256", &self.pubkey_sha256)
+            .opt_str(
+                "serial",
+                Some(self.serial.as_str()).filter(|s| !s.is_empty()),
+            )
             .build()
     }
 
@@ -148,6 +155,7 @@ impl AgentRecord {
             serial_broadcast: s("serial_broadcast"),
             serial_confirmed: s("serial_confirmed"),
             pubkey_sha256: s("pubkey_sha256"),
+            serial: s("serial"),
         }
     }
 }

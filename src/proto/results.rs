@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use miniserde::json::{Object, Value};
 
-use crate::proto::exec::{Capabilities, Output, PingReply};
+use crate::proto::exec::{Capabilities, Output, PingReply, RevokeSerialReply};
 use crate::proto::json::{Builder, FieldError, Fields};
 
 /// A round-trip time, written as the original does (`"42ms"`).
@@ -65,6 +65,35 @@ impl HostLabel {
             Some(r) => format!("{} ({r})", self.host),
             None => self.host.clone(),
         }
+    }
+}
+
+/// One host's answer to a pushed serial revocation.
+#[derive(Debug, Clone)]
+pub struct HostRevoke {
+    /// Which host.
+    pub label: HostLabel,
+    /// Round trip.
+    pub rtt: Rtt,
+    /// The host's reply, or why there is none.
+    pub reply: Result<RevokeSerialReply, String>,
+}
+
+impl HostRevoke {
+    /// The result as JSON: `{host, status:"ok", serial, already, rtt}` or
+    /// `{host, status:"error", error, rtt}`.
+    pub fn to_json(&self) -> Value {
+        let b = match &self.reply {
+            Ok(r) => Builder::new()
+                .str("status", "ok")
+                .str("serial", &r.serial)
+                .bool("already", r.already)
+                .bool("persisted", r.persisted)
+                .opt_str("warning", r.warning.as_deref())
+                .str("reqid", &r.reqid),
+            Err(e) => Builder::new().str("status", "error").str("error", e),
+        };
+        self.label.write(b).str("rtt", self.rtt.text()).build()
     }
 }
 

@@ -440,6 +440,34 @@ fn per_host_results_of_surface_3_3() {
 }
 
 #[test]
+fn revoke_serial_messages() {
+    let text = r#"{"serial":"1F:2A","token":"tok","reqid":"abc"}"#;
+    round_trip(
+        text,
+        |o| RevokeSerialRequest::read(&bytes(o)).unwrap(),
+        RevokeSerialRequest::to_json,
+    );
+    assert_eq!(
+        RevokeSerialRequest::read(b"{}").unwrap(),
+        RevokeSerialRequest::default()
+    );
+    assert_eq!(
+        refused(RevokeSerialRequest::read(br#"{"serial":7}"#).unwrap_err()),
+        "serial"
+    );
+    let reply = r#"{"status":"ok","host":"web-01","serial":"1f2a","already":false,"persisted":false,"warning":"cannot write x","dispatcher_id":"ctl-1","reqid":"abc"}"#;
+    round_trip(
+        reply,
+        |o| RevokeSerialReply::from_json(o).unwrap(),
+        RevokeSerialReply::to_json,
+    );
+    let r = RevokeSerialReply::from_json(&obj(reply)).unwrap();
+    assert_eq!((r.serial.as_str(), r.by.as_str()), ("1f2a", "ctl-1"));
+    assert_eq!(r.warning.as_deref(), Some("cannot write x"));
+    assert!(RevokeSerialReply::from_json(&obj(r#"{"error":"x"}"#)).is_err());
+}
+
+#[test]
 fn module_names_no_role() {
     let roles = [
         ["age", "nt"].concat(),

@@ -871,6 +871,21 @@ impl Fixture {
         })
     }
 
+    /// A second dispatcher identity minted from the fixture's CA, trusted
+    /// by `agent` as `id` (its trusted map gains the serial, then a reload):
+    /// the certificate and its serial.
+    pub fn second_dispatcher(&self, agent: &Agent, id: &str) -> (ClientCert, String) {
+        let (cert, key) = pki::issue_key_and_cert(&self.ca_pem(), &self.ca_key_pem(), id, 30)
+            .expect("mint a second dispatcher certificate");
+        let serial = pki::cert_info_pem(&cert).expect("read its serial").serial;
+        let map = agent.trusted_map();
+        let mut text = fs::read_to_string(&map).unwrap_or_default();
+        text.push_str(&format!("{serial} {id}\n"));
+        fs::write(&map, text).expect("extend the trusted map");
+        self.reload(agent);
+        (ClientCert::Pem { cert, key }, serial)
+    }
+
     /// The dispatcher's identity as a [`ClientCert`].
     pub fn dispatcher_cert(&self) -> ClientCert {
         let (cert, key) = self.dispatcher_identity();

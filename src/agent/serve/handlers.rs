@@ -1,5 +1,5 @@
 //! The agent's handlers: ping, run (sync or async), capabilities, result,
-//! and the two steps of certificate renewal.
+//! the two steps of certificate renewal, and revoke-serial.
 //!
 //! Each is called by the route table with the connection's snapshot and
 //! authenticated caller, reads its request into a `proto` type, and returns
@@ -10,14 +10,15 @@ use std::path::Path;
 use crate::agent::cert;
 use crate::agent::runner::{self, Bounds, Context};
 use crate::agent::serve::routes::{Answer, Caller};
-use crate::agent::serve::snapshot::Snapshot;
+use crate::agent::serve::snapshot::{Revoked, Snapshot};
 use crate::agent::serve::Agent;
 use crate::conf;
 use crate::hook::{self, Verdict};
 use crate::proto::json::FieldError;
 use crate::proto::{
     Capabilities, ErrorReply, PingReply, PingRequest, ReadError, RenewComplete, RenewCompleteReply,
-    RenewReply, RenewRequest, ReqId, RunReply, RunRequest, ScriptInfo, ScriptName,
+    RenewReply, RenewRequest, ReqId, RevokeSerialReply, RevokeSerialRequest, RunReply, RunRequest,
+    ScriptInfo, ScriptName,
 };
 use crate::{log, pki, time, VERSION};
 
@@ -276,6 +277,107 @@ pub(super) async fn run_script(
         reqid: ctx.reqid,
         output,
     }
+}
+
+/// `POST /revoke-serial` (extension): a trusted dispatcher revokes a
+/// dispatcher serial on this agent, effective for the next connection. The
+/// serial of the connection asking is refused (a dispatcher cannot lock
+/// itself out, and so cannot revoke the last trusted dispatcher this agent
+/// has: the one asking stays). The auth hook is asked as `rotate` with args
+/// `["revoke", <serial>]`.
+pub(super) async fn revoke_serial(
+    agent: &Agent,
+    snap: &Snapshot,
+    caller: &Caller,
+    dispatcher: &str,
+    body: &[u8],
+) -> Answer {
+    let plain = |status: u16, msg: String| Answer::Error(ErrorReply::Plain(status, msg));
+    let req = match RevokeSerialRequest::read(body) {
+        Ok(r) => r,
+        Err(ReadError::Field(e)) => return plain(400, e.to_string()),
+        Err(ReadError::Json(_)) => return plain(400, "invalid JSON".into()),
+    };
+    if req.serial.trim().is_empty() {
+        return plain(400, "serial required".into());
+    }
+    let Some(serial) = pki::canonical_serial(&req.serial) else {
+        return plain(400, format!("invalid serial '{}'", req.serial));
+    };
+    let deny = |reason: &str| {
+        log::warn(
+            "revoke-serial-deny",
+            &[
+                ("DISPATCHER", dispatcher),
+                ("PEER", &caller.ip),
+                ("REASON", reason),
+                ("REQID", &req.reqid),
+                ("SERIAL", &serial),
+            ],
+        );
+    };
+    if serial == caller.serial {
+        deny("own-serial");
+        return plain(
+            403,
+            "refusing to revoke the serial of the connection asking; revoke it from another trusted dispatcher".into(),
+        );
+    }
+    if let Some(h) = &snap.settings.hook {
+        let request = hook::Request {
+            action: "rotate".into(),
+            args: vec!["revoke".into(), serial.clone()],
+            token: req.token.clone(),
+            source_ip: caller.ip.clone(),
+            dispatcher: dispatcher.to_string(),
+            dispatcher_serial: caller.serial.clone(),
+            reqid: req.reqid.clone(),
+            ..Default::default()
+        };
+        if let Verdict::Deny { reason, .. } = hook::check(h, &request).await {
+            deny(&reason);
+            return plain(403, format!("not authorised: {reason}"));
+        }
+    }
+    let note = format!(
+        "revoked by {dispatcher} (serial {}) at {}",
+        caller.serial,
+        time::iso8601(time::now())
+    );
+    let (already, warning) = match agent.revoke_serial(&serial, &note) {
+        Revoked::Already => (true, None),
+        Revoked::Written => (false, None),
+        Revoked::MemoryOnly(e) => {
+            log::error(
+                "revoke-serial-unsaved",
+                &[
+                    ("ERROR", &e),
+                    ("REASON", "revoked in memory until restart"),
+                    ("SERIAL", &serial),
+                ],
+            );
+            (false, Some(e))
+        }
+    };
+    log::info(
+        "revoke-serial",
+        &[
+            ("ALREADY", if already { "1" } else { "0" }),
+            ("DISPATCHER", dispatcher),
+            ("PEER", &caller.ip),
+            ("REQID", &req.reqid),
+            ("SERIAL", &serial),
+        ],
+    );
+    Answer::Revoked(RevokeSerialReply {
+        host: snap.settings.hostname.clone(),
+        serial,
+        already,
+        persisted: warning.is_none(),
+        warning,
+        by: dispatcher.to_string(),
+        reqid: req.reqid,
+    })
 }
 
 /// `GET /result/<reqid>`: a detached job's record, for its owner only.

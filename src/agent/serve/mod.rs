@@ -10,6 +10,7 @@ mod listener;
 mod routes;
 mod snapshot;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -39,6 +40,9 @@ pub struct Agent {
     renewed: Mutex<Option<String>>,
     limiter: Mutex<crate::net::ratelimit::RateLimiter>,
     limits: Limits,
+    /// Serials revoked through `/revoke-serial` since start: every reload
+    /// keeps them revoked, even if they could not be written to the file.
+    pushed_revocations: Mutex<BTreeSet<String>>,
     /// Detached jobs.
     pub jobs: jobs::Jobs,
 }
@@ -73,6 +77,7 @@ pub fn serve(
         renewed: Mutex::new(None),
         limiter: Mutex::new(limiter),
         limits: Limits::default(),
+        pushed_revocations: Mutex::new(BTreeSet::new()),
         jobs,
         conf,
     });

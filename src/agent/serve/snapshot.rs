@@ -214,8 +214,9 @@ impl Agent {
             .map_err(|e| e.to_string())
             .and_then(|conf| {
                 let renewed = self.renewed_cert();
-                let snap = load_snapshot(&conf, &self.allowlist_path, renewed.as_deref())
+                let mut snap = load_snapshot(&conf, &self.allowlist_path, renewed.as_deref())
                     .map_err(|e| detail(&e))?;
+                snap.revoked.extend(self.pushed());
                 vet(&self.snapshot(), &snap, &self.allowlist_path)?;
                 Ok((conf, snap))
             });
@@ -307,6 +308,79 @@ impl Agent {
     }
 }
 
+/// How a `/revoke-serial` was applied.
+pub(super) enum Revoked {
+    /// It was revoked already; nothing was written.
+    Already,
+    /// Appended to the revocation list file and in effect.
+    Written,
+    /// In effect (and kept across reloads) until the agent restarts, but the
+    /// file could not be written (the reason).
+    MemoryOnly(String),
+}
+
+impl Agent {
+    /// Revokes `serial` (canonical) at once: appends it to the
+    /// `revoked_serials` file (rewritten atomically, its comments kept) and
+    /// swaps in a snapshot that differs from the one in use only by the
+    /// serial, so no reload is needed and nothing else changes. The serial is
+    /// also remembered, so a reload keeps it revoked even when the file could
+    /// not be written. The write lock on the snapshot is held throughout, so
+    /// two revocations cannot lose each other's line.
+    pub(super) fn revoke_serial(&self, serial: &str, note: &str) -> Revoked {
+        let mut guard = match self.snapshot.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if guard.revoked.contains(serial) {
+            return Revoked::Already;
+        }
+        match self.pushed_revocations.lock() {
+            Ok(mut p) => p.insert(serial.to_string()),
+            Err(poisoned) => poisoned.into_inner().insert(serial.to_string()),
+        };
+        let path = &self.conf.revoked_serials;
+        let written = append_revoked(path, serial, note)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()));
+        let mut next = Snapshot::clone(&guard);
+        next.revoked.insert(serial.to_string());
+        *guard = Arc::new(next);
+        match written {
+            Ok(()) => Revoked::Written,
+            Err(e) => Revoked::MemoryOnly(e),
+        }
+    }
+
+    /// The serials revoked through `/revoke-serial` since start.
+    fn pushed(&self) -> BTreeSet<String> {
+        match self.pushed_revocations.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// Appends `serial` with a trailing comment to the revocation list file,
+/// keeping what is there; a missing file is created (mode 0644).
+fn append_revoked(path: &Path, serial: &str, note: &str) -> std::io::Result<()> {
+    let mut text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e),
+    };
+    if trust::parse_revoked(&text).contains(serial) {
+        return Ok(());
+    }
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("{serial} # {note}\n"));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::fsx::ensure_dir(dir, 0o750)?;
+    }
+    crate::fsx::write_atomic(path, text.as_bytes(), 0o644)
+}
+
 /// Builds a snapshot from `conf` and the files as they are now. Nothing is
 /// logged: the caller logs the allowlist's warnings once it uses the
 /// snapshot. `renewed` is a certificate taken over by `/renew-complete`
@@ -388,4 +462,23 @@ pub fn read_material(conf: &AgentConf) -> Result<(String, String, String), Agent
         })
     };
     Ok((read(&conf.cert)?, read(&conf.key)?, read(&conf.ca)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_revoked_keeps_the_file_and_adds_one_line() {
+        let dir = std::env::temp_dir().join(format!("append-revoked-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("revoked-serials");
+        std::fs::write(&path, "# operator note\n0A").unwrap();
+        append_revoked(&path, "1f", "by test").unwrap();
+        append_revoked(&path, "1f", "again").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "# operator note\n0A\n1f # by test\n");
+        assert!(append_revoked(Path::new("/dev/null/revoked"), "1f", "x").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

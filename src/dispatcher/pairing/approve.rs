@@ -229,6 +229,7 @@ pub fn approve_request(
             now
         },
         pubkey_sha256: info.spki_sha256.clone(),
+        serial: info.serial.clone(),
     };
     registry
         .put(&record)
