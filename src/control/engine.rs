@@ -167,7 +167,18 @@ pub struct Engine {
     slots: Arc<Semaphore>,
     limits: Limits,
     revoked_path: PathBuf,
+    /// The revocation list as last read, and when: shared by every call of
+    /// a fan-out instead of one read per host.
+    revoked: smol::lock::Mutex<Option<ReadRevoked>>,
 }
+
+/// A revocation list read at an instant (or why it could not be read).
+type ReadRevoked = (Instant, Arc<Result<RevokedAgents, String>>);
+
+/// How long a read revocation list is reused before it is read again: a
+/// thousand-host fan-out reads it once, and a long-running API sees an
+/// `unpair --revoke` within this long.
+const REVOKED_LIST_REUSE: Duration = Duration::from_secs(1);
 
 impl Engine {
     /// Loads the dispatcher identity and CA named in the config.
@@ -192,6 +203,7 @@ impl Engine {
                 ..Limits::default()
             },
             revoked_path: conf.revoked_agents_path(),
+            revoked: smol::lock::Mutex::new(None),
         }))
     }
 
@@ -274,11 +286,27 @@ impl Engine {
                 what,
             })
         };
-        let list = match smol::unblock(move || RevokedAgents::load(&path)).await {
-            Ok(l) => l,
-            Err(e) => return refuse(format!("cannot read {}: {e}", self.revoked_path.display())),
+        let list = {
+            // Held while reading, so concurrent calls wait for one read.
+            let mut cached = self.revoked.lock().await;
+            match cached.as_ref() {
+                Some((at, list)) if at.elapsed() < REVOKED_LIST_REUSE => list.clone(),
+                _ => {
+                    let display = path.display().to_string();
+                    let read = smol::unblock(move || RevokedAgents::load(&path))
+                        .await
+                        .map_err(|e| format!("cannot read {display}: {e}"));
+                    let list = Arc::new(read);
+                    *cached = Some((Instant::now(), list.clone()));
+                    list
+                }
+            }
         };
-        if list == RevokedAgents::default() {
+        let list = match list.as_ref() {
+            Ok(l) => l,
+            Err(e) => return refuse(e.clone()),
+        };
+        if *list == RevokedAgents::default() {
             return Ok(());
         }
         let Some(info) = peer else {
