@@ -314,14 +314,36 @@ impl Fixture {
     }
 
     /// Runs `cmd` to completion within `limit`; kills it and fails the test past that.
-    pub fn run_within(&self, mut cmd: Command, limit: Duration) -> Out {
+    pub fn run_within(&self, cmd: Command, limit: Duration) -> Out {
+        self.spawn_and_wait(cmd, limit, false)
+    }
+
+    /// Runs `cmd` with stdout a pipe whose read end is closed at once, so
+    /// every write the child makes to stdout fails with `EPIPE`; captures
+    /// stderr (stdout is reported empty).
+    pub fn run_with_stdout_closed(&self, cmd: Command) -> Out {
+        self.spawn_and_wait(cmd, CMD_TIMEOUT, true)
+    }
+
+    /// Spawns `cmd` with piped output (the stdout read end closed at once
+    /// when `close_stdout`), waits up to `limit`, kills it and fails the
+    /// test past that.
+    fn spawn_and_wait(&self, mut cmd: Command, limit: Duration, close_stdout: bool) -> Out {
         let desc = describe(&cmd);
+        let desc = if close_stdout {
+            format!("{desc} (stdout closed)")
+        } else {
+            desc
+        };
         let cwd = cwd_of(&cmd);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let start = Instant::now();
-        let child = cmd
+        let mut child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+        if close_stdout {
+            drop(child.stdout.take());
+        }
         let pid = child.id();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -343,46 +365,6 @@ impl Fixture {
                     .arg(pid.to_string())
                     .status();
                 panic!("{desc} did not finish within {limit:?}\n{}", self.report());
-            }
-        }
-    }
-
-    /// Runs `cmd` with stdout a pipe whose read end is closed at once, so
-    /// every write the child makes to stdout fails with `EPIPE`; captures
-    /// stderr (stdout is reported empty).
-    pub fn run_with_stdout_closed(&self, mut cmd: Command) -> Out {
-        let desc = describe(&cmd);
-        let cwd = cwd_of(&cmd);
-        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let start = Instant::now();
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
-        drop(child.stdout.take());
-        let pid = child.id();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(CMD_TIMEOUT) {
-            Ok(Ok(o)) => Out {
-                cmd: format!("{desc} (stdout closed)"),
-                cwd,
-                status: o.status,
-                stdout: String::new(),
-                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-                elapsed: start.elapsed(),
-            },
-            Ok(Err(e)) => panic!("waiting for {desc} failed: {e}"),
-            Err(_) => {
-                let _ = Command::new("kill")
-                    .arg("-KILL")
-                    .arg(pid.to_string())
-                    .status();
-                panic!(
-                    "{desc} (stdout closed) did not finish within {CMD_TIMEOUT:?}\n{}",
-                    self.report()
-                );
             }
         }
     }
