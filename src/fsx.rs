@@ -30,6 +30,20 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` in place with permission bits `mode`, with no
+/// temporary file and no fsync: for marks that only have to outlive the
+/// process, not the machine, and whose readers take a torn file as absent.
+pub fn write_unsynced(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    file.write_all(bytes)
+}
+
 /// Like [`write_atomic`] but fails with `AlreadyExists` instead of replacing
 /// an existing file (used for keys that must never be overwritten silently).
 pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {

@@ -129,6 +129,43 @@ fn killed_agent_takes_its_running_sync_script_with_it() {
 }
 
 #[test]
+fn restart_after_a_crash_kills_what_a_sync_script_forked() {
+    let f = Fixture::new("life_crash_sync");
+    f.dispatcher("");
+    let mut a = f.agent("web1", &[("job", JOB)], "");
+    let marks = a.state_dir.join("runs").join(".sync");
+    let pidfile = f.path("job.pid");
+    std::thread::scope(|s| {
+        let run = s.spawn(|| f.ced(&["run", "web1", "job", "--", pidfile.to_str().unwrap()]));
+        let (pid, child) = (read_pid(&pidfile), read_pid(&f.path("job.pid.child")));
+        let mark = marks.join(format!("{pid}.json"));
+        assert!(mark.exists(), "no mark at {}", mark.display());
+        f.kill(a.pid);
+        expect_gone(pid, "the sync script to die with the agent");
+        assert!(
+            !process_dead(child),
+            "the forked child should outlive a crash"
+        );
+        let out = run.join().unwrap();
+        assert!(!out.status.success(), "a run cut off by a crash is not a success");
+
+        f.serve(&mut a);
+        // The agent serves only after its recovery.
+        f.ced_ok(&["ping", "web1"]);
+        assert!(process_dead(child), "the crashed run's child {child} still runs");
+        assert!(!mark.exists(), "the mark outlived its recovery");
+        assert!(
+            a.log_text().contains("ACTION=run-sync-killed"),
+            "{}",
+            a.log_text()
+        );
+    });
+    // A sync run that ends leaves no mark.
+    f.ced_ok(&["run", "web1", "job"]);
+    assert_eq!(fs::read_dir(&marks).unwrap().count(), 0);
+}
+
+#[test]
 fn sigterm_kills_a_sync_script_still_running_after_the_grace() {
     let f = Fixture::new("life_term_sync");
     f.dispatcher("");

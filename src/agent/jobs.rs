@@ -17,6 +17,10 @@
 //!   A group that will not die keeps its script busy, so one job per script
 //!   holds across restarts.
 //!
+//! Sync runs leave a mark too: while one runs, `<async_runs_dir>/.sync/<pgid>.json`
+//! names its process group (see [`Jobs::mark_sync`]), so that what a sync
+//! script forked is killed at the next start after a crash, as for a job.
+//!
 //! A finished record the disk refuses (a full state dir) is kept in memory,
 //! served from there by [`Jobs::result`], and written again on a backing-off
 //! timer until it lands; so nothing shows `running` for a job that ended.
@@ -36,6 +40,10 @@ use crate::proc::Group;
 use crate::proto::json;
 use crate::proto::{DispatcherId, JobRecord, JobState, Output, ReqId, RunReply};
 use crate::{fsx, log, rt, time};
+
+/// Subdirectory of the store holding the marks of running sync scripts
+/// (dot-named: never taken for a dispatcher's records).
+const SYNC_MARKS: &str = ".sync";
 
 const LOST_MESSAGE: &str = "job lost: the agent stopped before the script finished";
 
@@ -79,10 +87,25 @@ impl Drop for RunningGuard {
     }
 }
 
+/// The mark of a running sync script's process group; removed when dropped,
+/// that is when the run ends however it ends.
+pub struct SyncMark {
+    path: PathBuf,
+}
+
+impl Drop for SyncMark {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 impl Jobs {
     /// Opens (creating if needed) the store at `dir`.
     pub fn open(dir: &Path) -> Result<Jobs, String> {
-        fsx::ensure_dir(dir, 0o750).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        for d in [dir.to_path_buf(), dir.join(SYNC_MARKS)] {
+            fsx::ensure_dir(&d, 0o750)
+                .map_err(|e| format!("cannot create {}: {e}", d.display()))?;
+        }
         Ok(Jobs {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
@@ -375,11 +398,78 @@ impl Jobs {
             .any(|d| d.path().join(format!("{reqid}.json")).exists())
     }
 
+    /// Marks the process group of a sync run on disk while it runs, so a
+    /// restart after a crash kills what the script forked. Not synced: the
+    /// mark only has to outlive the agent process, not the machine. A mark
+    /// the disk refuses is logged and the run goes on (it is the caller's
+    /// result; only the clean-up after a crash is lost).
+    pub fn mark_sync(&self, group: Option<Group>, ctx: &Context) -> Option<SyncMark> {
+        let group = group?;
+        let record = JobRecord {
+            reqid: ctx.reqid.clone(),
+            state: JobState::Running,
+            script: ctx.script.clone(),
+            owner: ctx.dispatcher.clone(),
+            started: time::iso8601(time::now()),
+            finished: None,
+            output: None,
+            lost: false,
+            pgid: Some(i64::from(group.pgid)),
+            pgid_started: group.started,
+        };
+        let path = self
+            .inner
+            .dir
+            .join(SYNC_MARKS)
+            .join(format!("{}.json", group.pgid));
+        let bytes = json::to_string(&record.to_json());
+        match fsx::write_unsynced(&path, bytes.as_bytes(), 0o640) {
+            Ok(()) => Some(SyncMark { path }),
+            Err(e) => {
+                log::warn(
+                    "sync-mark-fail",
+                    &[("ERROR", &e.to_string()), ("REQID", &ctx.reqid)],
+                );
+                None
+            }
+        }
+    }
+
+    /// At start: kills what is left of the process group of each sync run a
+    /// previous agent process left marked (if that group still exists and is
+    /// the recorded one), and removes the marks. Blocking.
+    fn recover_sync(&self) {
+        let Ok(marks) = std::fs::read_dir(self.inner.dir.join(SYNC_MARKS)) else {
+            return;
+        };
+        for mark in marks.flatten() {
+            let path = mark.path();
+            if let Some(rec) = read_record(&path) {
+                if let Some(group) = group_of(&rec).filter(Group::alive) {
+                    let pgid = group.pgid.to_string();
+                    let fields = [
+                        ("PGID", pgid.as_str()),
+                        ("REQID", &rec.reqid),
+                        ("SCRIPT", &rec.script),
+                    ];
+                    if group.kill_and_wait(LEFTOVER_KILL_WAIT) {
+                        log::warn("run-sync-killed", &fields);
+                    } else {
+                        log::error("run-sync-leftover", &fields);
+                    }
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
     /// At start: for each record left `running` by a previous agent process,
     /// kills what is left of its process group (if it still exists and is
-    /// the recorded one) and closes the record as lost. A group still alive
+    /// the recorded one) and closes the record as lost; sync marks are
+    /// handled the same way first. A group still alive
     /// after [`LEFTOVER_KILL_WAIT`] keeps its script busy. Blocking.
     pub fn recover_lost(&self) {
+        self.recover_sync();
         for path in self.records() {
             let Some(rec) = read_record(&path).filter(|r| r.state == JobState::Running) else {
                 continue;

@@ -60,11 +60,6 @@ pub struct Bounds {
     pub max_output: usize,
 }
 
-/// Runs `path` for `ctx` under `bounds`.
-pub async fn run(path: &Path, ctx: &Context, bounds: Bounds) -> Output {
-    start(path, ctx, bounds).finish().await
-}
-
 /// Starts `path` for `ctx` under `bounds`; a spawn failure shows in
 /// [`Started::finish`]. Dropping the result kills the script's group.
 pub fn start(path: &Path, ctx: &Context, bounds: Bounds) -> Started {

@@ -261,7 +261,10 @@ pub(super) async fn run_script(
     if detach {
         return agent.jobs.submit(entry.path.clone(), ctx, bounds).await;
     }
-    let output = runner::run(&entry.path, &ctx, bounds).await;
+    let started = runner::start(&entry.path, &ctx, bounds);
+    let mark = agent.jobs.mark_sync(started.group(), &ctx);
+    let output = started.finish().await;
+    drop(mark);
     log::info(
         "run",
         &[
