@@ -116,6 +116,43 @@ fn agent_serves_the_dispatcher_behind_a_flood_of_stalled_connections() {
 }
 
 #[test]
+fn an_agent_with_every_slot_busy_says_it_is_overloaded() {
+    let f = Fixture::new("flood_overload");
+    f.dispatcher("");
+    let a = f.agent(
+        "web1",
+        &[
+            (
+                "hold",
+                r#"touch "$1.started"; n=0; while [ ! -e "$1.release" ] && [ $n -lt 600 ]; do sleep 0.05; n=$((n+1)); done; echo released"#,
+            ),
+            ("hello", "echo hello from web1"),
+        ],
+        "max_children = 1",
+    );
+    let flag = f.path("hold");
+    let flag = flag.to_str().unwrap();
+    std::thread::scope(|s| {
+        let holder = s.spawn(|| f.ced(&["run", "web1", "hold", "--", flag]));
+        eventually("the holding run to start", Duration::from_secs(20), || {
+            match std::path::Path::new(&format!("{flag}.started")).exists() {
+                true => Ok(()),
+                false => Err(a.log_text()),
+            }
+        });
+        let out = f.ced(&["run", "web1", "hello"]);
+        assert!(!out.status.success(), "{out}");
+        assert!(out.to_string().contains("agent overloaded"), "{out}");
+        assert!(!out.to_string().contains("handshake"), "{out}");
+        std::fs::write(format!("{flag}.release"), "").unwrap();
+        let held = holder.join().unwrap();
+        assert!(held.status.success(), "{held}");
+        assert!(held.stdout.contains("released"), "{held}");
+    });
+    f.ced_ok(&["run", "web1", "hello"]);
+}
+
+#[test]
 fn pairing_listener_queues_a_request_behind_a_flood_of_stalled_connections() {
     let f = Fixture::new("flood_pairing");
     f.dispatcher("");

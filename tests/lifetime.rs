@@ -147,12 +147,18 @@ fn restart_after_a_crash_kills_what_a_sync_script_forked() {
             "the forked child should outlive a crash"
         );
         let out = run.join().unwrap();
-        assert!(!out.status.success(), "a run cut off by a crash is not a success");
+        assert!(
+            !out.status.success(),
+            "a run cut off by a crash is not a success"
+        );
 
         f.serve(&mut a);
         // The agent serves only after its recovery.
         f.ced_ok(&["ping", "web1"]);
-        assert!(process_dead(child), "the crashed run's child {child} still runs");
+        assert!(
+            process_dead(child),
+            "the crashed run's child {child} still runs"
+        );
         assert!(!mark.exists(), "the mark outlived its recovery");
         assert!(
             a.log_text().contains("ACTION=run-sync-killed"),

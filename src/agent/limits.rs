@@ -59,3 +59,15 @@ pub const MAX_UNWRITTEN_RECORDS: usize = 64;
 /// of a job from before a crash to be gone. Past it the script stays busy
 /// (409) until the group is gone, rather than run twice.
 pub const LEFTOVER_KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// Connections answered at once with 503 "overloaded" when every one of the
+/// `max_children` slots carries a trusted dispatcher's request. Beyond this
+/// a connection is closed without a word. Small: each costs a handshake
+/// while the agent is already at its limit, and 4 is enough for the
+/// dispatcher of a busy fan-out to learn why, not only that, it failed.
+pub const OVERLOAD_ANSWERS: usize = 4;
+
+/// Handshake deadline for a connection answered "overloaded": a trusted
+/// dispatcher finishes in milliseconds, and a slow peer must not hold one of
+/// the few [`OVERLOAD_ANSWERS`] places.
+pub const OVERLOAD_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -631,6 +631,10 @@ fn run_result(
                 }
                 (413, _) => Output::failed("request too large"),
                 (_, Err(e)) => Output::failed(invalid_body(e)),
+                // An agent at its limit says so in an `error` and no output.
+                (status @ 500.., b) => Output::failed(
+                    agent_error(b).unwrap_or_else(|| format!("agent answered HTTP {status}")),
+                ),
                 (status, Ok(body)) => match Output::read(Fields(body)) {
                     Ok(mut out) => {
                         if status != 200 && out.error.is_none() {

@@ -27,7 +27,9 @@ use smol::future::FutureExt;
 use smol::stream::StreamExt;
 use smol::Async;
 
-use crate::agent::limits::{PROBATION_HANDSHAKE_TIMEOUT, SHUTDOWN_GRACE};
+use crate::agent::limits::{
+    OVERLOAD_HANDSHAKE_TIMEOUT, PROBATION_HANDSHAKE_TIMEOUT, SHUTDOWN_GRACE,
+};
 use crate::agent::serve::routes::{route, Caller};
 use crate::agent::serve::Agent;
 use crate::agent::AgentError;
@@ -89,8 +91,10 @@ impl Policy for Agent {
         async move { handle(&self, conn.tcp, conn.peer, conn.slot).await }.boxed()
     }
 
-    /// No room (every slot carries a trusted dispatcher's request): close
-    /// at once, logged (`max_children` bounds the live connections and the
+    /// No room (every slot carries a trusted dispatcher's request): while
+    /// the small overflow pool has room, finish the handshake and answer 503
+    /// "overloaded", so the dispatcher can say why; beyond it, close at once.
+    /// Logged either way (`max_children` bounds the live connections and the
     /// runs they carry).
     fn full(self: Arc<Self>, conn: Incoming) -> Option<Work> {
         log::warn(
@@ -100,7 +104,14 @@ impl Policy for Agent {
                 ("PEER", &conn.peer.to_string()),
             ],
         );
-        None
+        let place = self.overflow.try_acquire_arc()?;
+        Some(
+            async move {
+                overloaded(&self, conn.tcp).await;
+                drop(place);
+            }
+            .boxed(),
+        )
     }
 }
 
@@ -219,6 +230,31 @@ async fn handle(agent: &Agent, tcp: Async<TcpStream>, ip: IpAddr, slot: SlotHand
         }
     };
     respond(&mut conn, status, &body, &agent.limits).await;
+}
+
+/// Answers a connection that found no slot: 503 with the agent's limit in
+/// words, to a peer that completes the handshake with a certificate from our
+/// CA (nothing is read, nothing is counted).
+async fn overloaded(agent: &Agent, tcp: Async<TcpStream>) {
+    let snap = agent.snapshot();
+    let Ok(stream) = server::handshake(snap.tls.clone(), tcp, OVERLOAD_HANDSHAKE_TIMEOUT).await
+    else {
+        return;
+    };
+    let refusal = ErrorReply::Plain(
+        503,
+        format!(
+            "agent overloaded: all {} connection slots (max_children) are busy - retry later",
+            agent.conf.max_children
+        ),
+    );
+    respond(
+        &mut Conn::new(stream),
+        refusal.status(),
+        &refusal.to_json(),
+        &agent.limits,
+    )
+    .await;
 }
 
 /// Writes the answer and closes, under the write deadline.

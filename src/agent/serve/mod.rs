@@ -45,6 +45,10 @@ pub struct Agent {
     pushed_revocations: Mutex<BTreeSet<String>>,
     /// Detached jobs.
     pub jobs: jobs::Jobs,
+    /// Room for connections that found every slot busy and get a 503
+    /// "overloaded" answer instead of a silent close
+    /// ([`crate::agent::limits::OVERLOAD_ANSWERS`]).
+    overflow: Arc<smol::lock::Semaphore>,
 }
 
 /// Runs the agent until SIGTERM/SIGINT; `conf` was loaded from `conf_path`,
@@ -79,6 +83,9 @@ pub fn serve(
         limits: Limits::default(),
         pushed_revocations: Mutex::new(BTreeSet::new()),
         jobs,
+        overflow: Arc::new(smol::lock::Semaphore::new(
+            crate::agent::limits::OVERLOAD_ANSWERS,
+        )),
         conf,
     });
     log::info(
