@@ -9,8 +9,8 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use miniserde::json::Value;
 
@@ -23,10 +23,17 @@ use crate::proto::{AsyncRecord, HostState, HostStatus, JobRecord, ReqId, RunReco
 /// How long records are kept.
 pub const RETENTION: Duration = Duration::from_secs(86_400);
 
+/// Least time between two purges by one process: `ced wait` and the API
+/// read a record on every poll, and a directory scan per poll would cost
+/// more than the poll itself on a store of many records.
+pub const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The run store directory.
 #[derive(Debug, Clone)]
 pub struct RunStore {
     dir: PathBuf,
+    /// When this process last purged (shared by clones).
+    purged: Arc<Mutex<Option<Instant>>>,
 }
 
 impl RunStore {
@@ -34,6 +41,7 @@ impl RunStore {
     pub fn new(dir: &Path) -> RunStore {
         RunStore {
             dir: dir.to_path_buf(),
+            purged: Arc::new(Mutex::new(None)),
         }
     }
 
@@ -73,8 +81,16 @@ impl RunStore {
             .map_err(|e| invalid(format!("run record: {e}")))
     }
 
-    /// Deletes records older than [`RETENTION`].
+    /// Deletes records older than [`RETENTION`], at most once per
+    /// [`PURGE_INTERVAL`] per process.
     pub fn purge(&self) {
+        let now = Instant::now();
+        if let Ok(mut last) = self.purged.lock() {
+            if last.is_some_and(|t| now.duration_since(t) < PURGE_INTERVAL) {
+                return;
+            }
+            *last = Some(now);
+        }
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -178,6 +194,30 @@ fn merge_host(mut prev: HostStatus, reply: Result<Reply, CallError>) -> HostStat
 mod tests {
     use super::*;
     use crate::proto::SyncRecord;
+
+    #[test]
+    fn purge_removes_old_records_at_most_once_per_interval() {
+        let dir = std::env::temp_dir().join(format!("runstore-purge-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let old = |name: &str| {
+            let path = dir.join(name);
+            let f = std::fs::File::create(&path).unwrap();
+            f.set_modified(SystemTime::now() - RETENTION - Duration::from_secs(60))
+                .unwrap();
+            path
+        };
+        let store = RunStore::new(&dir);
+        let first = old("aaaa.json");
+        store.purge();
+        assert!(!first.exists());
+        let second = old("bbbb.json");
+        store.clone().purge();
+        assert!(
+            second.exists(),
+            "a second purge within the interval scanned again"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn records_round_trip_through_the_store() {
