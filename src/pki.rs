@@ -29,11 +29,13 @@ use rcgen::{
 use ring::digest::{digest, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::SignatureVerificationAlgorithm;
 use rustls::pki_types::{
     CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo as X509Spki, X509Name, X509Version};
 
@@ -484,21 +486,167 @@ pub fn key_spki_sha256(key_pem: &str) -> Result<String, PkiError> {
     Ok(sha256_hex(&key.subject_public_key_info()))
 }
 
-/// True when `cert_der` was issued by `ca_der`: the certificate's issuer equals the CA's
-/// subject, its signature verifies with the CA's public key, and the CA certificate is a CA
-/// (basicConstraints CA:TRUE, or X.509 v1 as the Perl-era CA may be). No validity-time check;
-/// see `time_valid`. Unparsable input is `false`.
+/// True when `cert_der` was issued by `ca_der`: see [`issued_by`], which says why not.
 pub fn verify_issued_by(cert_der: &[u8], ca_der: &[u8]) -> bool {
+    issued_by(cert_der, ca_der).is_ok()
+}
+
+/// Which end of a TLS connection a certificate authenticates; checked against its extended key
+/// usage when it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A TLS server (an agent on 7443, the pairing listener, the API).
+    Server,
+    /// A TLS client (the dispatcher calling an agent).
+    Client,
+}
+
+/// Why [`verify_leaf`] or [`issued_by`] refused a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeafRefusal {
+    /// The certificate (or the CA certificate) does not parse.
+    Unparsable,
+    /// The CA certificate is not a CA: no basicConstraints CA:TRUE (and not X.509 v1), or a
+    /// keyUsage without keyCertSign.
+    IssuerNotCa,
+    /// The issuer name is not the CA's subject.
+    UnknownIssuer,
+    /// The signature does not verify with the CA's key, or uses an algorithm refused here
+    /// (MD5, SHA-1, RSA below 2048 bits).
+    BadSignature,
+    /// `now` is past notAfter.
+    Expired,
+    /// `now` is before notBefore.
+    NotYetValid,
+    /// The certificate is itself a CA (basicConstraints CA:TRUE).
+    CaAsLeaf,
+    /// It has an extended key usage without the one this purpose needs.
+    WrongPurpose,
+    /// It has a critical extension this code does not understand.
+    UnknownCriticalExtension(String),
+}
+
+impl fmt::Display for LeafRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unparsable => write!(f, "certificate does not parse"),
+            Self::IssuerNotCa => write!(f, "the issuing certificate is not a CA"),
+            Self::UnknownIssuer => write!(f, "not issued by the configured CA"),
+            Self::BadSignature => write!(f, "signature does not verify with the CA key"),
+            Self::Expired => write!(f, "certificate expired"),
+            Self::NotYetValid => write!(f, "certificate not valid yet"),
+            Self::CaAsLeaf => write!(f, "a CA certificate cannot identify a peer"),
+            Self::WrongPurpose => write!(f, "extended key usage does not allow this use"),
+            Self::UnknownCriticalExtension(oid) => write!(f, "unknown critical extension {oid}"),
+        }
+    }
+}
+
+impl std::error::Error for LeafRefusal {}
+
+/// Checks that `ca_der` issued `cert_der`: the CA certificate is a CA (basicConstraints
+/// CA:TRUE, or X.509 v1 as Perl-era CAs may be; a keyUsage, when present, includes
+/// keyCertSign), the certificate's issuer equals the CA's subject, and its signature verifies
+/// with the CA's public key under one of the algorithms of the TLS crypto provider (ECDSA
+/// P-256/P-384, Ed25519, RSA PKCS#1/PSS 2048-8192 bits with SHA-256/384/512: no MD5, no SHA-1).
+/// No validity-time check; see [`verify_leaf`].
+pub fn issued_by(cert_der: &[u8], ca_der: &[u8]) -> Result<(), LeafRefusal> {
     let (Ok((_, cert)), Ok((_, ca))) = (
         X509Certificate::from_der(cert_der),
         X509Certificate::from_der(ca_der),
     ) else {
+        return Err(LeafRefusal::Unparsable);
+    };
+    check_issued_by(&cert, cert_der, &ca)
+}
+
+/// Verifies a peer's end-entity certificate against one CA, the way every TLS verifier here
+/// does (reference protocol.md 6.2: Perl-era leaves are X.509 v1 with no extensions, which
+/// webpki refuses, so this is done here instead):
+///
+/// - issued by `ca_der` ([`issued_by`]: CA constraints, issuer name, signature);
+/// - `now` (unix seconds) within notBefore..=notAfter;
+/// - not itself a CA;
+/// - an extended key usage, when present, allows `purpose` (or anyExtendedKeyUsage);
+/// - no critical extension this code does not understand.
+///
+/// X.509 v1 and certificates without SAN, keyUsage or EKU pass: identity is decided after
+/// the handshake by serial or pinned key, never by name. Returns the certificate's facts.
+pub fn verify_leaf(
+    cert_der: &[u8],
+    ca_der: &[u8],
+    now: i64,
+    purpose: Purpose,
+) -> Result<CertInfo, LeafRefusal> {
+    let (Ok((_, cert)), Ok((_, ca))) = (
+        X509Certificate::from_der(cert_der),
+        X509Certificate::from_der(ca_der),
+    ) else {
+        return Err(LeafRefusal::Unparsable);
+    };
+    check_issued_by(&cert, cert_der, &ca)?;
+    let info = cert_info_der(cert_der).map_err(|_| LeafRefusal::Unparsable)?;
+    if now > info.not_after {
+        return Err(LeafRefusal::Expired);
+    }
+    if now < info.not_before {
+        return Err(LeafRefusal::NotYetValid);
+    }
+    if info.is_ca {
+        return Err(LeafRefusal::CaAsLeaf);
+    }
+    match cert.extended_key_usage() {
+        Ok(None) => {}
+        Ok(Some(eku)) => {
+            let e = eku.value;
+            let allowed = e.any
+                || match purpose {
+                    Purpose::Server => e.server_auth,
+                    Purpose::Client => e.client_auth,
+                };
+            if !allowed {
+                return Err(LeafRefusal::WrongPurpose);
+            }
+        }
+        // A duplicated or malformed extension is not something to guess about.
+        Err(_) => return Err(LeafRefusal::Unparsable),
+    }
+    for ext in cert.extensions() {
+        let unknown = matches!(
+            ext.parsed_extension(),
+            ParsedExtension::UnsupportedExtension { .. } | ParsedExtension::ParseError { .. }
+        );
+        if ext.critical && unknown {
+            return Err(LeafRefusal::UnknownCriticalExtension(
+                ext.oid.to_id_string(),
+            ));
+        }
+    }
+    Ok(info)
+}
+
+/// Verifies `signature` over `message` with the public key in SubjectPublicKeyInfo DER
+/// `spki_der`, under the first of `algs` made for that key's algorithm that accepts it.
+/// Used for TLS handshake signatures, where the peer certificate may be X.509 v1.
+pub fn verify_with_spki(
+    algs: &[&'static dyn SignatureVerificationAlgorithm],
+    spki_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    let Some((key_alg, key)) = split_spki(spki_der) else {
         return false;
     };
-    let ca_ok = ca.is_ca() || ca.version() == X509Version::V1;
-    ca_ok
-        && same_name(cert.issuer(), ca.subject())
-        && cert.verify_signature(Some(ca.public_key())).is_ok()
+    algs.iter()
+        .filter(|a| a.public_key_alg_id().as_ref() == key_alg)
+        .any(|a| a.verify_signature(key, message, signature).is_ok())
+}
+
+/// The SubjectPublicKeyInfo DER of a certificate (any version).
+pub fn cert_spki(cert_der: &[u8]) -> Option<Vec<u8>> {
+    X509Certificate::from_der(cert_der)
+        .ok()
+        .map(|(_, c)| c.public_key().raw.to_vec())
 }
 
 /// True when `now` (unix seconds) lies within `[not_before, not_after]`.
@@ -574,6 +722,113 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
+
+/// The issuer checks of [`issued_by`] on parsed certificates.
+fn check_issued_by(
+    cert: &X509Certificate<'_>,
+    cert_der: &[u8],
+    ca: &X509Certificate<'_>,
+) -> Result<(), LeafRefusal> {
+    if !(ca.is_ca() || ca.version() == X509Version::V1) {
+        return Err(LeafRefusal::IssuerNotCa);
+    }
+    match ca.key_usage() {
+        Ok(None) => {}
+        Ok(Some(ku)) if ku.value.key_cert_sign() => {}
+        _ => return Err(LeafRefusal::IssuerNotCa),
+    }
+    if !same_name(cert.issuer(), ca.subject()) {
+        return Err(LeafRefusal::UnknownIssuer);
+    }
+    let Some((tbs, sig_alg, signature)) = split_signed(cert_der) else {
+        return Err(LeafRefusal::Unparsable);
+    };
+    let Some((key_alg, key)) = split_spki(ca.public_key().raw) else {
+        return Err(LeafRefusal::Unparsable);
+    };
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let verified = algs
+        .iter()
+        .filter(|a| {
+            a.signature_alg_id().as_ref() == sig_alg && a.public_key_alg_id().as_ref() == key_alg
+        })
+        .any(|a| a.verify_signature(key, tbs, signature).is_ok());
+    if verified {
+        Ok(())
+    } else {
+        Err(LeafRefusal::BadSignature)
+    }
+}
+
+/// A certificate's three parts: the whole tbsCertificate element (the signed bytes), the
+/// signature AlgorithmIdentifier's contents and the signature bits.
+fn split_signed(der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let body = der_element(der, 0x30).filter(|e| e.rest.is_empty())?;
+    let tbs = der_element(body.contents, 0x30)?;
+    let alg = der_element(tbs.rest, 0x30)?;
+    let bits = der_element(alg.rest, 0x03).filter(|e| e.rest.is_empty())?;
+    Some((tbs.whole, alg.contents, bit_string_bytes(bits.contents)?))
+}
+
+/// A SubjectPublicKeyInfo's AlgorithmIdentifier contents and key bits.
+fn split_spki(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let body = der_element(der, 0x30).filter(|e| e.rest.is_empty())?;
+    let alg = der_element(body.contents, 0x30)?;
+    let bits = der_element(alg.rest, 0x03).filter(|e| e.rest.is_empty())?;
+    Some((alg.contents, bit_string_bytes(bits.contents)?))
+}
+
+/// The bytes of a BIT STRING's contents with no unused bits (keys and signatures are whole
+/// bytes).
+fn bit_string_bytes(contents: &[u8]) -> Option<&[u8]> {
+    match contents.split_first() {
+        Some((0, bytes)) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// One DER element and what follows it.
+struct DerElement<'a> {
+    /// Tag, length and contents.
+    whole: &'a [u8],
+    /// The contents.
+    contents: &'a [u8],
+    /// The bytes after the element.
+    rest: &'a [u8],
+}
+
+/// The first DER element of `input` if its tag is `tag` (a single-byte tag). Definite lengths
+/// of at most four bytes, which is all a certificate up to 4 GiB uses; anything else is `None`.
+fn der_element(input: &[u8], tag: u8) -> Option<DerElement<'_>> {
+    let (&got, rest) = input.split_first()?;
+    if got != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| acc << 8 | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = input.len() - rest.len();
+    Some(DerElement {
+        whole: &input[..header + len],
+        contents: &rest[..len],
+        rest: &rest[len..],
+    })
+}
 
 /// Key type and size policy for a CSR public key.
 fn check_csr_key(spki: &X509Spki<'_>) -> Result<(), PkiError> {
