@@ -46,6 +46,10 @@ pub const MAX_CSR_PEM_BYTES: usize = 10_240;
 /// Smallest RSA modulus accepted in a CSR, in bits (the Perl limit).
 pub const MIN_RSA_BITS: usize = 2048;
 
+/// Largest RSA key `generate_key_pem_of` makes, in bits: 4096 is what the Perl agent makes;
+/// larger keys take minutes to generate on a router and gain nothing here.
+const MAX_GENERATED_RSA_BITS: usize = 4096;
+
 /// First line every CSR PEM must start with.
 const CSR_PEM_HEADER: &str = "-----BEGIN CERTIFICATE REQUEST-----";
 
@@ -263,6 +267,71 @@ pub fn generate_key_pem() -> Result<String, PkiError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
     Ok(key.serialize_pem())
+}
+
+/// The kinds of key `generate_key_pem_of` makes (agent.conf `key_type`, `request-pairing
+/// --key-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyType {
+    /// ECDSA P-256: small, fast, the default.
+    #[default]
+    EcP256,
+    /// RSA with this many modulus bits (2048, 3072 or 4096): what a Perl dispatcher's CSR check
+    /// accepts (it refuses EC keys, protocol.md 6.2).
+    Rsa(usize),
+}
+
+impl KeyType {
+    /// The words accepted in config and on the command line.
+    pub const NAMES: &'static str = "ec, rsa (2048 bits), rsa3072, rsa4096";
+
+    /// Parses `ec`, `rsa`/`rsa2048`, `rsa3072` or `rsa4096` (case-insensitive).
+    pub fn parse(text: &str) -> Option<KeyType> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "ec" | "ecdsa" | "p256" => Some(KeyType::EcP256),
+            "rsa" | "rsa2048" => Some(KeyType::Rsa(2048)),
+            "rsa3072" => Some(KeyType::Rsa(3072)),
+            "rsa4096" => Some(KeyType::Rsa(4096)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyType::EcP256 => write!(f, "ec"),
+            KeyType::Rsa(2048) => write!(f, "rsa"),
+            KeyType::Rsa(bits) => write!(f, "rsa{bits}"),
+        }
+    }
+}
+
+/// Generates a new key of `kind` as PKCS#8 PEM.
+///
+/// RSA keys come from the `rsa` crate (ring cannot generate them) with the operating system's
+/// random source, then are loaded by ring, which checks the key's consistency, before they are
+/// returned. RSA-2048 takes well under a second on a server and can take a minute or more on a
+/// small router; RSA-4096 takes several times longer.
+pub fn generate_key_pem_of(kind: KeyType) -> Result<String, PkiError> {
+    let bits = match kind {
+        KeyType::EcP256 => return generate_key_pem(),
+        KeyType::Rsa(bits) => bits,
+    };
+    if !(MIN_RSA_BITS..=MAX_GENERATED_RSA_BITS).contains(&bits) {
+        return Err(PkiError::KeyGeneration(format!(
+            "RSA keys of {bits} bits are not offered (2048-{MAX_GENERATED_RSA_BITS})"
+        )));
+    }
+    use rsa::pkcs8::EncodePrivateKey;
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits)
+        .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
+    let pair = KeyPair::try_from(&PrivatePkcs8KeyDer::from(der.as_bytes().to_vec()))
+        .map_err(|e| PkiError::KeyGeneration(format!("generated RSA key refused: {e}")))?;
+    Ok(pair.serialize_pem())
 }
 
 /// Creates a new self-signed CA valid for `days`, returning `(cert_pem, key_pem)`.
@@ -690,6 +759,65 @@ pub fn canonical_serial(text: &str) -> Option<String> {
     Some(minimal_hex(&digits.to_ascii_lowercase()))
 }
 
+/// The Perl original's `serial_to_hex` (protocol.md 2.4), reproduced only to recognise serial
+/// strings a Perl peer sent or wrote; never use it to decide trust.
+///
+/// Strips `serial=` and `0x` (case-insensitive); colon form loses its colons and leading zeros;
+/// an all-digit string is read as DECIMAL and converted to hex (the original's collision: `10`
+/// and `0a` both give `a`); other hex loses its leading zeros. Anything else, or input longer
+/// than [`MAX_PERL_SERIAL_CHARS`], is `None` (the original produced `nan`).
+pub fn perl_serial(text: &str) -> Option<String> {
+    let mut s = text.trim();
+    if s.len() > MAX_PERL_SERIAL_CHARS {
+        return None;
+    }
+    s = strip_prefix_ci(s, "serial=").unwrap_or(s);
+    s = strip_prefix_ci(s, "0x").unwrap_or(s);
+    if s.contains(':') {
+        let h: String = s.chars().filter(|&c| c != ':').collect();
+        return (!h.is_empty() && h.bytes().all(|c| c.is_ascii_hexdigit()))
+            .then(|| minimal_hex(&h.to_ascii_lowercase()));
+    }
+    if s.is_empty() {
+        return None;
+    }
+    if s.bytes().all(|c| c.is_ascii_digit()) {
+        return Some(decimal_to_hex(s));
+    }
+    s.bytes()
+        .all(|c| c.is_ascii_hexdigit())
+        .then(|| minimal_hex(&s.to_ascii_lowercase()))
+}
+
+/// Longest serial text [`perl_serial`] reads: a 20-byte serial (the X.509 maximum) is 49
+/// decimal digits, so this leaves room for prefixes and colons and bounds the arithmetic.
+pub const MAX_PERL_SERIAL_CHARS: usize = 128;
+
+/// An ASCII decimal digit string as minimal lowercase hex (schoolbook base conversion).
+fn decimal_to_hex(digits: &str) -> String {
+    // Little-endian base-16 digits of the value read so far.
+    let mut acc: Vec<u8> = Vec::new();
+    for d in digits.bytes() {
+        let mut carry = u32::from(d - b'0');
+        for x in acc.iter_mut() {
+            let v = u32::from(*x) * 10 + carry;
+            *x = (v % 16) as u8;
+            carry = v / 16;
+        }
+        while carry > 0 {
+            acc.push((carry % 16) as u8);
+            carry /= 16;
+        }
+    }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let s: String = acc
+        .iter()
+        .rev()
+        .map(|&x| DIGITS[usize::from(x)] as char)
+        .collect();
+    minimal_hex(&s)
+}
+
 /// Big-endian serial bytes (as in the certificate) to minimal lowercase hex (`"0"` for zero
 /// or empty), the same form `canonical_serial` produces.
 pub fn serial_hex(bytes: &[u8]) -> String {
@@ -926,6 +1054,12 @@ fn set_serial_and_validity(params: &mut CertificateParams, days: u32) -> Result<
     // Top bit clear keeps the DER INTEGER positive; a non-zero first byte keeps it 16 bytes
     // long, so the encoding is minimal and the serial never collapses to a short value.
     serial[0] = (serial[0] & 0x7f).max(1);
+    // A serial whose hex is all digits is read as decimal by Perl agents, which then fail to
+    // match it (protocol.md 2.4). About one draw in two million is; setting bits 3 and 1 of
+    // the last digit makes it a, b, e or f.
+    if hex(&serial).bytes().all(|c| c.is_ascii_digit()) {
+        serial[SERIAL_BYTES - 1] |= 0x0a;
+    }
     params.serial_number = Some(SerialNumber::from_slice(&serial));
 
     let now = crate::time::now();
@@ -1139,6 +1273,33 @@ mod tests {
         for &(input, want) in cases {
             assert_eq!(canonical_serial(input).as_deref(), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn perl_serial_reproduces_the_original_table() {
+        // protocol.md 2.4: true serial, hex as openssl prints it, the original's result.
+        let cases: &[(&str, Option<&str>)] = &[
+            ("02", Some("2")),
+            ("0A", Some("a")),
+            ("10", Some("a")),
+            ("14", Some("e")),
+            ("20", Some("14")),
+            ("0100", Some("64")),
+            ("serial=10", Some("a")),
+            ("0x10", Some("a")),
+            ("00:10", Some("10")),
+            ("1F", Some("1f")),
+            ("", None),
+            ("zz", None),
+            (
+                "12345678901234567890123456789012345678901234567890",
+                Some("8727f6369aaf83ca15026747af8c7f196ce3f0ad2"),
+            ),
+        ];
+        for &(input, want) in cases {
+            assert_eq!(perl_serial(input).as_deref(), want, "{input:?}");
+        }
+        assert_eq!(perl_serial(&"1".repeat(MAX_PERL_SERIAL_CHARS + 1)), None);
     }
 
     #[test]
@@ -1467,6 +1628,47 @@ mod tests {
             format!("{:?}", san.general_names),
             "[DNSName(\"web-01.example.com\")]"
         );
+    }
+
+    #[test]
+    fn key_type_words() {
+        assert_eq!(KeyType::parse("ec"), Some(KeyType::EcP256));
+        assert_eq!(KeyType::parse("RSA"), Some(KeyType::Rsa(2048)));
+        assert_eq!(KeyType::parse("rsa4096"), Some(KeyType::Rsa(4096)));
+        assert_eq!(KeyType::parse("rsa1024"), None);
+        assert_eq!(KeyType::parse("dsa"), None);
+        for k in [KeyType::EcP256, KeyType::Rsa(2048), KeyType::Rsa(3072)] {
+            assert_eq!(KeyType::parse(&k.to_string()), Some(k));
+        }
+        assert!(generate_key_pem_of(KeyType::Rsa(1024)).is_err());
+        assert!(generate_key_pem_of(KeyType::Rsa(8192)).is_err());
+    }
+
+    #[test]
+    fn rsa_agent_csr_passes_the_perl_signers_checks() {
+        let key = generate_key_pem_of(KeyType::Rsa(2048)).unwrap();
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let csr = make_csr(&key, "web-01.example.com").unwrap();
+        let checked = check_csr(&csr, Some("web-01.example.com")).unwrap();
+        assert_eq!(
+            sha256_hex(&checked.public_key_der),
+            key_spki_sha256(&key).unwrap()
+        );
+        let Some(dir) = Fixture::new("rsa_agent_csr") else {
+            return;
+        };
+        // The original's sign_csr (protocol.md 6.2): at most 10 240 bytes, the PEM header,
+        // `openssl req -verify`, `Public-Key: (N bit)` with N >= 2048, no MD/SHA-1 signature.
+        assert!(csr.len() <= 10_240 && csr.starts_with(CSR_PEM_HEADER));
+        dir.write("agent.csr", &csr);
+        dir.openssl(&["req", "-in", "agent.csr", "-noout", "-verify"]);
+        let text = dir.openssl(&["req", "-in", "agent.csr", "-noout", "-text"]);
+        assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
+        assert!(text.contains("sha256WithRSAEncryption"), "{text}");
+        assert!(text.contains("Subject: CN = web-01.example.com"), "{text}");
+        // And openssl reads the key itself.
+        dir.write("agent.key", &key);
+        dir.openssl(&["rsa", "-in", "agent.key", "-check", "-noout"]);
     }
 
     #[test]
