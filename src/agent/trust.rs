@@ -62,19 +62,21 @@ pub fn parse_trusted(text: &str) -> TrustedMap {
 /// CA (small sequential integers); ours are 128-bit random values.
 const SHORT_SERIAL_DIGITS: usize = 8;
 
-/// The entry the original would have matched for `peer_serial` but this
-/// agent does not: one whose reading under the original's rules
-/// ([`pki::perl_serial`]) equals the peer serial's, while the exact serials
-/// differ. `None` when there is none.
+/// The entry a map written by the original holds for `peer_serial` when
+/// that serial's hex is all digits: the original wrote such a serial in its
+/// decimal reading (0x10 as `a`), an entry this agent reads as another
+/// serial. `None` when the peer serial has a letter (the original wrote it
+/// as it is) or no entry has that form. Only ever used to word a refusal.
 pub fn original_reading_match<'m>(
     map: &'m TrustedMap,
     peer_serial: &str,
 ) -> Option<(&'m str, &'m str)> {
-    let peer = pki::perl_serial(peer_serial)?;
-    map.iter()
-        .find(|(entry, _)| {
-            entry.as_str() != peer_serial && pki::perl_serial(entry).as_deref() == Some(&peer)
-        })
+    if !peer_serial.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let written = pki::perl_serial(peer_serial)?;
+    map.get_key_value(&written)
+        .filter(|(entry, _)| entry.bytes().any(|c| c.is_ascii_alphabetic()))
         .map(|(e, id)| (e.as_str(), id.as_str()))
 }
 
@@ -304,6 +306,8 @@ mod tests {
         assert_eq!(original_reading_match(&map, "10"), Some(("a", "perl-2")));
         assert_eq!(original_reading_match(&map, "2"), None);
         assert_eq!(original_reading_match(&map, "3"), None);
+        // An all-digit entry is never "corrected" towards its decimal reading.
+        assert_eq!(original_reading_match(&parse_trusted("10 d\n"), "a"), None);
         assert_eq!(
             ambiguous_entries(&map),
             vec![
