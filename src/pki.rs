@@ -323,13 +323,29 @@ pub fn generate_key_pem_of(kind: KeyType) -> Result<String, PkiError> {
             "RSA keys of {bits} bits are not offered (2048-{MAX_GENERATED_RSA_BITS})"
         )));
     }
-    use rsa::pkcs8::EncodePrivateKey;
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
     let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits)
         .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
-    let der = key
-        .to_pkcs8_der()
-        .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
-    let pair = KeyPair::try_from(&PrivatePkcs8KeyDer::from(der.as_bytes().to_vec()))
+    // PKCS#1 RSAPrivateKey written here with `der_tlv` rather than by the rsa crate's
+    // encoders, which would add the `der`/`pkcs1`/`pkcs8` crates' code to the binary; ring
+    // parses and checks the result just below.
+    let (Some(dp), Some(dq), Some(qinv), [p, q]) =
+        (key.dp(), key.dq(), key.crt_coefficient(), key.primes())
+    else {
+        return Err(PkiError::KeyGeneration(
+            "RSA key without two primes and CRT values".into(),
+        ));
+    };
+    let mut body = vec![0x02, 0x01, 0x00]; // version 0 (two primes)
+    for n in [key.n(), key.e(), key.d(), p, q, dp, dq, &qinv] {
+        let mut be = n.to_bytes_be();
+        if be.first().is_some_and(|b| b & 0x80 != 0) {
+            be.insert(0, 0); // keep the INTEGER positive
+        }
+        body.extend(der_tlv(0x02, &be));
+    }
+    let der = wrap_pkcs8(ALG_ID_RSA, &der_tlv(0x30, &body));
+    let pair = KeyPair::try_from(&PrivatePkcs8KeyDer::from(der))
         .map_err(|e| PkiError::KeyGeneration(format!("generated RSA key refused: {e}")))?;
     Ok(pair.serialize_pem())
 }
