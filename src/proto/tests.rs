@@ -494,7 +494,7 @@ fn module_names_no_role() {
 
 #[test]
 fn files_the_original_wrote_are_read_unchanged() {
-    // A pairing-queue entry (surface.md 4.7) as the Perl dispatcher writes it: no hint
+    // A pairing-queue entry (surface.md 4.7) as the original writes it: no hint
     // (`lookup_by` null), no port (it keeps only integers), `reverse_confirmed` a number.
     let queue = r#"{"id":"0123456789abcdef","hostname":"web-01.example.com","ip":"192.0.2.10","source_ip":"192.0.2.10","csr":"-----BEGIN CERTIFICATE REQUEST-----\nX\n-----END CERTIFICATE REQUEST-----\n","nonce":"00112233445566778899aabbccddeeff","lookup_by":null,"port":null,"received":"2026-03-05T18:38:09Z","code":"432319","reverse_dns":"web-01.example.com","reverse_confirmed":1}"#;
     let q = QueueEntry::from_json(&obj(queue));
@@ -509,7 +509,7 @@ fn files_the_original_wrote_are_read_unchanged() {
         ("web-01.example.com", "10.0.0.5", 7443)
     );
     assert_eq!(r.expiry, "Jun  7 16:28:00 2028 GMT");
-    assert!(r.pubkey_sha256.is_empty(), "the original records no key");
+    assert!(r.pubkey_sha256.is_empty(), "the original records no key pin");
     // What we write back keeps every field the original reads, with the same types.
     let back = to_string(&r.to_json());
     for field in [
@@ -524,7 +524,7 @@ fn files_the_original_wrote_are_read_unchanged() {
     ] {
         assert!(back.contains(field), "{field} missing from {back}");
     }
-    // Run records (surface.md 4.9) from the Perl engine: results without the truncation
+    // Run records (surface.md 4.9) from the original: results without the truncation
     // flags, async hosts in every state the original writes.
     let sync = r#"{"reqid":"r1","script":"s","mode":"sync","hosts":["a"],"results":[{"host":"a","exit":0,"stdout":"hi\n","stderr":"","reqid":"r1","rtt":"12ms"}],"completed":1767225600,"complete":true}"#;
     let rec = RunRecord::from_json(&obj(sync)).unwrap();
