@@ -26,6 +26,8 @@ pub mod pki;
 pub mod proc;
 pub mod proto;
 pub mod rt;
+#[cfg(test)]
+mod testutil;
 pub mod time;
 
 /// The version every role reports (`--version`, `/ping`, `/health`).

@@ -29,11 +29,13 @@ use rcgen::{
 use ring::digest::{digest, SHA256};
 use ring::rand::{SecureRandom, SystemRandom};
 use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::SignatureVerificationAlgorithm;
 use rustls::pki_types::{
     CertificateDer, CertificateSigningRequestDer, PrivateKeyDer, PrivatePkcs8KeyDer,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::certification_request::X509CertificationRequest;
+use x509_parser::extensions::ParsedExtension;
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::{SubjectPublicKeyInfo as X509Spki, X509Name, X509Version};
 
@@ -43,6 +45,10 @@ pub const MAX_CSR_PEM_BYTES: usize = 10_240;
 
 /// Smallest RSA modulus accepted in a CSR, in bits (the Perl limit).
 pub const MIN_RSA_BITS: usize = 2048;
+
+/// Largest RSA key `generate_key_pem_of` makes, in bits: 4096 is what the Perl agent makes;
+/// larger keys take minutes to generate on a router and gain nothing here.
+const MAX_GENERATED_RSA_BITS: usize = 4096;
 
 /// First line every CSR PEM must start with.
 const CSR_PEM_HEADER: &str = "-----BEGIN CERTIFICATE REQUEST-----";
@@ -261,6 +267,87 @@ pub fn generate_key_pem() -> Result<String, PkiError> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
     Ok(key.serialize_pem())
+}
+
+/// The kinds of key `generate_key_pem_of` makes (agent.conf `key_type`, `request-pairing
+/// --key-type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyType {
+    /// ECDSA P-256: small, fast, the default.
+    #[default]
+    EcP256,
+    /// RSA with this many modulus bits (2048, 3072 or 4096): what a Perl dispatcher's CSR check
+    /// accepts (it refuses EC keys, protocol.md 6.2).
+    Rsa(usize),
+}
+
+impl KeyType {
+    /// The words accepted in config and on the command line.
+    pub const NAMES: &'static str = "ec, rsa (2048 bits), rsa3072, rsa4096";
+
+    /// Parses `ec`, `rsa`/`rsa2048`, `rsa3072` or `rsa4096` (case-insensitive).
+    pub fn parse(text: &str) -> Option<KeyType> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "ec" | "ecdsa" | "p256" => Some(KeyType::EcP256),
+            "rsa" | "rsa2048" => Some(KeyType::Rsa(2048)),
+            "rsa3072" => Some(KeyType::Rsa(3072)),
+            "rsa4096" => Some(KeyType::Rsa(4096)),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for KeyType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyType::EcP256 => write!(f, "ec"),
+            KeyType::Rsa(2048) => write!(f, "rsa"),
+            KeyType::Rsa(bits) => write!(f, "rsa{bits}"),
+        }
+    }
+}
+
+/// Generates a new key of `kind` as PKCS#8 PEM.
+///
+/// RSA keys come from the `rsa` crate (ring cannot generate them) with the operating system's
+/// random source, then are loaded by ring, which checks the key's consistency, before they are
+/// returned. Measured with the static binary on one x86_64 server core: RSA-2048 0.2-0.6 s,
+/// RSA-4096 about 2.5 s; a small router is ten to twenty times slower.
+pub fn generate_key_pem_of(kind: KeyType) -> Result<String, PkiError> {
+    let bits = match kind {
+        KeyType::EcP256 => return generate_key_pem(),
+        KeyType::Rsa(bits) => bits,
+    };
+    if !(MIN_RSA_BITS..=MAX_GENERATED_RSA_BITS).contains(&bits) {
+        return Err(PkiError::KeyGeneration(format!(
+            "RSA keys of {bits} bits are not offered (2048-{MAX_GENERATED_RSA_BITS})"
+        )));
+    }
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits)
+        .map_err(|e| PkiError::KeyGeneration(e.to_string()))?;
+    // PKCS#1 RSAPrivateKey written here with `der_tlv` rather than by the rsa crate's
+    // encoders, which would add the `der`/`pkcs1`/`pkcs8` crates' code to the binary; ring
+    // parses and checks the result just below.
+    let (Some(dp), Some(dq), Some(qinv), [p, q]) =
+        (key.dp(), key.dq(), key.crt_coefficient(), key.primes())
+    else {
+        return Err(PkiError::KeyGeneration(
+            "RSA key without two primes and CRT values".into(),
+        ));
+    };
+    let mut body = vec![0x02, 0x01, 0x00]; // version 0 (two primes)
+    for n in [key.n(), key.e(), key.d(), p, q, dp, dq, &qinv] {
+        let mut be = n.to_bytes_be();
+        if be.first().is_some_and(|b| b & 0x80 != 0) {
+            be.insert(0, 0); // keep the INTEGER positive
+        }
+        body.extend(der_tlv(0x02, &be));
+    }
+    let der = wrap_pkcs8(ALG_ID_RSA, &der_tlv(0x30, &body));
+    let pair = KeyPair::try_from(&PrivatePkcs8KeyDer::from(der))
+        .map_err(|e| PkiError::KeyGeneration(format!("generated RSA key refused: {e}")))?;
+    Ok(pair.serialize_pem())
 }
 
 /// Creates a new self-signed CA valid for `days`, returning `(cert_pem, key_pem)`.
@@ -484,21 +571,167 @@ pub fn key_spki_sha256(key_pem: &str) -> Result<String, PkiError> {
     Ok(sha256_hex(&key.subject_public_key_info()))
 }
 
-/// True when `cert_der` was issued by `ca_der`: the certificate's issuer equals the CA's
-/// subject, its signature verifies with the CA's public key, and the CA certificate is a CA
-/// (basicConstraints CA:TRUE, or X.509 v1 as the Perl-era CA may be). No validity-time check;
-/// see `time_valid`. Unparsable input is `false`.
+/// True when `cert_der` was issued by `ca_der`: see [`issued_by`], which says why not.
 pub fn verify_issued_by(cert_der: &[u8], ca_der: &[u8]) -> bool {
+    issued_by(cert_der, ca_der).is_ok()
+}
+
+/// Which end of a TLS connection a certificate authenticates; checked against its extended key
+/// usage when it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A TLS server (an agent on 7443, the pairing listener, the API).
+    Server,
+    /// A TLS client (the dispatcher calling an agent).
+    Client,
+}
+
+/// Why [`verify_leaf`] or [`issued_by`] refused a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeafRefusal {
+    /// The certificate (or the CA certificate) does not parse.
+    Unparsable,
+    /// The CA certificate is not a CA: no basicConstraints CA:TRUE (and not X.509 v1), or a
+    /// keyUsage without keyCertSign.
+    IssuerNotCa,
+    /// The issuer name is not the CA's subject.
+    UnknownIssuer,
+    /// The signature does not verify with the CA's key, or uses an algorithm refused here
+    /// (MD5, SHA-1, RSA below 2048 bits).
+    BadSignature,
+    /// `now` is past notAfter.
+    Expired,
+    /// `now` is before notBefore.
+    NotYetValid,
+    /// The certificate is itself a CA (basicConstraints CA:TRUE).
+    CaAsLeaf,
+    /// It has an extended key usage without the one this purpose needs.
+    WrongPurpose,
+    /// It has a critical extension this code does not understand.
+    UnknownCriticalExtension(String),
+}
+
+impl fmt::Display for LeafRefusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unparsable => write!(f, "certificate does not parse"),
+            Self::IssuerNotCa => write!(f, "the issuing certificate is not a CA"),
+            Self::UnknownIssuer => write!(f, "not issued by the configured CA"),
+            Self::BadSignature => write!(f, "signature does not verify with the CA key"),
+            Self::Expired => write!(f, "certificate expired"),
+            Self::NotYetValid => write!(f, "certificate not valid yet"),
+            Self::CaAsLeaf => write!(f, "a CA certificate cannot identify a peer"),
+            Self::WrongPurpose => write!(f, "extended key usage does not allow this use"),
+            Self::UnknownCriticalExtension(oid) => write!(f, "unknown critical extension {oid}"),
+        }
+    }
+}
+
+impl std::error::Error for LeafRefusal {}
+
+/// Checks that `ca_der` issued `cert_der`: the CA certificate is a CA (basicConstraints
+/// CA:TRUE, or X.509 v1 as Perl-era CAs may be; a keyUsage, when present, includes
+/// keyCertSign), the certificate's issuer equals the CA's subject, and its signature verifies
+/// with the CA's public key under one of the algorithms of the TLS crypto provider (ECDSA
+/// P-256/P-384, Ed25519, RSA PKCS#1/PSS 2048-8192 bits with SHA-256/384/512: no MD5, no SHA-1).
+/// No validity-time check; see [`verify_leaf`].
+pub fn issued_by(cert_der: &[u8], ca_der: &[u8]) -> Result<(), LeafRefusal> {
     let (Ok((_, cert)), Ok((_, ca))) = (
         X509Certificate::from_der(cert_der),
         X509Certificate::from_der(ca_der),
     ) else {
+        return Err(LeafRefusal::Unparsable);
+    };
+    check_issued_by(&cert, cert_der, &ca)
+}
+
+/// Verifies a peer's end-entity certificate against one CA, the way every TLS verifier here
+/// does (reference protocol.md 6.2: Perl-era leaves are X.509 v1 with no extensions, which
+/// webpki refuses, so this is done here instead):
+///
+/// - issued by `ca_der` ([`issued_by`]: CA constraints, issuer name, signature);
+/// - `now` (unix seconds) within notBefore..=notAfter;
+/// - not itself a CA;
+/// - an extended key usage, when present, allows `purpose` (or anyExtendedKeyUsage);
+/// - no critical extension this code does not understand.
+///
+/// X.509 v1 and certificates without SAN, keyUsage or EKU pass: identity is decided after
+/// the handshake by serial or pinned key, never by name. Returns the certificate's facts.
+pub fn verify_leaf(
+    cert_der: &[u8],
+    ca_der: &[u8],
+    now: i64,
+    purpose: Purpose,
+) -> Result<CertInfo, LeafRefusal> {
+    let (Ok((_, cert)), Ok((_, ca))) = (
+        X509Certificate::from_der(cert_der),
+        X509Certificate::from_der(ca_der),
+    ) else {
+        return Err(LeafRefusal::Unparsable);
+    };
+    check_issued_by(&cert, cert_der, &ca)?;
+    let info = cert_info_der(cert_der).map_err(|_| LeafRefusal::Unparsable)?;
+    if now > info.not_after {
+        return Err(LeafRefusal::Expired);
+    }
+    if now < info.not_before {
+        return Err(LeafRefusal::NotYetValid);
+    }
+    if info.is_ca {
+        return Err(LeafRefusal::CaAsLeaf);
+    }
+    match cert.extended_key_usage() {
+        Ok(None) => {}
+        Ok(Some(eku)) => {
+            let e = eku.value;
+            let allowed = e.any
+                || match purpose {
+                    Purpose::Server => e.server_auth,
+                    Purpose::Client => e.client_auth,
+                };
+            if !allowed {
+                return Err(LeafRefusal::WrongPurpose);
+            }
+        }
+        // A duplicated or malformed extension is not something to guess about.
+        Err(_) => return Err(LeafRefusal::Unparsable),
+    }
+    for ext in cert.extensions() {
+        let unknown = matches!(
+            ext.parsed_extension(),
+            ParsedExtension::UnsupportedExtension { .. } | ParsedExtension::ParseError { .. }
+        );
+        if ext.critical && unknown {
+            return Err(LeafRefusal::UnknownCriticalExtension(
+                ext.oid.to_id_string(),
+            ));
+        }
+    }
+    Ok(info)
+}
+
+/// Verifies `signature` over `message` with the public key in SubjectPublicKeyInfo DER
+/// `spki_der`, under the first of `algs` made for that key's algorithm that accepts it.
+/// Used for TLS handshake signatures, where the peer certificate may be X.509 v1.
+pub fn verify_with_spki(
+    algs: &[&'static dyn SignatureVerificationAlgorithm],
+    spki_der: &[u8],
+    message: &[u8],
+    signature: &[u8],
+) -> bool {
+    let Some((key_alg, key)) = split_spki(spki_der) else {
         return false;
     };
-    let ca_ok = ca.is_ca() || ca.version() == X509Version::V1;
-    ca_ok
-        && same_name(cert.issuer(), ca.subject())
-        && cert.verify_signature(Some(ca.public_key())).is_ok()
+    algs.iter()
+        .filter(|a| a.public_key_alg_id().as_ref() == key_alg)
+        .any(|a| a.verify_signature(key, message, signature).is_ok())
+}
+
+/// The SubjectPublicKeyInfo DER of a certificate (any version).
+pub fn cert_spki(cert_der: &[u8]) -> Option<Vec<u8>> {
+    X509Certificate::from_der(cert_der)
+        .ok()
+        .map(|(_, c)| c.public_key().raw.to_vec())
 }
 
 /// True when `now` (unix seconds) lies within `[not_before, not_after]`.
@@ -542,6 +775,65 @@ pub fn canonical_serial(text: &str) -> Option<String> {
     Some(minimal_hex(&digits.to_ascii_lowercase()))
 }
 
+/// The Perl original's `serial_to_hex` (protocol.md 2.4), reproduced only to recognise serial
+/// strings a Perl peer sent or wrote; never use it to decide trust.
+///
+/// Strips `serial=` and `0x` (case-insensitive); colon form loses its colons and leading zeros;
+/// an all-digit string is read as DECIMAL and converted to hex (the original's collision: `10`
+/// and `0a` both give `a`); other hex loses its leading zeros. Anything else, or input longer
+/// than [`MAX_PERL_SERIAL_CHARS`], is `None` (the original produced `nan`).
+pub fn perl_serial(text: &str) -> Option<String> {
+    let mut s = text.trim();
+    if s.len() > MAX_PERL_SERIAL_CHARS {
+        return None;
+    }
+    s = strip_prefix_ci(s, "serial=").unwrap_or(s);
+    s = strip_prefix_ci(s, "0x").unwrap_or(s);
+    if s.contains(':') {
+        let h: String = s.chars().filter(|&c| c != ':').collect();
+        return (!h.is_empty() && h.bytes().all(|c| c.is_ascii_hexdigit()))
+            .then(|| minimal_hex(&h.to_ascii_lowercase()));
+    }
+    if s.is_empty() {
+        return None;
+    }
+    if s.bytes().all(|c| c.is_ascii_digit()) {
+        return Some(decimal_to_hex(s));
+    }
+    s.bytes()
+        .all(|c| c.is_ascii_hexdigit())
+        .then(|| minimal_hex(&s.to_ascii_lowercase()))
+}
+
+/// Longest serial text [`perl_serial`] reads: a 20-byte serial (the X.509 maximum) is 49
+/// decimal digits, so this leaves room for prefixes and colons and bounds the arithmetic.
+pub const MAX_PERL_SERIAL_CHARS: usize = 128;
+
+/// An ASCII decimal digit string as minimal lowercase hex (schoolbook base conversion).
+fn decimal_to_hex(digits: &str) -> String {
+    // Little-endian base-16 digits of the value read so far.
+    let mut acc: Vec<u8> = Vec::new();
+    for d in digits.bytes() {
+        let mut carry = u32::from(d - b'0');
+        for x in acc.iter_mut() {
+            let v = u32::from(*x) * 10 + carry;
+            *x = (v % 16) as u8;
+            carry = v / 16;
+        }
+        while carry > 0 {
+            acc.push((carry % 16) as u8);
+            carry /= 16;
+        }
+    }
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let s: String = acc
+        .iter()
+        .rev()
+        .map(|&x| DIGITS[usize::from(x)] as char)
+        .collect();
+    minimal_hex(&s)
+}
+
 /// Big-endian serial bytes (as in the certificate) to minimal lowercase hex (`"0"` for zero
 /// or empty), the same form `canonical_serial` produces.
 pub fn serial_hex(bytes: &[u8]) -> String {
@@ -574,6 +866,113 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
+
+/// The issuer checks of [`issued_by`] on parsed certificates.
+fn check_issued_by(
+    cert: &X509Certificate<'_>,
+    cert_der: &[u8],
+    ca: &X509Certificate<'_>,
+) -> Result<(), LeafRefusal> {
+    if !(ca.is_ca() || ca.version() == X509Version::V1) {
+        return Err(LeafRefusal::IssuerNotCa);
+    }
+    match ca.key_usage() {
+        Ok(None) => {}
+        Ok(Some(ku)) if ku.value.key_cert_sign() => {}
+        _ => return Err(LeafRefusal::IssuerNotCa),
+    }
+    if !same_name(cert.issuer(), ca.subject()) {
+        return Err(LeafRefusal::UnknownIssuer);
+    }
+    let Some((tbs, sig_alg, signature)) = split_signed(cert_der) else {
+        return Err(LeafRefusal::Unparsable);
+    };
+    let Some((key_alg, key)) = split_spki(ca.public_key().raw) else {
+        return Err(LeafRefusal::Unparsable);
+    };
+    let algs = rustls::crypto::ring::default_provider()
+        .signature_verification_algorithms
+        .all;
+    let verified = algs
+        .iter()
+        .filter(|a| {
+            a.signature_alg_id().as_ref() == sig_alg && a.public_key_alg_id().as_ref() == key_alg
+        })
+        .any(|a| a.verify_signature(key, tbs, signature).is_ok());
+    if verified {
+        Ok(())
+    } else {
+        Err(LeafRefusal::BadSignature)
+    }
+}
+
+/// A certificate's three parts: the whole tbsCertificate element (the signed bytes), the
+/// signature AlgorithmIdentifier's contents and the signature bits.
+fn split_signed(der: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let body = der_element(der, 0x30).filter(|e| e.rest.is_empty())?;
+    let tbs = der_element(body.contents, 0x30)?;
+    let alg = der_element(tbs.rest, 0x30)?;
+    let bits = der_element(alg.rest, 0x03).filter(|e| e.rest.is_empty())?;
+    Some((tbs.whole, alg.contents, bit_string_bytes(bits.contents)?))
+}
+
+/// A SubjectPublicKeyInfo's AlgorithmIdentifier contents and key bits.
+fn split_spki(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let body = der_element(der, 0x30).filter(|e| e.rest.is_empty())?;
+    let alg = der_element(body.contents, 0x30)?;
+    let bits = der_element(alg.rest, 0x03).filter(|e| e.rest.is_empty())?;
+    Some((alg.contents, bit_string_bytes(bits.contents)?))
+}
+
+/// The bytes of a BIT STRING's contents with no unused bits (keys and signatures are whole
+/// bytes).
+fn bit_string_bytes(contents: &[u8]) -> Option<&[u8]> {
+    match contents.split_first() {
+        Some((0, bytes)) => Some(bytes),
+        _ => None,
+    }
+}
+
+/// One DER element and what follows it.
+struct DerElement<'a> {
+    /// Tag, length and contents.
+    whole: &'a [u8],
+    /// The contents.
+    contents: &'a [u8],
+    /// The bytes after the element.
+    rest: &'a [u8],
+}
+
+/// The first DER element of `input` if its tag is `tag` (a single-byte tag). Definite lengths
+/// of at most four bytes, which is all a certificate up to 4 GiB uses; anything else is `None`.
+fn der_element(input: &[u8], tag: u8) -> Option<DerElement<'_>> {
+    let (&got, rest) = input.split_first()?;
+    if got != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| acc << 8 | usize::from(b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let header = input.len() - rest.len();
+    Some(DerElement {
+        whole: &input[..header + len],
+        contents: &rest[..len],
+        rest: &rest[len..],
+    })
+}
 
 /// Key type and size policy for a CSR public key.
 fn check_csr_key(spki: &X509Spki<'_>) -> Result<(), PkiError> {
@@ -671,6 +1070,12 @@ fn set_serial_and_validity(params: &mut CertificateParams, days: u32) -> Result<
     // Top bit clear keeps the DER INTEGER positive; a non-zero first byte keeps it 16 bytes
     // long, so the encoding is minimal and the serial never collapses to a short value.
     serial[0] = (serial[0] & 0x7f).max(1);
+    // A serial whose hex is all digits is read as decimal by Perl agents, which then fail to
+    // match it (protocol.md 2.4). About one draw in two million is; setting bits 3 and 1 of
+    // the last digit makes it a, b, e or f.
+    if hex(&serial).bytes().all(|c| c.is_ascii_digit()) {
+        serial[SERIAL_BYTES - 1] |= 0x0a;
+    }
     params.serial_number = Some(SerialNumber::from_slice(&serial));
 
     let now = crate::time::now();
@@ -884,6 +1289,33 @@ mod tests {
         for &(input, want) in cases {
             assert_eq!(canonical_serial(input).as_deref(), want, "{input:?}");
         }
+    }
+
+    #[test]
+    fn perl_serial_reproduces_the_original_table() {
+        // protocol.md 2.4: true serial, hex as openssl prints it, the original's result.
+        let cases: &[(&str, Option<&str>)] = &[
+            ("02", Some("2")),
+            ("0A", Some("a")),
+            ("10", Some("a")),
+            ("14", Some("e")),
+            ("20", Some("14")),
+            ("0100", Some("64")),
+            ("serial=10", Some("a")),
+            ("0x10", Some("a")),
+            ("00:10", Some("10")),
+            ("1F", Some("1f")),
+            ("", None),
+            ("zz", None),
+            (
+                "12345678901234567890123456789012345678901234567890",
+                Some("8727f6369aaf83ca15026747af8c7f196ce3f0ad2"),
+            ),
+        ];
+        for &(input, want) in cases {
+            assert_eq!(perl_serial(input).as_deref(), want, "{input:?}");
+        }
+        assert_eq!(perl_serial(&"1".repeat(MAX_PERL_SERIAL_CHARS + 1)), None);
     }
 
     #[test]
@@ -1212,6 +1644,47 @@ mod tests {
             format!("{:?}", san.general_names),
             "[DNSName(\"web-01.example.com\")]"
         );
+    }
+
+    #[test]
+    fn key_type_words() {
+        assert_eq!(KeyType::parse("ec"), Some(KeyType::EcP256));
+        assert_eq!(KeyType::parse("RSA"), Some(KeyType::Rsa(2048)));
+        assert_eq!(KeyType::parse("rsa4096"), Some(KeyType::Rsa(4096)));
+        assert_eq!(KeyType::parse("rsa1024"), None);
+        assert_eq!(KeyType::parse("dsa"), None);
+        for k in [KeyType::EcP256, KeyType::Rsa(2048), KeyType::Rsa(3072)] {
+            assert_eq!(KeyType::parse(&k.to_string()), Some(k));
+        }
+        assert!(generate_key_pem_of(KeyType::Rsa(1024)).is_err());
+        assert!(generate_key_pem_of(KeyType::Rsa(8192)).is_err());
+    }
+
+    #[test]
+    fn rsa_agent_csr_passes_the_perl_signers_checks() {
+        let key = generate_key_pem_of(KeyType::Rsa(2048)).unwrap();
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"));
+        let csr = make_csr(&key, "web-01.example.com").unwrap();
+        let checked = check_csr(&csr, Some("web-01.example.com")).unwrap();
+        assert_eq!(
+            sha256_hex(&checked.public_key_der),
+            key_spki_sha256(&key).unwrap()
+        );
+        let Some(dir) = Fixture::new("rsa_agent_csr") else {
+            return;
+        };
+        // The original's sign_csr (protocol.md 6.2): at most 10 240 bytes, the PEM header,
+        // `openssl req -verify`, `Public-Key: (N bit)` with N >= 2048, no MD/SHA-1 signature.
+        assert!(csr.len() <= 10_240 && csr.starts_with(CSR_PEM_HEADER));
+        dir.write("agent.csr", &csr);
+        dir.openssl(&["req", "-in", "agent.csr", "-noout", "-verify"]);
+        let text = dir.openssl(&["req", "-in", "agent.csr", "-noout", "-text"]);
+        assert!(text.contains("Public-Key: (2048 bit)"), "{text}");
+        assert!(text.contains("sha256WithRSAEncryption"), "{text}");
+        assert!(text.contains("Subject: CN = web-01.example.com"), "{text}");
+        // And openssl reads the key itself.
+        dir.write("agent.key", &key);
+        dir.openssl(&["rsa", "-in", "agent.key", "-check", "-noout"]);
     }
 
     #[test]

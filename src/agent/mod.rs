@@ -34,7 +34,8 @@ const USAGE: &str = "Usage: ctrl-exec-agent <mode> [options]
 Modes:
   serve                         run the agent (mTLS listener)
   request-pairing --dispatcher <host> [--port <n>] [--lookup-by ip|hostname]
-                  [--ca-fingerprint sha256:<hex>] [--background [--timeout <s>]]
+                  [--ca-fingerprint sha256:<hex>] [--key-type ec|rsa|rsa3072|rsa4096]
+                  [--background [--timeout <s>]]
   pairing-status                show whether this agent is paired
   self-check                    check config, allowlist and certificates offline
   self-ping                     connect to the local agent over mTLS
@@ -125,6 +126,7 @@ struct Args {
     background_child: bool,
     timeout: Option<u64>,
     ca_fingerprint: Option<String>,
+    key_type: Option<String>,
 }
 
 /// Entry point of the agent role.
@@ -160,6 +162,7 @@ fn parse_args(mut p: pico_args::Arguments) -> Result<Option<Args>, AgentError> {
     let lookup_by: Option<String> = p.opt_value_from_str("--lookup-by").map_err(usage)?;
     let timeout: Option<u64> = p.opt_value_from_str("--timeout").map_err(usage)?;
     let ca_fingerprint: Option<String> = p.opt_value_from_str("--ca-fingerprint").map_err(usage)?;
+    let key_type: Option<String> = p.opt_value_from_str("--key-type").map_err(usage)?;
     let background = p.contains("--background");
     let background_child = p.contains("--background-child");
     let mode: Option<String> = p.opt_free_from_str().map_err(usage)?;
@@ -182,6 +185,7 @@ fn parse_args(mut p: pico_args::Arguments) -> Result<Option<Args>, AgentError> {
         background_child,
         timeout,
         ca_fingerprint,
+        key_type,
     }))
 }
 
@@ -189,6 +193,8 @@ fn load_conf(path: &Path) -> Result<AgentConf, AgentError> {
     AgentConf::load(path).map_err(|e| AgentError::Config(e.to_string()))
 }
 
+/// Starts logging as agent.conf says and logs its warnings (unknown keys,
+/// keys that do nothing).
 fn init_log(conf: &AgentConf) {
     log::init(
         "ctrl-exec-agent",
@@ -198,6 +204,9 @@ fn init_log(conf: &AgentConf) {
             log::Target::Stderr
         },
     );
+    for w in &conf.warnings {
+        w.log();
+    }
 }
 
 fn run_mode(a: Args) -> Result<u8, AgentError> {
@@ -286,6 +295,15 @@ fn request_pairing(a: Args) -> Result<u8, AgentError> {
         })?),
         None => None,
     };
+    let key_type = match &a.key_type {
+        Some(text) => Some(pki::KeyType::parse(text).ok_or_else(|| {
+            AgentError::Usage(format!(
+                "--key-type must be one of {}, got '{text}'",
+                pki::KeyType::NAMES
+            ))
+        })?),
+        None => None,
+    };
     let conf = load_conf(&a.config)?;
     init_log(&conf);
     if a.background && !a.background_child {
@@ -298,6 +316,7 @@ fn request_pairing(a: Args) -> Result<u8, AgentError> {
         background: a.background || a.background_child,
         wait,
         ca_fingerprint,
+        key_type: key_type.unwrap_or(conf.key_type),
     };
     pairing::request_pairing(&conf, &req).map(|_| 0)
 }
@@ -328,6 +347,9 @@ fn spawn_background(a: &Args) -> Result<u8, AgentError> {
     }
     if let Some(fp) = &a.ca_fingerprint {
         cmd.arg("--ca-fingerprint").arg(fp);
+    }
+    if let Some(k) = &a.key_type {
+        cmd.arg("--key-type").arg(k);
     }
     // The detached child must not hold the caller's stderr open (a caller
     // capturing output would wait for it); it logs to syslog when configured.
@@ -377,7 +399,18 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
             return Ok(1);
         }
     };
-    crate::outln!("  Config OK (port {})", conf.port)?;
+    let mut config_errors = 0;
+    for w in &conf.warnings {
+        if w.is_unknown() {
+            config_errors += 1;
+            crate::outln!("  Config error: {w}")?;
+        } else {
+            crate::outln!("  Config warning: {w}")?;
+        }
+    }
+    if config_errors == 0 {
+        crate::outln!("  Config OK (port {})", conf.port)?;
+    }
     let allowlist = match conf::load_allowlist(&a.allowlist, &conf.script_dirs) {
         Ok(l) => l,
         Err(e) => {
@@ -416,6 +449,13 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
             undefined.join(", ")
         )?;
     }
+    if let Ok(map) = trust::load_trusted(&conf.trusted_dispatchers_path) {
+        for (entry, id, other) in trust::ambiguous_entries(&map) {
+            crate::outln!(
+                "  Trust warning: entry '{entry} {id}' is read as serial 0x{entry}; in a map written by ctrl-exec 0.12 it may stand for serial 0x{other}. Compare with 'openssl x509 -noout -serial' on {id}'s certificate and write the serial it prints"
+            )?;
+        }
+    }
     let who = service_user(&conf);
     let exposed = trust::replaceable_by(&conf, who);
     if exposed.is_empty() {
@@ -438,7 +478,11 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
         }
     }
     crate::outln!("Self-check complete.")?;
-    Ok(if exposed.is_empty() { 0 } else { 1 })
+    Ok(if exposed.is_empty() && config_errors == 0 {
+        0
+    } else {
+        1
+    })
 }
 
 /// The user the agent runs as: this one, or, when checking as root, the

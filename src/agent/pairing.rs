@@ -39,6 +39,8 @@ pub struct Request {
     pub wait: Duration,
     /// Normalised pinned CA fingerprint.
     pub ca_fingerprint: Option<String>,
+    /// The kind of key to make (`--key-type`, else `key_type` in agent.conf).
+    pub key_type: pki::KeyType,
 }
 
 /// Runs the pairing exchange and stores the result.
@@ -57,13 +59,24 @@ pub fn request_pairing(conf: &AgentConf, req: &Request) -> Result<(), AgentError
     ] {
         check_writable(path)?;
     }
-    let key_pem = pki::generate_key_pem().map_err(|e| AgentError::Failed(e.to_string()))?;
+    if !req.background {
+        match req.key_type {
+            pki::KeyType::Rsa(bits) => crate::outln!(
+                "Generating an RSA-{bits} key and CSR for '{}' (this can take a while on a small host)...",
+                conf.hostname
+            )?,
+            pki::KeyType::EcP256 => {
+                crate::outln!("Generating key and CSR for '{}'...", conf.hostname)?
+            }
+        }
+    }
+    let key_pem =
+        pki::generate_key_pem_of(req.key_type).map_err(|e| AgentError::Failed(e.to_string()))?;
     let csr_pem =
         pki::make_csr(&key_pem, &conf.hostname).map_err(|e| AgentError::Failed(e.to_string()))?;
     let code = pki::pairing_code(csr_pem.as_bytes());
     let nonce = pki::random_hex(16);
     if !req.background {
-        crate::outln!("Generating key and CSR for '{}'...", conf.hostname)?;
         crate::outln!("Pairing code: {code}")?;
         crate::outln!("  Verify this code matches the ctrl-exec display before approving.")?;
         crate::outln!()?;
@@ -276,9 +289,13 @@ fn store(
             info.cn, conf.hostname
         )));
     }
-    let serial_text = &approved.dispatcher_serial;
-    let serial = Serial::parse(serial_text)
-        .ok_or_else(|| fail(format!("invalid dispatcher serial '{serial_text}'")))?;
+    let serial =
+        dispatcher_serial(&approved.dispatcher_serial, presented.first()).ok_or_else(|| {
+            fail(format!(
+                "invalid dispatcher serial '{}'",
+                approved.dispatcher_serial
+            ))
+        })?;
     // The original uses the serial as the id when the dispatcher sent none.
     let id_text = match approved.dispatcher_id.as_str() {
         "" => serial.as_str(),
@@ -312,6 +329,52 @@ fn store(
     Ok(())
 }
 
+/// The serial to trust for the approving dispatcher.
+///
+/// A Perl dispatcher sends its serial in the original's form (protocol.md
+/// 2.4), where an all-digit hex serial was read as decimal: serial 0x10 comes
+/// as `a`, which read as hex is 0x0a, another certificate (in a Perl CA,
+/// with sequential serials, an agent's). The pairing listener presents the
+/// dispatcher's own certificate, so when the text sent is that
+/// certificate's serial in the original's form, the certificate's true
+/// serial is what is stored. Otherwise the text is read as hex, as
+/// everywhere else, and a serial that is not the listener's is logged.
+fn dispatcher_serial(sent: &str, listener: Option<&Vec<u8>>) -> Option<Serial> {
+    let exact = Serial::parse(sent)?;
+    let Some(true_serial) = listener.and_then(|der| pki::cert_info_der(der).ok()) else {
+        return Some(exact);
+    };
+    if exact.as_str() == true_serial.serial {
+        return Some(exact);
+    }
+    if pki::perl_serial(&true_serial.serial).as_deref() == Some(sent.trim()) {
+        log::info(
+            "pair-serial",
+            &[
+                ("SENT", sent),
+                ("SERIAL", &true_serial.serial),
+                (
+                    "MSG",
+                    "dispatcher sent its serial in the original's decimal reading; stored the certificate's",
+                ),
+            ],
+        );
+        return Serial::parse(&true_serial.serial);
+    }
+    log::warn(
+        "pair-serial-mismatch",
+        &[
+            ("SENT", sent),
+            ("LISTENER_SERIAL", &true_serial.serial),
+            (
+                "MSG",
+                "the serial to trust is not the pairing listener's certificate's",
+            ),
+        ],
+    );
+    Some(exact)
+}
+
 /// Fails before any network traffic when a file cannot be written.
 fn check_writable(path: &Path) -> Result<(), AgentError> {
     let dir = path
@@ -329,4 +392,38 @@ fn check_writable(path: &Path) -> Result<(), AgentError> {
     std::fs::write(&probe, b"").map_err(|_| denied())?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_perl_dispatchers_decimal_read_serial_becomes_its_true_serial() {
+        let (ca, ca_key) = pki::create_ca(1).unwrap();
+        let (cert, _) = pki::issue_key_and_cert(&ca, &ca_key, "d", 1).unwrap();
+        let der = pki::pem_certs(&cert).remove(0);
+        let serial = pki::cert_info_der(&der).unwrap().serial;
+        // Our own dispatcher sends the true serial.
+        assert_eq!(
+            dispatcher_serial(&serial, Some(&der)).unwrap().as_str(),
+            serial
+        );
+        // No listener certificate seen: the text is read as hex.
+        assert_eq!(dispatcher_serial("10", None).unwrap().as_str(), "10");
+        // The original's form of the listener's serial maps back to it.
+        let perl = pki::perl_serial(&serial).unwrap();
+        if perl != serial {
+            assert_eq!(
+                dispatcher_serial(&perl, Some(&der)).unwrap().as_str(),
+                serial
+            );
+        }
+        // Another serial is kept as sent (read as hex).
+        assert_eq!(
+            dispatcher_serial("abc", Some(&der)).unwrap().as_str(),
+            "abc"
+        );
+        assert!(dispatcher_serial("zz", Some(&der)).is_none());
+    }
 }

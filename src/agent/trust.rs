@@ -4,6 +4,15 @@
 //! ([`pki::canonical_serial`]). Matching is on the exact serial: an all-digit
 //! serial is hex here, so serials 0x10 and 0x0a never alias (the original read
 //! all-digit strings as decimal, which let one certificate pass for another).
+//!
+//! Files written by the original are read unchanged, with that one
+//! difference. An all-digit entry means the same certificate to both when the
+//! original compared it against a live serial (it mangled both sides alike);
+//! only a short entry with a letter can stand, in a map the original wrote,
+//! for a serial whose hex is all digits (`a` for 0x10). Such entries are
+//! flagged by `cea self-check` ([`ambiguous_entries`]), and a refused serial
+//! that the original would have matched is named in the refusal log
+//! ([`original_reading_match`]), so the entry can be corrected by hand.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -47,6 +56,49 @@ pub fn parse_trusted(text: &str) -> TrustedMap {
         }
     }
     map
+}
+
+/// Longest entry, in hex digits, that can be a serial from the original's
+/// CA (small sequential integers); ours are 128-bit random values.
+const SHORT_SERIAL_DIGITS: usize = 8;
+
+/// The entry a map written by the original holds for `peer_serial` when
+/// that serial's hex is all digits: the original wrote such a serial in its
+/// decimal reading (0x10 as `a`), an entry this agent reads as another
+/// serial. `None` when the peer serial has a letter (the original wrote it
+/// as it is) or no entry has that form. Only ever used to word a refusal.
+pub fn original_reading_match<'m>(
+    map: &'m TrustedMap,
+    peer_serial: &str,
+) -> Option<(&'m str, &'m str)> {
+    if !peer_serial.bytes().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let written = pki::perl_serial(peer_serial)?;
+    map.get_key_value(&written)
+        .filter(|(entry, _)| entry.bytes().any(|c| c.is_ascii_alphabetic()))
+        .map(|(e, id)| (e.as_str(), id.as_str()))
+}
+
+/// Short entries (at most [`SHORT_SERIAL_DIGITS`] hex digits: serials of the
+/// original's CA) that the original read differently: (entry, dispatcher id,
+/// the other serial the entry may stand for in a map the original wrote).
+/// The exact reading is the one used; this is for `cea self-check`.
+pub fn ambiguous_entries(map: &TrustedMap) -> Vec<(String, String, String)> {
+    map.iter()
+        .filter(|(e, _)| e.len() <= SHORT_SERIAL_DIGITS)
+        .filter_map(|(e, id)| {
+            let value = u64::from_str_radix(e, 16).ok()?;
+            let other = if e.bytes().all(|c| c.is_ascii_digit()) {
+                // The original read this as decimal.
+                format!("{:x}", e.parse::<u64>().ok()?)
+            } else {
+                // The original wrote this for the serial whose hex digits are these decimal ones.
+                value.to_string()
+            };
+            (value >= 10 && other != *e).then(|| (e.clone(), id.clone(), other))
+        })
+        .collect()
 }
 
 /// Reads the trusted map; a missing file is an empty map (every gated
@@ -237,6 +289,37 @@ mod tests {
             assert!(set.contains(s), "{s}");
         }
         assert!(!set.contains("1a"));
+    }
+
+    #[test]
+    fn a_perl_written_map_is_read_exactly_and_its_ambiguities_named() {
+        // The original's own file for a dispatcher of serial 2, one of serial 0x10 (written
+        // as `a`) and an all-digit entry added by hand.
+        let text = "# ctrl-exec trusted dispatchers: <serial> <id>, one per line.\n\
+                    # Managed by pairing - do not edit by hand.\n2 perl-1\na perl-2\n20 by-hand\n";
+        let map = parse_trusted(text);
+        assert_eq!(map.get("2").map(String::as_str), Some("perl-1"));
+        assert_eq!(map.get("a").map(String::as_str), Some("perl-2"));
+        assert_eq!(map.get("20").map(String::as_str), Some("by-hand"));
+        // The true serial 0x10 is not trusted (that would let 0x0a in too) but is named.
+        assert!(!map.contains_key("10"));
+        assert_eq!(original_reading_match(&map, "10"), Some(("a", "perl-2")));
+        assert_eq!(original_reading_match(&map, "2"), None);
+        assert_eq!(original_reading_match(&map, "3"), None);
+        // An all-digit entry is never "corrected" towards its decimal reading.
+        assert_eq!(original_reading_match(&parse_trusted("10 d\n"), "a"), None);
+        assert_eq!(
+            ambiguous_entries(&map),
+            vec![
+                ("20".to_string(), "by-hand".to_string(), "14".to_string()),
+                ("a".to_string(), "perl-2".to_string(), "10".to_string()),
+            ]
+        );
+        // Our 128-bit serials are never flagged.
+        let ours = parse_trusted("3f0c1d2e3f4a5b6c7d8e9f0a1b2c3d4e rust-1\n");
+        assert!(ambiguous_entries(&ours).is_empty());
+        // What we write, the original reads back (comment lines, `<serial> <id>`).
+        assert!(render_trusted(&map).starts_with("# ctrl-exec trusted dispatchers: <serial> <id>, one per line.\n# Managed by pairing - do not edit by hand.\n"));
     }
 
     #[test]

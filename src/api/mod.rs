@@ -143,6 +143,9 @@ fn serve(config: &std::path::Path) -> Result<(), ApiError> {
             log::Target::Stderr
         },
     );
+    for w in &conf.warnings {
+        w.log();
+    }
     let tls_config = match (&conf.api_cert, &conf.api_key) {
         (Some(c), Some(k)) if c.exists() && k.exists() => {
             let read = |p: &std::path::Path| {

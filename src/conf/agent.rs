@@ -9,15 +9,70 @@ use std::time::Duration;
 use crate::conf::host::system_fqdn;
 use crate::conf::names::is_profile_name;
 use crate::conf::raw::{
-    clip, is_truthy, is_word, parse_uint, read, split_key_value, starts_truthy, Raw,
+    clip, is_truthy, is_word, parse_uint, read, split_key_value, starts_truthy, Keys, Raw,
 };
 use crate::conf::{
-    ConfError, IpNet, RateRule, ASYNC_RUNS_DIR, CERT_STAGING_FILE, DEFAULT_AGENT_BIND,
-    DEFAULT_AGENT_STATE_DIR, DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_MAX_CHILDREN,
-    DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_RATE_LIMIT_PROBE, DEFAULT_RATE_LIMIT_VOLUME,
-    DEFAULT_REVOKED_SERIALS, DEFAULT_SCRIPT_TIMEOUT_SECS, DEFAULT_STDIN_TIMEOUT_SECS,
-    MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CONCURRENT_SLOTS, MAX_OUTPUT_CAP_BYTES,
-    MAX_SCRIPT_TIMEOUT_SECS, MAX_STDIN_TIMEOUT_SECS, TRUSTED_DISPATCHERS_FILE,
+    ConfError, ConfWarning, IpNet, RateRule, WarningKind, ASYNC_RUNS_DIR, CERT_STAGING_FILE,
+    DEFAULT_AGENT_BIND, DEFAULT_AGENT_STATE_DIR, DEFAULT_AUTH_HOOK_TIMEOUT_SECS,
+    DEFAULT_MAX_CHILDREN, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_RATE_LIMIT_PROBE,
+    DEFAULT_RATE_LIMIT_VOLUME, DEFAULT_REVOKED_SERIALS, DEFAULT_SCRIPT_TIMEOUT_SECS,
+    DEFAULT_STDIN_TIMEOUT_SECS, MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CONCURRENT_SLOTS,
+    MAX_OUTPUT_CAP_BYTES, MAX_SCRIPT_TIMEOUT_SECS, MAX_STDIN_TIMEOUT_SECS,
+    TRUSTED_DISPATCHERS_FILE,
+};
+
+/// Every top-level key of agent.conf: those read, and those of the original
+/// that do nothing (reference surface.md 4.2).
+static KEYS: Keys = Keys {
+    read: &[
+        "port",
+        "bind",
+        "cert",
+        "key",
+        "ca",
+        "state_dir",
+        "trusted_dispatchers_path",
+        "async_runs_dir",
+        "cert_staging_path",
+        "revoked_serials",
+        "hostname",
+        "script_dirs",
+        "auth_hook",
+        "auth_hook_timeout",
+        "allowed_ips",
+        "rate_limit_volume",
+        "rate_limit_probe",
+        "rate_limit_disable",
+        "executor_socket",
+        "stdin_timeout",
+        "max_children",
+        "script_timeout",
+        "max_output_bytes",
+        "syslog",
+        "key_type",
+    ],
+    inert: &[
+        (
+            "pairing_port",
+            "the original documented it but never read it; use 'request-pairing --port'",
+        ),
+        (
+            "dispatcher_serial_path",
+            "removed in ctrl-exec 0.9; the trusted-dispatcher map replaced it",
+        ),
+        (
+            "sandbox",
+            "removed in ctrl-exec 0.10; use [profile NAME] sections",
+        ),
+        (
+            "writable_paths",
+            "removed in ctrl-exec 0.10; use 'writable' in a [profile NAME] section",
+        ),
+        (
+            "disable_rate_limit",
+            "the key is 'rate_limit_disable' (the original ignored this spelling too)",
+        ),
+    ],
 };
 
 /// The agent's `agent.conf`.
@@ -90,6 +145,11 @@ pub struct AgentConf {
     pub tags: BTreeMap<String, String>,
     /// `[profile NAME]` sections by name.
     pub profiles: BTreeMap<String, Profile>,
+    /// The kind of key `request-pairing` makes (`key_type`, default EC P-256;
+    /// `rsa` to pair with a Perl dispatcher, whose CSR check refuses EC keys).
+    pub key_type: crate::pki::KeyType,
+    /// Keys and sections that do nothing (unknown, or inert here), in line order.
+    pub warnings: Vec<ConfWarning>,
 }
 
 /// One `[profile NAME]` section: how the executor runs a script.
@@ -146,7 +206,8 @@ impl AgentConf {
     }
 
     fn parse_with(path: &Path, text: &str, fqdn: &dyn Fn() -> String) -> Result<Self, ConfError> {
-        let mut raw = Raw::new(path);
+        let mut raw = Raw::new(path, &KEYS);
+        let mut ignored_sections = Vec::new();
         let mut tags = BTreeMap::new();
         let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
         let mut section = Section::Top;
@@ -163,8 +224,17 @@ impl AgentConf {
                     .ok_or_else(|| {
                         ConfError::at(path, n, format!("malformed line: '{}'", clip(line)))
                     })?;
-                if let Section::Profile(name) = &section {
-                    profiles.entry(name.clone()).or_default();
+                match &section {
+                    Section::Profile(name) => {
+                        profiles.entry(name.clone()).or_default();
+                    }
+                    Section::Other => ignored_sections.push(ConfWarning::new(
+                        path,
+                        n,
+                        inner.trim(),
+                        WarningKind::IgnoredSection,
+                    )),
+                    _ => {}
                 }
                 continue;
             }
@@ -220,6 +290,22 @@ impl AgentConf {
             )
         };
 
+        let key_type = match raw.get_at("key_type") {
+            None => crate::pki::KeyType::default(),
+            Some((v, n)) => crate::pki::KeyType::parse(v).ok_or_else(|| {
+                ConfError::at(
+                    path,
+                    n,
+                    format!(
+                        "key_type must be one of {}, got '{v}'",
+                        crate::pki::KeyType::NAMES
+                    ),
+                )
+            })?,
+        };
+        let mut warnings = raw.warnings();
+        warnings.extend(ignored_sections);
+        warnings.sort_by_key(|w| w.line);
         let conf_dir = path
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -289,6 +375,8 @@ impl AgentConf {
             syslog: raw.get("syslog").is_some_and(is_truthy),
             tags,
             profiles,
+            key_type,
+            warnings,
         })
     }
 }

@@ -5,15 +5,79 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::conf::host::system_hostname;
-use crate::conf::raw::{clip, is_truthy, is_word, read, split_key_value, starts_truthy, Raw};
+use crate::conf::raw::{clip, is_truthy, is_word, read, split_key_value, starts_truthy, Keys, Raw};
 use crate::conf::{
-    sanitise_dispatcher_id, ConfError, RateRule, DEFAULT_API_BIND, DEFAULT_API_MAX_CHILDREN,
-    DEFAULT_API_PORT, DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_CA_DIR, DEFAULT_CERT_DAYS,
-    DEFAULT_DISPATCHER_STATE_DIR, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PARALLEL,
-    DEFAULT_PAIRING_BIND, DEFAULT_PAIRING_MAX_QUEUE, DEFAULT_PAIRING_RATE_LIMIT,
-    DEFAULT_PAIRING_TIMEOUT_SECS, DEFAULT_READ_TIMEOUT_SECS, MAX_AUTH_HOOK_TIMEOUT_SECS,
-    MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS, MAX_OUTPUT_CAP_BYTES, MAX_PAIRING_TIMEOUT_SECS,
-    MAX_READ_TIMEOUT_SECS, REGISTRY_DIR,
+    sanitise_dispatcher_id, ConfError, ConfWarning, RateRule, DEFAULT_API_BIND,
+    DEFAULT_API_MAX_CHILDREN, DEFAULT_API_PORT, DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_CA_DIR,
+    DEFAULT_CERT_DAYS, DEFAULT_DISPATCHER_STATE_DIR, DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_MAX_PARALLEL, DEFAULT_PAIRING_BIND, DEFAULT_PAIRING_MAX_QUEUE,
+    DEFAULT_PAIRING_RATE_LIMIT, DEFAULT_PAIRING_TIMEOUT_SECS, DEFAULT_READ_TIMEOUT_SECS,
+    MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS, MAX_OUTPUT_CAP_BYTES,
+    MAX_PAIRING_TIMEOUT_SECS, MAX_READ_TIMEOUT_SECS, REGISTRY_DIR,
+};
+
+/// Every key of ctrl-exec.conf: those read, and those of the original that
+/// do nothing here.
+static KEYS: Keys = Keys {
+    read: &[
+        "cert",
+        "key",
+        "ca",
+        "ca_dir",
+        "state_dir",
+        "registry_dir",
+        "auth_hook",
+        "auth_hook_timeout",
+        "api_auth_default",
+        "auth_deny_generic",
+        "api_bind",
+        "api_port",
+        "api_cert",
+        "api_key",
+        "api_max_children",
+        "read_timeout",
+        "timeout",
+        "max_parallel",
+        "max_output_bytes",
+        "cert_days",
+        "dispatcher_id",
+        "pairing_bind",
+        "pairing_timeout",
+        "pairing_max_queue",
+        "pairing_rate_limit_volume",
+        "pairing_rate_limit_disable",
+        "syslog",
+    ],
+    inert: &[
+        (
+            "cert_renewal_days",
+            "dispatcher certificate rotation is not implemented in this version",
+        ),
+        (
+            "cert_overlap_days",
+            "dispatcher certificate rotation is not implemented in this version",
+        ),
+        (
+            "cert_check_interval",
+            "dispatcher certificate rotation is not implemented in this version",
+        ),
+        (
+            "rotation_file",
+            "dispatcher certificate rotation is not implemented in this version",
+        ),
+        (
+            "service_user",
+            "keys are written by the user running ced, mode 0600; chown them if another user needs them",
+        ),
+        (
+            "port",
+            "the original documented it but never read it; agent ports are in the registry",
+        ),
+        (
+            "pairing_port",
+            "the original documented it but never read it; use 'ced pairing-mode --port'",
+        ),
+    ],
 };
 
 /// The dispatcher's (and API server's) `ctrl-exec.conf`.
@@ -82,6 +146,8 @@ pub struct DispatcherConf {
     pub pairing_rate_limit: Option<RateRule>,
     /// Log to syslog instead of stderr (`syslog`, truthy 1/y/yes/true/on).
     pub syslog: bool,
+    /// Keys that do nothing (unknown, or inert here), in line order.
+    pub warnings: Vec<ConfWarning>,
 }
 
 impl DispatcherConf {
@@ -101,7 +167,7 @@ impl DispatcherConf {
         text: &str,
         hostname: &dyn Fn() -> String,
     ) -> Result<Self, ConfError> {
-        let mut raw = Raw::new(path);
+        let mut raw = Raw::new(path, &KEYS);
         for (i, line) in text.lines().enumerate() {
             let n = i + 1;
             // The original ignores lines starting with `#` or any whitespace.
@@ -212,6 +278,7 @@ impl DispatcherConf {
             )?,
             pairing_rate_limit,
             syslog: raw.get("syslog").is_some_and(is_truthy),
+            warnings: raw.warnings(),
         })
     }
 

@@ -117,6 +117,85 @@ fn write_escaped(f: &mut fmt::Formatter<'_>, s: &str) -> fmt::Result {
 
 impl std::error::Error for ConfError {}
 
+/// A line of a config file that is accepted but does nothing: an unknown key
+/// (a typo such as `read_timout`), a key of the original that has no effect
+/// here, or an ignored section. Loading never fails for one; `serve` and
+/// every `ced` command log it, `cea self-check` and `ced check-config` fail
+/// on an unknown key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfWarning {
+    /// The file.
+    pub path: PathBuf,
+    /// 1-based line number (the last line setting the key).
+    pub line: usize,
+    /// The key (or section name).
+    pub key: String,
+    /// What is wrong with it.
+    pub kind: WarningKind,
+}
+
+/// Why a config line does nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarningKind {
+    /// No such key: most likely a typo.
+    Unknown,
+    /// A key the original accepted (or documented) that has no effect; the
+    /// text says why.
+    Inert(&'static str),
+    /// A `[section]` whose keys are ignored.
+    IgnoredSection,
+}
+
+impl ConfWarning {
+    pub(crate) fn new(path: &Path, line: usize, key: &str, kind: WarningKind) -> Self {
+        ConfWarning {
+            path: path.to_path_buf(),
+            line,
+            key: key.to_string(),
+            kind,
+        }
+    }
+
+    /// Whether this is an unknown key (an error for the check commands).
+    pub fn is_unknown(&self) -> bool {
+        self.kind == WarningKind::Unknown
+    }
+
+    /// Logs it as `ACTION=config-warn FILE= LINE= KEY= MSG=`.
+    pub fn log(&self) {
+        crate::log::warn(
+            "config-warn",
+            &[
+                ("FILE", &self.path.display().to_string()),
+                ("LINE", &self.line.to_string()),
+                ("KEY", &self.key),
+                ("MSG", &self.message()),
+            ],
+        );
+    }
+
+    /// The message without the file and line.
+    pub fn message(&self) -> String {
+        let key = raw::clip(&self.key);
+        match self.kind {
+            WarningKind::Unknown => format!("unknown key '{key}' (ignored)"),
+            WarningKind::Inert(why) => format!("'{key}' does nothing: {why}"),
+            WarningKind::IgnoredSection => {
+                format!("section [{key}] is not used; its keys are ignored")
+            }
+        }
+    }
+}
+
+/// `<file>:<line>: <message>`, on one line like [`ConfError`].
+impl fmt::Display for ConfWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_escaped(f, &self.path.display().to_string())?;
+        write!(f, ":{}: ", self.line)?;
+        write_escaped(f, &self.message())
+    }
+}
+
 /// Helpers shared by the submodules' tests.
 #[cfg(test)]
 mod test_support {
@@ -174,6 +253,65 @@ mod tests {
         assert!(shown.ends_with("..."), "{shown}");
         assert!(shown.chars().count() <= "/c/d.conf:1: ".len() + MAX_MESSAGE_CHARS + 3);
         assert!(!shown.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_and_inert_keys_are_warnings_naming_file_and_line() {
+        let text = "cert = d.crt\nkey = d.key\nca = ca.crt\nread_timout = 5\nport = 7443\ncert_days = 30\n";
+        let c = DispatcherConf::parse(Path::new("/c/ctrl-exec.conf"), text).unwrap();
+        let shown: Vec<String> = c.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "/c/ctrl-exec.conf:4: unknown key 'read_timout' (ignored)",
+                "/c/ctrl-exec.conf:5: 'port' does nothing: the original documented it but never read it; agent ports are in the registry",
+            ]
+        );
+        assert!(c.warnings[0].is_unknown() && !c.warnings[1].is_unknown());
+        // Every key of the reference's table, set at once: none is unknown.
+        let all = "cert = a\nkey = b\nca = c\nauth_hook = h\nauth_hook_timeout = 10\napi_auth_default = deny\n\
+                   auth_deny_generic = 0\napi_bind = 127.0.0.1\napi_port = 7445\napi_cert = x\napi_key = y\n\
+                   api_max_children = 64\nread_timeout = 60\ntimeout = 60\nmax_parallel = 64\ncert_days = 365\n\
+                   cert_renewal_days = 90\ncert_overlap_days = 30\ncert_check_interval = 14400\n\
+                   dispatcher_id = d\nservice_user = ctrl-exec\npairing_timeout = 600\npairing_max_queue = 10\n\
+                   pairing_rate_limit_volume = 10/60/300\npairing_rate_limit_disable = 0\nca_dir = /etc/ctrl-exec\n\
+                   rotation_file = /var/lib/ctrl-exec/rotation.json\nregistry_dir = /var/lib/ctrl-exec/agents\n\
+                   port = 7443\npairing_port = 7444\n";
+        let c = DispatcherConf::parse(Path::new("/c/ctrl-exec.conf"), all).unwrap();
+        assert!(
+            c.warnings.iter().all(|w| !w.is_unknown()),
+            "{:?}",
+            c.warnings
+        );
+        assert_eq!(c.warnings.len(), 7, "{:?}", c.warnings);
+
+        let agent = "port = 7443\ncert = a\nkey = b\nca = c\nhostname = h\nsandbox = 1\n\
+                     disable_rate_limit = 1\nkey_type = rsa\n[tags]\nenv = prod\n[misc]\nx = 1\n";
+        let a = AgentConf::parse(Path::new("/a/agent.conf"), agent).unwrap();
+        assert_eq!(a.key_type, crate::pki::KeyType::Rsa(2048));
+        let shown: Vec<String> = a.warnings.iter().map(|w| w.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "/a/agent.conf:6: 'sandbox' does nothing: removed in ctrl-exec 0.10; use [profile NAME] sections",
+                "/a/agent.conf:7: 'disable_rate_limit' does nothing: the key is 'rate_limit_disable' (the original ignored this spelling too)",
+                "/a/agent.conf:11: section [misc] is not used; its keys are ignored",
+            ]
+        );
+        assert!(
+            a.rate_limit_volume.is_some(),
+            "the misspelt key disables nothing"
+        );
+        let e = AgentConf::parse(
+            Path::new("/a/agent.conf"),
+            "port = 1\ncert = a\nkey = b\nca = c\nhostname = h\nkey_type = dsa\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("/a/agent.conf:6: key_type must be one of"),
+            "{e}"
+        );
     }
 
     #[test]

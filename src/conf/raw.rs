@@ -14,18 +14,29 @@ use std::time::Duration;
 use crate::conf::limits::{
     MAX_CONF_FILE_BYTES, MAX_MESSAGE_CHARS, MAX_RATE_BLOCK_SECS, MAX_RATE_WINDOW_SECS,
 };
-use crate::conf::{ConfError, RateRule};
+use crate::conf::{ConfError, ConfWarning, RateRule, WarningKind};
+
+/// The keys one file format knows: those it reads, and those the original
+/// accepted that do nothing here (with the reason a warning gives).
+pub(super) struct Keys {
+    /// Keys the parser reads.
+    pub(super) read: &'static [&'static str],
+    /// Keys accepted with a warning: (key, why it does nothing).
+    pub(super) inert: &'static [(&'static str, &'static str)],
+}
 
 /// Top-level `key = value` pairs with the line each came from; later wins.
 pub(super) struct Raw<'a> {
     path: &'a Path,
+    keys: &'static Keys,
     map: BTreeMap<String, (String, usize)>,
 }
 
 impl<'a> Raw<'a> {
-    pub(super) fn new(path: &'a Path) -> Self {
+    pub(super) fn new(path: &'a Path, keys: &'static Keys) -> Self {
         Raw {
             path,
+            keys,
             map: BTreeMap::new(),
         }
     }
@@ -35,11 +46,36 @@ impl<'a> Raw<'a> {
     }
 
     pub(super) fn get(&self, key: &str) -> Option<&str> {
-        self.map.get(key).map(|(v, _)| v.as_str())
+        self.get_at(key).map(|(v, _)| v)
     }
 
     pub(super) fn get_at(&self, key: &str) -> Option<(&str, usize)> {
+        // A key read here but missing from the list would be warned about
+        // as unknown: the tests, built with debug assertions, catch that.
+        debug_assert!(
+            self.keys.read.contains(&key),
+            "'{key}' is not in Keys::read"
+        );
         self.map.get(key).map(|(v, n)| (v.as_str(), *n))
+    }
+
+    /// A warning for every key set that is not read: inert ones with their
+    /// reason, anything else as unknown (a typo such as `read_timout`).
+    pub(super) fn warnings(&self) -> Vec<ConfWarning> {
+        let mut out: Vec<ConfWarning> = self
+            .map
+            .iter()
+            .filter(|(k, _)| !self.keys.read.contains(&k.as_str()))
+            .map(|(k, (_, line))| {
+                let kind = match self.keys.inert.iter().find(|(i, _)| i == k) {
+                    Some((_, why)) => WarningKind::Inert(why),
+                    None => WarningKind::Unknown,
+                };
+                ConfWarning::new(self.path, *line, k, kind)
+            })
+            .collect();
+        out.sort_by_key(|w| w.line);
+        out
     }
 
     /// Resolves a path value against the config file's directory.

@@ -7,6 +7,7 @@
 
 mod agents;
 mod ca;
+mod check;
 mod output;
 mod pairing;
 mod revoke;
@@ -38,6 +39,7 @@ Modes:
   edit-agent <name> [--rename <new>] [--ip <addr>] [--agent-port <n>] [--lookup-by ip|hostname]
   unpair <hostname> [--revoke]       list-locks [--json]
   revoke-dispatcher <serial> [--json]
+  check-config                       check ctrl-exec.conf and the certificates it names
 
 Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), --username <s>,
          --token <s> (default $ENVEXEC_TOKEN), --version
@@ -243,6 +245,9 @@ pub fn load_conf(a: &Args) -> Result<DispatcherConf, CliError> {
             ::log::LevelFilter::Warn,
         ),
     }
+    for w in &conf.warnings {
+        w.log();
+    }
     Ok(conf)
 }
 
@@ -263,6 +268,7 @@ fn run_mode(a: Args) -> Result<u8, CliError> {
         "unpair" => agents::unpair(&a),
         "list-locks" => agents::list_locks(&a),
         "revoke-dispatcher" => revoke::revoke_dispatcher(&a),
+        "check-config" => check::check_config(&a),
         other => Err(CliError::Usage(format!("Unknown mode '{other}'\n{USAGE}"))),
     }
 }

@@ -5,11 +5,24 @@
 //!
 //! Verification is "chains to our private CA", never a name check: peers are
 //! addressed by IP or by names the CA never saw, and Perl-era certificates are
-//! X.509 v1 with no SAN, which webpki refuses. [`CaVerifier`] therefore
-//! checks the end-entity certificate directly: issued by the configured CA
-//! (issuer name and signature), inside its validity period. Identity beyond
-//! that (which peer this is) is the caller's decision, made on the
-//! peer certificate after the handshake.
+//! X.509 v1 with no SAN or EKU (reference protocol.md 6.2), which webpki
+//! refuses. Nothing here hands a certificate to webpki, therefore:
+//!
+//! - [`CaVerifier`] checks the end-entity certificate with
+//!   [`pki::verify_leaf`]: issued by the configured CA (CA constraints, issuer
+//!   name, signature under the provider's algorithms), inside its validity
+//!   period, not a CA, an EKU (when present) allowing the use.
+//! - Handshake signatures (CertificateVerify, ServerKeyExchange) are checked
+//!   against the certificate's SubjectPublicKeyInfo with the provider's
+//!   algorithms ([`handshake_signature`]), not through rustls's helpers,
+//!   which parse the certificate with webpki.
+//! - Our own certificate and key are bound by comparing public keys with
+//!   x509-parser ([`Identity::certified_key`]), not by rustls's
+//!   `with_single_cert`, which also parses with webpki.
+//!
+//! Identity beyond "issued by our CA" (which peer this is) is the caller's
+//! decision, made on the peer certificate after the handshake (by serial or
+//! by a pinned public key).
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -18,15 +31,16 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error, ServerConfig,
-    SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, Error,
+    InconsistentKeys, PeerMisbehaved, ServerConfig, SignatureScheme,
 };
 
 use crate::pki;
 
-/// The handshake-signature methods every verifier here shares: rustls's own
-/// checks over the provider's algorithms (`self.algs`).
+/// The handshake-signature methods every verifier here shares:
+/// [`handshake_signature`] over the provider's algorithms (`self.algs`).
 macro_rules! signature_checks {
     () => {
         fn verify_tls12_signature(
@@ -35,7 +49,7 @@ macro_rules! signature_checks {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, Error> {
-            rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+            handshake_signature(message, cert, dss, &self.algs, false)
         }
 
         fn verify_tls13_signature(
@@ -44,7 +58,7 @@ macro_rules! signature_checks {
             cert: &CertificateDer<'_>,
             dss: &DigitallySignedStruct,
         ) -> Result<HandshakeSignatureValid, Error> {
-            rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+            handshake_signature(message, cert, dss, &self.algs, true)
         }
 
         fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -103,8 +117,75 @@ impl Identity {
         self
     }
 
-    fn clone_key(&self) -> PrivateKeyDer<'static> {
-        self.key.clone_key()
+    /// The chain and a signing key for it, refusing a key that is not the
+    /// leaf's. rustls's own `with_single_cert` makes the same check by
+    /// parsing the leaf with webpki, which refuses X.509 v1 certificates
+    /// (all a Perl-era CA issues), so the public keys are compared here.
+    fn certified_key(&self) -> Result<Arc<CertifiedKey>, TlsError> {
+        let signer = provider()
+            .key_provider
+            .load_private_key(self.key.clone_key())
+            .map_err(TlsError::Config)?;
+        let leaf = pki::cert_spki(&self.chain[0])
+            .ok_or_else(|| TlsError::Pem("cannot parse the certificate".into()))?;
+        // Every key type the ring provider loads reports its public key;
+        // `None` would only come from a provider that cannot.
+        if let Some(key_spki) = signer.public_key() {
+            if key_spki.as_ref() != leaf.as_slice() {
+                return Err(TlsError::Config(Error::InconsistentKeys(
+                    InconsistentKeys::KeyMismatch,
+                )));
+            }
+        }
+        Ok(Arc::new(CertifiedKey::new(self.chain.clone(), signer)))
+    }
+}
+
+/// Checks a TLS handshake signature against the peer certificate's public
+/// key, like rustls's `verify_tls12_signature`/`verify_tls13_signature` but
+/// without parsing the certificate with webpki (see the module comment).
+/// TLS 1.3 allows only its own schemes, each naming one algorithm; a TLS 1.2
+/// ECDSA scheme names the hash only, so any listed curve may match the key.
+fn handshake_signature(
+    message: &[u8],
+    cert: &CertificateDer<'_>,
+    dss: &DigitallySignedStruct,
+    algs: &WebPkiSupportedAlgorithms,
+    tls13: bool,
+) -> Result<HandshakeSignatureValid, Error> {
+    let unadvertised = || Error::from(PeerMisbehaved::SignedHandshakeWithUnadvertisedSigScheme);
+    // RFC 8446 4.2.3: no RSA PKCS#1 and no SHA-1 in TLS 1.3 (rustls's own
+    // list of this is not public).
+    let tls13_scheme = matches!(
+        dss.scheme,
+        SignatureScheme::ECDSA_NISTP256_SHA256
+            | SignatureScheme::ECDSA_NISTP384_SHA384
+            | SignatureScheme::ECDSA_NISTP521_SHA512
+            | SignatureScheme::ED25519
+            | SignatureScheme::RSA_PSS_SHA256
+            | SignatureScheme::RSA_PSS_SHA384
+            | SignatureScheme::RSA_PSS_SHA512
+    );
+    if tls13 && !tls13_scheme {
+        return Err(unadvertised());
+    }
+    let candidates = algs
+        .mapping
+        .iter()
+        .find(|(scheme, _)| *scheme == dss.scheme)
+        .map(|(_, a)| *a)
+        .ok_or_else(unadvertised)?;
+    let candidates = if tls13 {
+        &candidates[..candidates.len().min(1)]
+    } else {
+        candidates
+    };
+    let spki =
+        pki::cert_spki(cert).ok_or(Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    if pki::verify_with_spki(candidates, &spki, message, dss.signature()) {
+        Ok(HandshakeSignatureValid::assertion())
+    } else {
+        Err(Error::InvalidCertificate(CertificateError::BadSignature))
     }
 }
 
@@ -134,8 +215,7 @@ pub fn mtls_server(identity: &Identity, ca_der: &[u8]) -> Result<Arc<ServerConfi
         .with_protocol_versions(VERSIONS)
         .map_err(TlsError::Config)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(identity.chain.clone(), identity.clone_key())
-        .map_err(TlsError::Config)?;
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified_key()?)));
     Ok(Arc::new(cfg))
 }
 
@@ -146,8 +226,7 @@ pub fn plain_server(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> 
         .with_protocol_versions(VERSIONS)
         .map_err(TlsError::Config)?
         .with_no_client_auth()
-        .with_single_cert(identity.chain.clone(), identity.clone_key())
-        .map_err(TlsError::Config)?;
+        .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified_key()?)));
     Ok(Arc::new(cfg))
 }
 
@@ -159,8 +238,7 @@ pub fn mtls_client(identity: &Identity, ca_der: &[u8]) -> Result<Arc<ClientConfi
         .map_err(TlsError::Config)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(identity.chain.clone(), identity.clone_key())
-        .map_err(TlsError::Config)?;
+        .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified_key()?)));
     Ok(Arc::new(cfg))
 }
 
@@ -211,20 +289,31 @@ impl CaVerifier {
         })
     }
 
-    fn check(&self, end_entity: &CertificateDer<'_>, now: UnixTime) -> Result<(), Error> {
-        let info = pki::cert_info_der(end_entity)
-            .map_err(|_| Error::InvalidCertificate(CertificateError::BadEncoding))?;
-        if !pki::verify_issued_by(end_entity, &self.ca_der) {
-            return Err(Error::InvalidCertificate(CertificateError::UnknownIssuer));
-        }
-        let now = now.as_secs() as i64;
-        if now > info.not_after {
-            return Err(Error::InvalidCertificate(CertificateError::Expired));
-        }
-        if now < info.not_before {
-            return Err(Error::InvalidCertificate(CertificateError::NotValidYet));
-        }
-        Ok(())
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        now: UnixTime,
+        purpose: pki::Purpose,
+    ) -> Result<(), Error> {
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        pki::verify_leaf(end_entity, &self.ca_der, now, purpose)
+            .map(|_| ())
+            .map_err(|refusal| Error::InvalidCertificate(certificate_error(&refusal)))
+    }
+}
+
+/// The rustls error (and so the TLS alert) for a refused certificate.
+fn certificate_error(refusal: &pki::LeafRefusal) -> CertificateError {
+    use pki::LeafRefusal as R;
+    match refusal {
+        R::Unparsable => CertificateError::BadEncoding,
+        R::IssuerNotCa | R::UnknownIssuer => CertificateError::UnknownIssuer,
+        R::BadSignature => CertificateError::BadSignature,
+        R::Expired => CertificateError::Expired,
+        R::NotYetValid => CertificateError::NotValidYet,
+        R::WrongPurpose => CertificateError::InvalidPurpose,
+        R::UnknownCriticalExtension(_) => CertificateError::UnhandledCriticalExtension,
+        R::CaAsLeaf => CertificateError::Other(rustls::OtherError(Arc::new(refusal.clone()))),
     }
 }
 
@@ -239,7 +328,7 @@ impl ClientCertVerifier for CaVerifier {
         _intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        self.check(end_entity, now)
+        self.check(end_entity, now, pki::Purpose::Client)
             .map(|_| ClientCertVerified::assertion())
     }
 
@@ -255,7 +344,7 @@ impl ServerCertVerifier for CaVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        self.check(end_entity, now)
+        self.check(end_entity, now, pki::Purpose::Server)
             .map(|_| ServerCertVerified::assertion())
     }
 
@@ -326,4 +415,330 @@ impl ServerCertVerifier for PairingVerifier {
     }
 
     signature_checks!();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use rustls::{ClientConnection, ServerConnection};
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    use x509_parser::x509::X509Version;
+
+    use super::*;
+    use crate::testutil::OpensslDir;
+
+    /// PEM texts of a PKI made the original's way, built once per test run.
+    struct Pki {
+        ca: String,
+        caller: (String, String),
+        callee: (String, String),
+        stranger: (String, String),
+        not_ca: String,
+        under_not_ca: String,
+        server_only: String,
+        p384: (String, String),
+    }
+
+    fn pki() -> Option<&'static Pki> {
+        static PKI: OnceLock<Option<Pki>> = OnceLock::new();
+        PKI.get_or_init(|| {
+            let d = OpensslDir::new("tls-perl-pki")?;
+            d.perl_ca("ca", 4096);
+            d.perl_leaf("ca", "caller", "caller.example.com", 4096, 825, &[]);
+            d.perl_leaf("ca", "callee", "web-01.example.com", 4096, 825, &[]);
+            // Another CA with the same name, as every Perl CA has.
+            d.perl_ca("other", 2048);
+            d.perl_leaf("other", "stranger", "web-01.example.com", 2048, 825, &[]);
+            // A v3 certificate that says CA:FALSE, used as an issuer anyway.
+            d.openssl(&[
+                "req",
+                "-new",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "notca.key",
+                "-subj",
+                "/CN=not a ca",
+                "-days",
+                "30",
+                "-addext",
+                "basicConstraints=critical,CA:FALSE",
+                "-out",
+                "notca.crt",
+            ]);
+            d.write("notca.serial", "01\n");
+            d.perl_leaf("notca", "under", "web-01.example.com", 2048, 30, &[]);
+            // A leaf whose EKU allows TLS servers only.
+            d.write("server.ext", "extendedKeyUsage=serverAuth\n");
+            d.perl_leaf(
+                "ca",
+                "srv",
+                "web-01.example.com",
+                2048,
+                30,
+                &["-extfile", "server.ext"],
+            );
+            // An ECDSA P-384 leaf from the RSA CA.
+            d.openssl(&[
+                "ecparam",
+                "-name",
+                "secp384r1",
+                "-genkey",
+                "-noout",
+                "-out",
+                "p384.key",
+            ]);
+            d.openssl(&[
+                "req", "-new", "-key", "p384.key", "-subj", "/CN=p384", "-out", "p384.csr",
+            ]);
+            d.openssl(&[
+                "x509",
+                "-req",
+                "-in",
+                "p384.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAserial",
+                "ca.serial",
+                "-days",
+                "30",
+                "-out",
+                "p384.crt",
+            ]);
+            let pair = |n: &str| (d.read(&format!("{n}.crt")), d.read(&format!("{n}.key")));
+            Some(Pki {
+                ca: d.read("ca.crt"),
+                caller: pair("caller"),
+                callee: pair("callee"),
+                stranger: pair("stranger"),
+                not_ca: d.read("notca.crt"),
+                under_not_ca: d.read("under.crt"),
+                server_only: d.read("srv.crt"),
+                p384: pair("p384"),
+            })
+        })
+        .as_ref()
+    }
+
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from(pki::pem_certs(pem).remove(0))
+    }
+
+    fn at(secs: i64) -> UnixTime {
+        UnixTime::since_unix_epoch(std::time::Duration::from_secs(secs as u64))
+    }
+
+    fn now() -> UnixTime {
+        at(crate::time::now())
+    }
+
+    fn as_client(v: &CaVerifier, cert: &CertificateDer<'_>, now: UnixTime) -> Result<(), Error> {
+        v.verify_client_cert(cert, &[], now).map(|_| ())
+    }
+
+    fn as_server(v: &CaVerifier, cert: &CertificateDer<'_>, now: UnixTime) -> Result<(), Error> {
+        let name = server_name("127.0.0.1");
+        v.verify_server_cert(cert, &[], &name, &[], now).map(|_| ())
+    }
+
+    fn refused_with(r: Result<(), Error>, want: CertificateError) {
+        match r {
+            Err(Error::InvalidCertificate(got)) => assert_eq!(got, want),
+            other => panic!("expected InvalidCertificate({want:?}), got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn perl_v1_leaves_pass_both_verifiers() {
+        let Some(p) = pki() else { return };
+        let v = CaVerifier::new(&der(&p.ca)).unwrap();
+        for leaf in [&p.caller.0, &p.callee.0] {
+            let cert = der(leaf);
+            let (_, x) = X509Certificate::from_der(&cert).unwrap();
+            assert_eq!(x.version(), X509Version::V1, "openssl x509 -req makes v1");
+            assert!(x.extensions().is_empty(), "no SAN, no EKU");
+            as_client(&v, &cert, now()).unwrap();
+            as_server(&v, &cert, now()).unwrap();
+        }
+    }
+
+    #[test]
+    fn leaf_from_another_ca_with_the_same_name_is_refused() {
+        let Some(p) = pki() else { return };
+        let v = CaVerifier::new(&der(&p.ca)).unwrap();
+        let stranger = der(&p.stranger.0);
+        refused_with(
+            as_client(&v, &stranger, now()),
+            CertificateError::BadSignature,
+        );
+        refused_with(
+            as_server(&v, &stranger, now()),
+            CertificateError::BadSignature,
+        );
+    }
+
+    #[test]
+    fn expired_and_not_yet_valid_leaves_are_refused() {
+        let Some(p) = pki() else { return };
+        let v = CaVerifier::new(&der(&p.ca)).unwrap();
+        let cert = der(&p.callee.0);
+        let info = pki::cert_info_der(&cert).unwrap();
+        as_client(&v, &cert, at(info.not_after)).unwrap();
+        refused_with(
+            as_client(&v, &cert, at(info.not_after + 1)),
+            CertificateError::Expired,
+        );
+        refused_with(
+            as_server(&v, &cert, at(info.not_before - 1)),
+            CertificateError::NotValidYet,
+        );
+    }
+
+    #[test]
+    fn leaf_issued_by_a_non_ca_is_refused() {
+        let Some(p) = pki() else { return };
+        let v = CaVerifier::new(&der(&p.not_ca)).unwrap();
+        // The signature itself is good: only the issuer's CA:FALSE refuses it.
+        let (leaf, issuer) = (der(&p.under_not_ca), der(&p.not_ca));
+        let (_, x) = X509Certificate::from_der(&leaf).unwrap();
+        let (_, i) = X509Certificate::from_der(&issuer).unwrap();
+        assert!(x.verify_signature(Some(i.public_key())).is_ok());
+        refused_with(
+            as_client(&v, &der(&p.under_not_ca), now()),
+            CertificateError::UnknownIssuer,
+        );
+    }
+
+    #[test]
+    fn broken_signature_is_refused() {
+        let Some(p) = pki() else { return };
+        let v = CaVerifier::new(&der(&p.ca)).unwrap();
+        let mut bytes = der(&p.callee.0).to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        refused_with(
+            as_client(&v, &CertificateDer::from(bytes), now()),
+            CertificateError::BadSignature,
+        );
+    }
+
+    #[test]
+    fn eku_present_must_allow_the_use() {
+        let Some(p) = pki() else { return };
+        let v = CaVerifier::new(&der(&p.ca)).unwrap();
+        let srv = der(&p.server_only);
+        as_server(&v, &srv, now()).unwrap();
+        refused_with(as_client(&v, &srv, now()), CertificateError::InvalidPurpose);
+    }
+
+    #[test]
+    fn a_ca_certificate_cannot_be_a_peer() {
+        let Some(p) = pki() else { return };
+        let ca = der(&p.ca);
+        let v = CaVerifier::new(&ca).unwrap();
+        assert!(as_client(&v, &ca, now()).is_err());
+    }
+
+    /// Drives a handshake in memory; `Err` is the first side's error.
+    fn handshake(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Result<(), Error> {
+        let mut c = ClientConnection::new(client, server_name("127.0.0.1"))?;
+        let mut s = ServerConnection::new(server)?;
+        for _ in 0..20 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                s.read_tls(&mut rd).unwrap();
+                s.process_new_packets()?;
+            }
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).unwrap();
+                c.process_new_packets()?;
+            }
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        panic!("handshake did not finish");
+    }
+
+    fn client_with(
+        id: &Identity,
+        ca: &[u8],
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> Arc<ClientConfig> {
+        let cfg = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(CaVerifier::new(ca).unwrap()))
+            .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(
+                id.certified_key().unwrap(),
+            )));
+        Arc::new(cfg)
+    }
+
+    #[test]
+    fn perl_rsa_identities_handshake_over_tls13_and_tls12() {
+        let Some(p) = pki() else { return };
+        let ca = der(&p.ca);
+        let callee = Identity::from_pem(&p.callee.0, &p.callee.1).unwrap();
+        let caller = Identity::from_pem(&p.caller.0, &p.caller.1).unwrap();
+        let server = mtls_server(&callee, &ca).unwrap();
+        handshake(mtls_client(&caller, &ca).unwrap(), server.clone()).unwrap();
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            handshake(client_with(&caller, &ca, version), server.clone())
+                .unwrap_or_else(|e| panic!("{version:?}: {e}"));
+        }
+        // A client certificate from another CA is refused by the server.
+        let stranger = Identity::from_pem(&p.stranger.0, &p.stranger.1).unwrap();
+        let err =
+            handshake(client_with(&stranger, &ca, &rustls::version::TLS13), server).unwrap_err();
+        assert!(matches!(err, Error::InvalidCertificate(_)), "{err:?}");
+        // The plain server serves a v1 certificate too.
+        let plain = plain_server(&caller).unwrap();
+        handshake(mtls_client(&callee, &ca).unwrap(), plain).unwrap();
+    }
+
+    #[test]
+    fn ecdsa_p384_leaf_from_an_rsa_ca_handshakes() {
+        let Some(p) = pki() else { return };
+        let ca = der(&p.ca);
+        let ec = Identity::from_pem(&p.p384.0, &p.p384.1).unwrap();
+        let callee = Identity::from_pem(&p.callee.0, &p.callee.1).unwrap();
+        for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+            handshake(
+                client_with(&ec, &ca, version),
+                mtls_server(&callee, &ca).unwrap(),
+            )
+            .unwrap_or_else(|e| panic!("{version:?}: {e}"));
+            handshake(
+                client_with(&callee, &ca, version),
+                mtls_server(&ec, &ca).unwrap(),
+            )
+            .unwrap_or_else(|e| panic!("{version:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn identity_with_a_key_that_is_not_the_certificates_is_refused() {
+        let Some(p) = pki() else { return };
+        let wrong = Identity::from_pem(&p.callee.0, &p.caller.1).unwrap();
+        match mtls_server(&wrong, &der(&p.ca)) {
+            Err(TlsError::Config(Error::InconsistentKeys(InconsistentKeys::KeyMismatch))) => {}
+            other => panic!("expected a key mismatch, got {other:?}"),
+        }
+    }
 }

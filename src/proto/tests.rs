@@ -491,3 +491,45 @@ fn module_names_no_role() {
     }
     assert!(checked >= 8, "only {checked} files under {}", dir.display());
 }
+
+#[test]
+fn files_the_original_wrote_are_read_unchanged() {
+    // A pairing-queue entry (surface.md 4.7) as the original writes it: no hint
+    // (`lookup_by` null), no port (it keeps only integers), `reverse_confirmed` a number.
+    let queue = r#"{"id":"0123456789abcdef","hostname":"web-01.example.com","ip":"192.0.2.10","source_ip":"192.0.2.10","csr":"-----BEGIN CERTIFICATE REQUEST-----\nX\n-----END CERTIFICATE REQUEST-----\n","nonce":"00112233445566778899aabbccddeeff","lookup_by":null,"port":null,"received":"2026-03-05T18:38:09Z","code":"432319","reverse_dns":"web-01.example.com","reverse_confirmed":1}"#;
+    let q = QueueEntry::from_json(&obj(queue));
+    assert_eq!(q.hostname, "web-01.example.com");
+    assert_eq!((q.port, q.code.as_str()), (None, "432319"));
+    assert_eq!(q.received, "2026-03-05T18:38:09Z");
+    // The registry record of surface.md 4.6, exactly as the reference shows it.
+    let record = r#"{"hostname":"web-01.example.com","ip":"10.0.0.5","paired":"2026-03-05T18:38:09Z","expiry":"Jun  7 16:28:00 2028 GMT","reqid":"0123456789abcdef","lookup_by":"hostname","port":7443,"tags":{},"dispatcher_serial":"2","serial_status":"current","serial_broadcast":"","serial_confirmed":"2026-03-05T18:38:09Z"}"#;
+    let r = AgentRecord::from_json(&obj(record));
+    assert_eq!(
+        (r.hostname.as_str(), r.ip.as_str(), r.port),
+        ("web-01.example.com", "10.0.0.5", 7443)
+    );
+    assert_eq!(r.expiry, "Jun  7 16:28:00 2028 GMT");
+    assert!(r.pubkey_sha256.is_empty(), "the original records no key pin");
+    // What we write back keeps every field the original reads, with the same types.
+    let back = to_string(&r.to_json());
+    for field in [
+        r#""hostname":"web-01.example.com""#,
+        r#""ip":"10.0.0.5""#,
+        r#""port":7443"#,
+        r#""lookup_by":"hostname""#,
+        r#""expiry":"Jun  7 16:28:00 2028 GMT""#,
+        r#""tags":{}"#,
+        r#""dispatcher_serial":"2""#,
+        r#""serial_status":"current""#,
+    ] {
+        assert!(back.contains(field), "{field} missing from {back}");
+    }
+    // Run records (surface.md 4.9) from the original: results without the truncation
+    // flags, async hosts in every state the original writes.
+    let sync = r#"{"reqid":"r1","script":"s","mode":"sync","hosts":["a"],"results":[{"host":"a","exit":0,"stdout":"hi\n","stderr":"","reqid":"r1","rtt":"12ms"}],"completed":1767225600,"complete":true}"#;
+    let rec = RunRecord::from_json(&obj(sync)).unwrap();
+    assert!(rec.complete() && !rec.any_failed());
+    let asyn = r#"{"reqid":"r2","script":"s","mode":"async","hosts":{"a":{"status":"done","exit":0,"stdout":"","stderr":""},"b":{"status":"running"},"c":{"status":"expired"},"d":{"status":"fetch_error","error":"timeout"},"e":{"status":"busy"}},"created":1767225600,"submitter":{"username":"u","source_ip":"127.0.0.1"},"pending":["b"],"complete":false}"#;
+    let rec = RunRecord::from_json(&obj(asyn)).unwrap();
+    assert!(!rec.complete());
+}

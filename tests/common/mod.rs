@@ -24,6 +24,8 @@ use ctrl_exec::net::{client, server, tls};
 use ctrl_exec::{pki, rt};
 use json::{Number, Value};
 
+pub mod perl;
+
 /// JSON helpers for tests, over the crate's bounded parser.
 pub mod json {
     pub use ctrl_exec::proto::json::{to_string, Number, Object, Value};

@@ -15,6 +15,7 @@ use crate::agent::serve::handlers::{
 };
 use crate::agent::serve::snapshot::Snapshot;
 use crate::agent::serve::Agent;
+use crate::agent::trust;
 use crate::log;
 use crate::net::http::Request;
 use crate::proto::{
@@ -111,14 +112,27 @@ pub(super) async fn route(agent: &Agent, snap: &Snapshot, caller: &Caller, req: 
 fn trusted<'s>(snap: &'s Snapshot, caller: &Caller, reqid: &str) -> Option<&'s str> {
     let found = snap.trusted.get(&caller.serial).map(String::as_str);
     if found.is_none() {
-        log::warn(
-            "serial-reject",
-            &[
-                ("PEER", &caller.ip),
-                ("PEER_SERIAL", &caller.serial),
-                ("REQID", if reqid.is_empty() { "(none)" } else { reqid }),
-            ],
-        );
+        let mut fields = vec![
+            ("PEER", caller.ip.clone()),
+            ("PEER_SERIAL", caller.serial.clone()),
+            (
+                "REQID",
+                if reqid.is_empty() { "(none)" } else { reqid }.to_string(),
+            ),
+        ];
+        // A map written by the original may hold this serial in its decimal
+        // reading: say which entry, never accept it (that reading collides).
+        if let Some((entry, id)) = trust::original_reading_match(&snap.trusted, &caller.serial) {
+            fields.push((
+                "HINT",
+                format!(
+                    "entry '{entry} {id}' in the trusted map matches only under the original's decimal reading; if this is {id}, change the entry to '{} {id}'",
+                    caller.serial
+                ),
+            ));
+        }
+        let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        log::warn("serial-reject", &fields);
     }
     found
 }
