@@ -307,3 +307,73 @@ fn ping_reports_ok_with_version_and_expiry() {
     assert_eq!(unknown.code(), Some(1), "{unknown}");
     assert!(unknown.stderr.contains("unknown agent"), "{unknown}");
 }
+
+/// Sets the cached tags of `name`'s registry record.
+fn set_tags(f: &Fixture, name: &str, tags: &str) {
+    let path = f.registry_dir().join(format!("{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(r#""tags":{}"#), "{text}");
+    std::fs::write(
+        &path,
+        text.replace(r#""tags":{}"#, &format!(r#""tags":{tags}"#)),
+    )
+    .unwrap();
+}
+
+#[test]
+fn hosts_come_from_words_a_file_stdin_and_tags_within_max_hosts() {
+    let f = Fixture::new("run_host_sources");
+    f.dispatcher("max_hosts = 2\n");
+    for name in ["web1", "web2", "db1"] {
+        f.agent(name, &[("hello", &format!("echo hello from {name}"))], "");
+    }
+    set_tags(&f, "web1", r#"{"env":"prod","role":"web"}"#);
+    set_tags(&f, "web2", r#"{"env":"dev","role":"web"}"#);
+    set_tags(&f, "db1", r#"{"env":"prod","role":"db"}"#);
+
+    let out = f.ced_ok(&["run", "--tags", "env=prod,role=web", "hello"]);
+    assert!(out.stdout.contains("hello from web1"), "{out}");
+    assert!(
+        !out.stdout.contains("web2") && !out.stdout.contains("db1"),
+        "{out}"
+    );
+
+    let list = f.path("hosts.txt");
+    std::fs::write(&list, "# fleet\nweb2\n\ndb1\nweb2\n").unwrap();
+    let out = f.ced_ok(&["run", "--hosts-file", list.to_str().unwrap(), "hello"]);
+    assert!(
+        out.stdout.contains("hello from web2") && out.stdout.contains("hello from db1"),
+        "{out}"
+    );
+
+    let mut c = f.cmd("ced");
+    c.arg("--config")
+        .arg(f.path("dispatcher/ctrl-exec.conf"))
+        .args(["ping", "--hosts-file", "-"])
+        .stdin(std::fs::File::open(&list).unwrap());
+    let out = f.run(c);
+    assert!(out.status.success(), "{out}");
+    assert!(
+        out.stdout.contains("web2") && out.stdout.contains("db1"),
+        "{out}"
+    );
+
+    // Words, then tags: three distinct hosts are over max_hosts = 2.
+    let out = f.ced(&["ping", "web1", "--tags", "role=web"]);
+    assert!(out.status.success(), "{out}");
+    let out = f.ced(&["run", "db1", "--tags", "role=web", "hello"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.to_string()
+            .contains("too many hosts (max 2; raise max_hosts"),
+        "{out}"
+    );
+
+    let out = f.ced(&["run", "--tags", "env=staging", "hello"]);
+    assert!(!out.status.success(), "{out}");
+    assert!(
+        out.to_string()
+            .contains("no registered agent has the tags env=staging"),
+        "{out}"
+    );
+}

@@ -55,6 +55,13 @@ pub const DEFAULT_API_MAX_CHILDREN: usize = 64;
 pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 60;
 /// Concurrent per-host workers in one fan-out.
 pub const DEFAULT_MAX_PARALLEL: usize = 64;
+/// Hosts one `ced` call may address: room for a fleet of thousands, while a
+/// runaway host list (a glob over the wrong file) still stops before the
+/// dispatcher opens ten thousand connections.
+pub const DEFAULT_MAX_HOSTS: usize = 10_000;
+/// Hosts one API request may address: the original's fixed limit, since
+/// the API faces other programs.
+pub const DEFAULT_API_MAX_HOSTS: usize = 500;
 /// Lifetime in days of certificates re-signed at renewal.
 pub const DEFAULT_CERT_DAYS: u32 = 365;
 /// Pairing session length in seconds; also the maximum allowed.

@@ -8,12 +8,13 @@ use crate::conf::host::system_hostname;
 use crate::conf::raw::{clip, is_truthy, is_word, read, split_key_value, starts_truthy, Keys, Raw};
 use crate::conf::{
     sanitise_dispatcher_id, ConfError, ConfWarning, RateRule, DEFAULT_API_BIND,
-    DEFAULT_API_MAX_CHILDREN, DEFAULT_API_PORT, DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_CA_DIR,
-    DEFAULT_CERT_DAYS, DEFAULT_DISPATCHER_STATE_DIR, DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_API_MAX_CHILDREN, DEFAULT_API_MAX_HOSTS, DEFAULT_API_PORT,
+    DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_CA_DIR, DEFAULT_CERT_DAYS,
+    DEFAULT_DISPATCHER_STATE_DIR, DEFAULT_MAX_HOSTS, DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_MAX_PARALLEL, DEFAULT_PAIRING_BIND, DEFAULT_PAIRING_MAX_QUEUE,
     DEFAULT_PAIRING_RATE_LIMIT, DEFAULT_PAIRING_TIMEOUT_SECS, DEFAULT_READ_TIMEOUT_SECS,
-    MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS, MAX_OUTPUT_CAP_BYTES,
-    MAX_PAIRING_TIMEOUT_SECS, MAX_READ_TIMEOUT_SECS, REGISTRY_DIR,
+    MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS, MAX_HOSTS_PER_CALL,
+    MAX_OUTPUT_CAP_BYTES, MAX_PAIRING_TIMEOUT_SECS, MAX_READ_TIMEOUT_SECS, REGISTRY_DIR,
 };
 
 /// Every key of ctrl-exec.conf: those read, and those of the original that
@@ -38,6 +39,8 @@ static KEYS: Keys = Keys {
         "read_timeout",
         "timeout",
         "max_parallel",
+        "max_hosts",
+        "api_max_hosts",
         "max_output_bytes",
         "cert_days",
         "dispatcher_id",
@@ -123,6 +126,12 @@ pub struct DispatcherConf {
     /// Fan-out worker cap (`max_parallel`, default 64). Invariant: 1 to
     /// [`MAX_CONCURRENT_SLOTS`].
     pub max_parallel: usize,
+    /// Most hosts one `ced` call may address (`max_hosts`, default
+    /// 10000). Invariant: 1 to [`MAX_HOSTS_PER_CALL`].
+    pub max_hosts: usize,
+    /// Most hosts one API request may address (`api_max_hosts`, default 500,
+    /// the original's fixed limit). Invariant: 1 to `max_hosts`.
+    pub api_max_hosts: usize,
     /// The largest `max_output_bytes` of the agents this dispatcher drives
     /// (`max_output_bytes`, default 1 MiB, the agents' default): agent
     /// replies are read up to what two streams of that size can take as
@@ -191,6 +200,7 @@ impl DispatcherConf {
             Some(p) => p,
             None => state_dir.join(REGISTRY_DIR),
         };
+        let max_hosts = raw.num("max_hosts", DEFAULT_MAX_HOSTS, 1, MAX_HOSTS_PER_CALL)?;
         let read_timeout = if raw.get("read_timeout").is_some() {
             raw.secs(
                 "read_timeout",
@@ -251,6 +261,13 @@ impl DispatcherConf {
                 DEFAULT_MAX_PARALLEL,
                 1,
                 MAX_CONCURRENT_SLOTS,
+            )?,
+            max_hosts,
+            api_max_hosts: raw.num(
+                "api_max_hosts",
+                DEFAULT_API_MAX_HOSTS.min(max_hosts),
+                1,
+                max_hosts,
             )?,
             max_output_bytes: raw.num(
                 "max_output_bytes",

@@ -63,6 +63,10 @@ pub const MAX_RATE_BLOCK_SECS: u64 = 2_592_000;
 /// at shutdown, which a larger value would overflow.
 pub const MAX_CONCURRENT_SLOTS: usize = 1 << 20;
 
+/// Largest `max_hosts`: a million targets, each a registry read and a
+/// result in memory (about 1 KiB), is the most one process should hold.
+pub const MAX_HOSTS_PER_CALL: usize = 1_000_000;
+
 /// Upper bound of `max_output_bytes` (agent.conf, and ctrl-exec.conf where
 /// it sizes the largest agent reply read): 64 MiB. Each run keeps up to this
 /// much per stream in memory, and the dispatcher reads a reply up to what

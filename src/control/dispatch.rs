@@ -25,7 +25,7 @@ use miniserde::json::Object;
 
 use crate::conf::DispatcherConf;
 use crate::control::auth::{self, Caller, Front};
-use crate::control::engine::{CallError, Engine, EngineError, Reply, MAX_HOSTS};
+use crate::control::engine::{CallError, Engine, EngineError, Reply};
 use crate::control::locks::{Held, LockError, Locks};
 use crate::control::registry::{self, Registry, RegistryError, ResolveError, Target};
 use crate::control::runstore::{self, RunStore};
@@ -48,6 +48,8 @@ pub enum DispatchError {
     TooManyHosts {
         /// The limit.
         max: usize,
+        /// The config key that sets it.
+        key: &'static str,
     },
     /// The auth hook (or the API default) refused.
     Denied {
@@ -95,7 +97,12 @@ impl fmt::Display for DispatchError {
                 f,
                 "invalid script name '{s}' (letters, digits, '_' and '-' only)"
             ),
-            DispatchError::TooManyHosts { max } => write!(f, "too many hosts (max {max})"),
+            DispatchError::TooManyHosts { max, key } => {
+                write!(
+                    f,
+                    "too many hosts (max {max}; raise {key} in ctrl-exec.conf)"
+                )
+            }
             DispatchError::Denied { reason, .. } => write!(f, "Denied: {reason}"),
             DispatchError::UnknownAgents(names) => write!(
                 f,
@@ -191,7 +198,7 @@ impl Dispatch {
         hosts: &[String],
         port: Option<u16>,
     ) -> Result<Vec<Target>, DispatchError> {
-        self.resolve(hosts, port).await
+        self.resolve(Front::Cli, hosts, port).await
     }
 
     async fn authorise(
@@ -207,11 +214,22 @@ impl Dispatch {
 
     async fn resolve(
         &self,
+        front: Front,
         hosts: &[String],
         port: Option<u16>,
     ) -> Result<Vec<Target>, DispatchError> {
-        if hosts.len() > MAX_HOSTS {
-            return Err(DispatchError::TooManyHosts { max: MAX_HOSTS });
+        let max = match front {
+            Front::Cli => self.conf.max_hosts,
+            Front::Api => self.conf.api_max_hosts,
+        };
+        if hosts.len() > max {
+            return Err(DispatchError::TooManyHosts {
+                max,
+                key: match front {
+                    Front::Cli => "max_hosts",
+                    Front::Api => "api_max_hosts",
+                },
+            });
         }
         let registry = self.registry.clone();
         let hosts = hosts.to_vec();
@@ -281,7 +299,7 @@ impl Dispatch {
         req.hosts = order.hosts.clone();
         req.args = order.args.clone();
         self.authorise(caller, req).await?;
-        let targets = self.resolve(&order.hosts, order.port).await?;
+        let targets = self.resolve(caller.front, &order.hosts, order.port).await?;
         let held = self.lock(&targets, &script).await?;
         let reqid = ReqId::random();
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
@@ -397,7 +415,7 @@ impl Dispatch {
         let mut req = caller.request("ping");
         req.hosts = hosts.to_vec();
         self.authorise(caller, req).await?;
-        let targets = self.resolve(hosts, port).await?;
+        let targets = self.resolve(caller.front, hosts, port).await?;
         let reqid = ReqId::random().into_string();
         let body = Arc::new(
             PingRequest {
@@ -441,7 +459,7 @@ impl Dispatch {
         let names = smol::unblock(move || registry.names())
             .await
             .map_err(DispatchError::Registry)?;
-        let targets = self.resolve(&names, None).await?;
+        let targets = self.resolve(caller.front, &names, None).await?;
         let reqid = ReqId::random().into_string();
         let body = Arc::new(
             RevokeSerialRequest {
@@ -491,7 +509,7 @@ impl Dispatch {
         let mut req = caller.request("ping");
         req.hosts = hosts.clone();
         self.authorise(caller, req).await?;
-        let targets = self.resolve(&hosts, None).await?;
+        let targets = self.resolve(Front::Api, &hosts, None).await?;
         Ok(self.capabilities(&targets).await)
     }
 

@@ -32,9 +32,6 @@ use crate::proto::json::{self, JsonError};
 use crate::proto::Rtt;
 use crate::{log, pki, rt};
 
-/// Most hosts one fan-out may address (the original's limit).
-pub const MAX_HOSTS: usize = 500;
-
 /// Worst-case growth of captured output written as JSON: a control byte
 /// becomes `\u00XX`.
 const JSON_ESCAPE_FACTOR: usize = 6;

@@ -1,8 +1,6 @@
 //! Registry and lock views: `list-agents`, `edit-agent`, `unpair`,
 //! `list-locks`.
 
-use std::collections::BTreeMap;
-
 use crate::control::locks::Locks;
 use crate::control::registry::{Registry, RegistryError};
 use crate::control::revoked::RevokedAgents;
@@ -17,7 +15,7 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
     let conf = load_conf(a)?;
     let filter = match &a.tags {
         Some(spec) => Some(
-            parse_tag_filter(spec)
+            crate::dispatcher::hosts::parse_tag_filter(spec)
                 .map_err(|e| CliError::Usage(format!("Invalid --tags filter: {e}")))?,
         ),
         None => None,
@@ -87,22 +85,6 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
         )?;
     }
     Ok(0)
-}
-
-fn parse_tag_filter(spec: &str) -> Result<BTreeMap<String, String>, String> {
-    let mut out = BTreeMap::new();
-    for pair in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        match pair.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() => {
-                out.insert(k.trim().to_string(), v.trim().to_string());
-            }
-            _ => return Err(format!("invalid tag filter '{pair}' (expected key=value)")),
-        }
-    }
-    if out.is_empty() {
-        return Err("empty tag filter (expected key=value[,key=value...])".into());
-    }
-    Ok(out)
 }
 
 /// `ced edit-agent`.

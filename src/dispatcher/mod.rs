@@ -8,6 +8,7 @@
 mod agents;
 mod ca;
 mod check;
+mod hosts;
 mod output;
 mod pairing;
 mod revoke;
@@ -32,6 +33,8 @@ Modes:
   run <host>[:<port>] [<host>...] <script> [-- <arg>...] [--async] [--json]
   status <reqid> [--json]            wait <reqid> [--timeout <s>] [--json]
   ping <host>[:<port>] [<host>...] [--json]
+      run and ping also take hosts from --hosts-file <file|-> (one per line)
+      and --tags k=v[,k=v...] (registered agents with all those tags)
   pairing-mode [start|stop] [--timeout <1-600>] [--port <n>]
   list-requests                      approve <reqid> [--replace] [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]
   deny <reqid>                       setup-ca        setup-ctrl-exec
@@ -139,6 +142,8 @@ pub struct Args {
     pub rename: Option<String>,
     /// `--tags`.
     pub tags: Option<String>,
+    /// `--hosts-file` (`-` for stdin).
+    pub hosts_file: Option<String>,
     /// `--async`.
     pub detach: bool,
     /// `--replace` (`approve`: replace an agent registered under the same name).
@@ -208,6 +213,7 @@ fn parse(mut all: Vec<String>) -> Result<ParseResult, CliError> {
         ip: p.opt_value_from_str("--ip").map_err(usage)?,
         rename: p.opt_value_from_str("--rename").map_err(usage)?,
         tags: p.opt_value_from_str("--tags").map_err(usage)?,
+        hosts_file: p.opt_value_from_str("--hosts-file").map_err(usage)?,
         detach: p.contains("--async"),
         replace: p.contains("--replace"),
         revoke: p.contains("--revoke"),

@@ -8,7 +8,7 @@ use miniserde::json::Value;
 
 use crate::control::auth::Caller;
 use crate::control::dispatch::{Dispatch, DispatchError, RunOrder, RunOutcome};
-use crate::dispatcher::{load_conf, output, Args, CliError};
+use crate::dispatcher::{hosts, load_conf, output, Args, CliError};
 use crate::proto::json::Builder;
 use crate::proto::{HostRun, HostSubmit, RunRecord, ScriptName};
 use crate::{exit, outln, rt};
@@ -57,10 +57,11 @@ pub(super) fn report(a: &Args, e: DispatchError) -> CliError {
 
 /// `ced run`.
 pub fn run(a: &Args) -> Result<u8, CliError> {
-    let Some((script, hosts)) = a.words.split_last().filter(|(_, h)| !h.is_empty()) else {
-        return Err(CliError::Usage(
-            "Usage: ctrl-exec-dispatcher run <host>[:<port>] [<host>...] <script> [-- <arg>...]\nNeed at least one host and a script name".into(),
-        ));
+    const USAGE: &str = "Usage: ctrl-exec-dispatcher run <host>[:<port>] [<host>...] <script> [-- <arg>...]\n       (hosts may also come from --hosts-file FILE|- and --tags k=v[,k=v])";
+    let Some((script, words)) = a.words.split_last() else {
+        return Err(CliError::Usage(format!(
+            "{USAGE}\nNeed at least one host and a script name"
+        )));
     };
     if ScriptName::parse(script).is_none() {
         return Err(CliError::Usage(
@@ -68,8 +69,14 @@ pub fn run(a: &Args) -> Result<u8, CliError> {
         ));
     }
     let dispatch = dispatch(a)?;
+    let hosts = hosts::select(a, &dispatch.conf, words)?;
+    if hosts.is_empty() {
+        return Err(CliError::Usage(format!(
+            "{USAGE}\nNeed at least one host and a script name"
+        )));
+    }
     let order = RunOrder {
-        hosts: hosts.to_vec(),
+        hosts,
         script: script.clone(),
         args: a.script_args.clone(),
         detach: a.detach,
@@ -113,18 +120,19 @@ pub fn run(a: &Args) -> Result<u8, CliError> {
 /// certificate is past half of `cert_days` are renewed
 /// ([`Dispatch::renew_due`]).
 pub fn ping(a: &Args) -> Result<u8, CliError> {
-    if a.words.is_empty() {
+    let dispatch = dispatch(a)?;
+    let hosts = hosts::select(a, &dispatch.conf, &a.words)?;
+    if hosts.is_empty() {
         return Err(CliError::Usage(
-            "Usage: ctrl-exec-dispatcher ping <host>[:<port>] [<host>...]".into(),
+            "Usage: ctrl-exec-dispatcher ping <host>[:<port>] [<host>...]\n       (hosts may also come from --hosts-file FILE|- and --tags k=v[,k=v])".into(),
         ));
     }
-    let dispatch = dispatch(a)?;
     let caller = Caller::cli(&a.username, &a.token);
     let (results, renewals) = rt::block_on(async {
-        let results = dispatch.ping(&caller, &a.words, a.port).await?;
+        let results = dispatch.ping(&caller, &hosts, a.port).await?;
         // The CLI runs where the CA key is: it renews what the pings show
         // due (the API never does).
-        let renewals = dispatch.renew_due(&a.words, a.port, &results).await;
+        let renewals = dispatch.renew_due(&hosts, a.port, &results).await;
         Ok((results, renewals))
     })
     .map_err(|e| report(a, e))?;
