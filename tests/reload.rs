@@ -130,3 +130,47 @@ fn unparsable_agent_conf_keeps_the_previous_configuration() {
     assert!(!log.contains("cannot start"), "{log}");
     f.ced_ok(&["run", "web1", "hello"]);
 }
+
+#[test]
+fn sighup_reloads_the_api_config_and_keeps_it_when_the_new_one_is_broken() {
+    let f = Fixture::new("reload_api");
+    f.dispatcher("");
+    f.agent("web1", &[("hello", "echo hi")], "");
+    let (pid, port) = f.api_process();
+    let api_log = || fs::read_to_string(f.path("api.log")).unwrap_or_default();
+    let run = || common::post(port, "/run", r#"{"hosts":["web1"],"script":"hello"}"#);
+    assert_eq!(run().status, 403, "the default denies");
+
+    append(&f.conf, "api_auth_default = allow\napi_port = 1\n");
+    common::signal(pid, "HUP");
+    common::eventually(
+        "the reload to allow runs",
+        std::time::Duration::from_secs(10),
+        || match run() {
+            r if r.status == 200 => Ok(()),
+            r => Err(format!("{r}\n{}", api_log())),
+        },
+    );
+    assert!(
+        api_log().contains("ctrl-exec.conf: api_port changed; restart required"),
+        "{}",
+        api_log()
+    );
+    assert_eq!(
+        common::get(port, "/health").status,
+        200,
+        "still on the old port"
+    );
+
+    append(&f.conf, "this is not a config line\n");
+    common::signal(pid, "HUP");
+    common::eventually(
+        "the failed reload to be logged",
+        std::time::Duration::from_secs(10),
+        || match api_log().contains(FAILED) {
+            true => Ok(()),
+            false => Err(api_log()),
+        },
+    );
+    assert_eq!(run().status, 200, "the previous configuration still serves");
+}

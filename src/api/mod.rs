@@ -146,18 +146,7 @@ fn serve(config: &std::path::Path) -> Result<(), ApiError> {
     for w in &conf.warnings {
         w.log();
     }
-    let tls_config = match (&conf.api_cert, &conf.api_key) {
-        (Some(c), Some(k)) if c.exists() && k.exists() => {
-            let read = |p: &std::path::Path| {
-                std::fs::read_to_string(p)
-                    .map_err(|e| ApiError::Tls(format!("cannot read {}: {e}", p.display())))
-            };
-            let identity = Identity::from_pem(&read(c)?, &read(k)?)
-                .map_err(|e| ApiError::Tls(e.to_string()))?;
-            Some(tls::plain_server(&identity).map_err(|e| ApiError::Tls(e.to_string()))?)
-        }
-        _ => None,
-    };
+    let tls_config = api_tls(&conf)?;
     let listener = server::bind(&conf.api_bind, conf.api_port).map_err(|e| {
         ApiError::Listen(format!(
             "cannot listen on {}:{}: {e}",
@@ -169,7 +158,11 @@ fn serve(config: &std::path::Path) -> Result<(), ApiError> {
         dispatch: Dispatch::new(conf).map_err(ApiError::Engine)?,
         limits: Limits::default(),
     });
-    let mode = if tls_config.is_some() {
+    let served = Served {
+        api,
+        tls: tls_config,
+    };
+    let mode = if served.tls.is_some() {
         "TLS"
     } else {
         "plain HTTP"
@@ -179,40 +172,146 @@ fn serve(config: &std::path::Path) -> Result<(), ApiError> {
         &[
             ("BIND", &addr.ip().to_string()),
             ("PORT", &addr.port().to_string()),
-            ("TLS", if tls_config.is_some() { "1" } else { "0" }),
+            ("TLS", if served.tls.is_some() { "1" } else { "0" }),
         ],
     );
     outln!("ctrl-exec API listening on {addr} ({mode})")?;
-    rt::block_on(accept_loop(api, listener, tls_config));
+    rt::block_on(accept_loop(config.to_path_buf(), served, listener));
     log::info("api-stop", &[]);
     // The reader of stdout may be gone by now; stopping is still clean.
     let _ = outln!("\nAPI server stopped.");
     Ok(())
 }
 
-/// The accept loop's rules for the API port.
-struct Gateway {
+/// The API's TLS server configuration from `api_cert`/`api_key`, when both
+/// are set and present; `None` serves plain HTTP.
+fn api_tls(conf: &DispatcherConf) -> Result<Option<Arc<rustls::ServerConfig>>, ApiError> {
+    match (&conf.api_cert, &conf.api_key) {
+        (Some(c), Some(k)) if c.exists() && k.exists() => {
+            let read = |p: &std::path::Path| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| ApiError::Tls(format!("cannot read {}: {e}", p.display())))
+            };
+            let identity = Identity::from_pem(&read(c)?, &read(k)?)
+                .map_err(|e| ApiError::Tls(e.to_string()))?;
+            Ok(Some(
+                tls::plain_server(&identity).map_err(|e| ApiError::Tls(e.to_string()))?,
+            ))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// What a connection is served with: taken once when it is accepted, so a
+/// reload never changes a request in flight.
+#[derive(Clone)]
+struct Served {
     api: Arc<Api>,
     tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// ctrl-exec.conf keys the running listener was built from; a reload that
+/// changes one logs that a restart is needed and keeps serving as before.
+const RESTART_KEYS: &[&str] = &["api_bind", "api_port", "api_max_children"];
+
+fn restart_value(conf: &DispatcherConf, key: &str) -> String {
+    match key {
+        "api_bind" => conf.api_bind.clone(),
+        "api_port" => conf.api_port.to_string(),
+        _ => conf.api_max_children.to_string(),
+    }
+}
+
+/// The accept loop's rules for the API port.
+struct Gateway {
+    config: PathBuf,
+    served: std::sync::RwLock<Served>,
     /// Permits for the connections answered 503 beyond `api_max_children`.
     overflow: Arc<Semaphore>,
 }
 
-async fn accept_loop(
-    api: Arc<Api>,
-    listener: Async<std::net::TcpListener>,
-    tls_config: Option<Arc<rustls::ServerConfig>>,
-) {
-    let slots = SlotTable::new(api.dispatch.conf.api_max_children);
+impl Gateway {
+    fn served(&self) -> Served {
+        match self.served.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// SIGHUP: re-reads ctrl-exec.conf, the dispatcher identity and the
+    /// API's certificate; applies them to new connections, or keeps the
+    /// previous configuration and logs one error when anything fails.
+    /// Blocking (file reads).
+    fn reload(&self) {
+        let running = self.served();
+        let fresh = DispatcherConf::load(&self.config)
+            .map_err(ApiError::Config)
+            .and_then(|conf| {
+                let tls = api_tls(&conf)?;
+                Ok((conf, tls))
+            })
+            .and_then(|(conf, tls)| {
+                for w in &conf.warnings {
+                    w.log();
+                }
+                for key in RESTART_KEYS {
+                    let (was, now) = (
+                        restart_value(&running.api.dispatch.conf, key),
+                        restart_value(&conf, key),
+                    );
+                    if was != now {
+                        log::warn(
+                            "reload-restart-needed",
+                            &[(
+                                "MSG",
+                                &format!("ctrl-exec.conf: {key} changed; restart required"),
+                            )],
+                        );
+                    }
+                }
+                let api = Arc::new(Api {
+                    dispatch: Dispatch::new(conf).map_err(ApiError::Engine)?,
+                    limits: Limits::default(),
+                });
+                Ok(Served { api, tls })
+            });
+        match fresh {
+            Ok(served) => {
+                let tls = if served.tls.is_some() { "1" } else { "0" };
+                if let Ok(mut s) = self.served.write() {
+                    *s = served;
+                }
+                log::info("api-reload", &[("TLS", tls)]);
+            }
+            Err(e) => log::error(
+                "reload-fail",
+                &[(
+                    "MSG",
+                    &format!("reload failed, keeping previous configuration: {e}"),
+                )],
+            ),
+        }
+    }
+}
+
+async fn accept_loop(config: PathBuf, served: Served, listener: Async<std::net::TcpListener>) {
+    let slots = SlotTable::new(served.api.dispatch.conf.api_max_children);
     let gateway = Arc::new(Gateway {
-        api,
-        tls: tls_config,
+        config,
+        served: std::sync::RwLock::new(served),
         overflow: Arc::new(Semaphore::new(OVERFLOW_ANSWERS)),
     });
-    let stop = async {
-        match async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int]) {
+    let reloading = gateway.clone();
+    // Reloads on SIGHUP (off the executor: it reads files) while the loop
+    // accepts; completes on SIGTERM/SIGINT.
+    let stop = async move {
+        use async_signal::Signal;
+        match async_signal::Signals::new([Signal::Hup, Signal::Term, Signal::Int]) {
             Ok(mut s) => {
-                s.next().await;
+                while let Some(Ok(Signal::Hup)) = s.next().await {
+                    let g = reloading.clone();
+                    smol::unblock(move || g.reload()).await;
+                }
             }
             Err(_) => smol::future::pending::<()>().await,
         }
@@ -222,9 +321,16 @@ async fn accept_loop(
 
 impl Policy for Gateway {
     fn serve(self: Arc<Self>, conn: Incoming) -> Work {
+        let served = self.served();
         async move {
-            let tls = self.tls.clone();
-            connection(&self.api, tls, conn.tcp, conn.peer, Some(conn.slot)).await;
+            connection(
+                &served.api,
+                served.tls,
+                conn.tcp,
+                conn.peer,
+                Some(conn.slot),
+            )
+            .await;
         }
         .boxed()
     }
@@ -234,9 +340,10 @@ impl Policy for Gateway {
     fn full(self: Arc<Self>, conn: Incoming) -> Option<Work> {
         log::warn("api-overload", &[("PEER", &conn.peer.to_string())]);
         let slot = self.overflow.try_acquire_arc()?;
+        let served = self.served();
         Some(
             async move {
-                connection(&self.api, self.tls.clone(), conn.tcp, conn.peer, None).await;
+                connection(&served.api, served.tls, conn.tcp, conn.peer, None).await;
                 drop(slot);
             }
             .boxed(),

@@ -720,11 +720,17 @@ impl Fixture {
 
     /// Starts `ctrl-exec-api` and returns its port.
     pub fn api(&self) -> u16 {
+        self.api_process().1
+    }
+
+    /// Starts `ctrl-exec-api` and returns its pid and port; it logs to
+    /// `api.log` in the fixture.
+    pub fn api_process(&self) -> (u32, u16) {
         let mut c = self.cmd("ctrl-exec-api");
         c.arg("--config").arg(&self.conf);
         let log = self.dir.join("api.log");
-        let (_, addr) = self.daemon("api", c, &log, "ctrl-exec API listening on ");
-        port_of(&addr)
+        let (pid, addr) = self.daemon("api", c, &log, "ctrl-exec API listening on ");
+        (pid, port_of(&addr))
     }
 
     // --------------------------------------------------------------------------------------
