@@ -248,6 +248,42 @@ pub struct CertInfo {
     pub is_ca: bool,
 }
 
+/// Where a certificate stands in its lifetime at a given instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Not valid yet (a clock behind, or a certificate from the future).
+    NotYetValid,
+    /// More than half its lifetime left.
+    Fresh {
+        /// Whole days left.
+        days_left: i64,
+    },
+    /// Less than half its lifetime left: renewal is due (the dispatcher
+    /// renews agents from this point, see `control::renew`).
+    RenewalDue {
+        /// Whole days left.
+        days_left: i64,
+    },
+    /// Past notAfter.
+    Expired,
+}
+
+impl CertInfo {
+    /// Where this certificate stands at unix time `now`.
+    pub fn lifetime(&self, now: i64) -> Lifetime {
+        let days_left = (self.not_after - now).div_euclid(86_400);
+        if now < self.not_before {
+            Lifetime::NotYetValid
+        } else if now >= self.not_after {
+            Lifetime::Expired
+        } else if (self.not_after - now) * 2 < self.not_after - self.not_before {
+            Lifetime::RenewalDue { days_left }
+        } else {
+            Lifetime::Fresh { days_left }
+        }
+    }
+}
+
 /// Lowercase hex of `bytes` random bytes from the system RNG (reqids use 8, nonces 16).
 ///
 /// # Panics
@@ -1252,6 +1288,33 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use super::*;
+
+    #[test]
+    fn lifetime_turns_due_at_half_and_expired_at_not_after() {
+        let info = |not_before, not_after| CertInfo {
+            serial: "1".into(),
+            cn: "a".into(),
+            not_before,
+            not_after,
+            spki_sha256: String::new(),
+            fingerprint: String::new(),
+            is_ca: false,
+        };
+        let day = 86_400;
+        let c = info(0, 10 * day);
+        assert_eq!(c.lifetime(-1), Lifetime::NotYetValid);
+        assert_eq!(c.lifetime(day), Lifetime::Fresh { days_left: 9 });
+        assert_eq!(c.lifetime(5 * day), Lifetime::Fresh { days_left: 5 });
+        assert_eq!(
+            c.lifetime(5 * day + 1),
+            Lifetime::RenewalDue { days_left: 4 }
+        );
+        assert_eq!(
+            c.lifetime(10 * day - 1),
+            Lifetime::RenewalDue { days_left: 0 }
+        );
+        assert_eq!(c.lifetime(10 * day), Lifetime::Expired);
+    }
 
     const DAY: i64 = 86_400;
 

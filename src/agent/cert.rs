@@ -9,6 +9,48 @@ use std::path::Path;
 use crate::conf::AgentConf;
 use crate::{fsx, log, pki, time};
 
+/// Logs a warning when the agent's own certificate at `path` is past half
+/// its lifetime (`cert-renewal-due`), or an error when it has expired or is
+/// not valid yet (`cert-expired`, `cert-not-yet-valid`); silent when it is
+/// fresh or unreadable (serving reports an unreadable one itself).
+pub fn log_lifetime(path: &Path) {
+    let Some(info) = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|pem| pki::cert_info_pem(&pem).ok())
+    else {
+        return;
+    };
+    let expiry = time::openssl_date(info.not_after);
+    let file = path.display().to_string();
+    match info.lifetime(time::now()) {
+        pki::Lifetime::Fresh { .. } => {}
+        pki::Lifetime::RenewalDue { days_left } => log::warn(
+            "cert-renewal-due",
+            &[
+                ("CERT", &file),
+                ("DAYS_LEFT", &days_left.to_string()),
+                ("EXPIRES", &expiry),
+                (
+                    "MSG",
+                    "past half its lifetime; the dispatcher renews it at the next ced ping or ced maintain",
+                ),
+            ],
+        ),
+        pki::Lifetime::Expired => log::error(
+            "cert-expired",
+            &[
+                ("CERT", &file),
+                ("EXPIRES", &expiry),
+                ("MSG", "dispatchers will refuse this agent until it is paired again"),
+            ],
+        ),
+        pki::Lifetime::NotYetValid => log::error(
+            "cert-not-yet-valid",
+            &[("CERT", &file), ("MSG", "check this host's clock")],
+        ),
+    }
+}
+
 /// Mode of the staged and the live certificate file.
 pub const CERT_MODE: u32 = 0o640;
 

@@ -221,7 +221,7 @@ fn run_mode(a: Args) -> Result<u8, AgentError> {
             let conf = load_conf(&a.config)
                 .map_err(|e| AgentError::Failed(format!("Config error: {e}")))?;
             match paired_expiry(&conf) {
-                Ok(expiry) => {
+                Ok((expiry, _)) => {
                     crate::outln!("Paired. Certificate expires: {expiry}")?;
                     Ok(0)
                 }
@@ -377,7 +377,7 @@ fn spawn_background(a: &Args) -> Result<u8, AgentError> {
     Ok(0)
 }
 
-fn paired_expiry(conf: &AgentConf) -> Result<String, String> {
+fn paired_expiry(conf: &AgentConf) -> Result<(String, pki::Lifetime), String> {
     for p in [&conf.cert, &conf.key, &conf.ca] {
         if !p.exists() {
             return Err(format!("missing file: {}", p.display()));
@@ -386,7 +386,7 @@ fn paired_expiry(conf: &AgentConf) -> Result<String, String> {
     let pem = std::fs::read_to_string(&conf.cert)
         .map_err(|_| format!("cannot parse cert: {}", conf.cert.display()))?;
     pki::cert_info_pem(&pem)
-        .map(|i| time::openssl_date(i.not_after))
+        .map(|i| (time::openssl_date(i.not_after), i.lifetime(time::now())))
         .map_err(|_| format!("cannot parse cert: {}", conf.cert.display()))
 }
 
@@ -422,8 +422,24 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
     for w in &allowlist.warnings {
         crate::outln!("  Allowlist warning: {w}")?;
     }
+    let mut cert_errors = 0;
     match paired_expiry(&conf) {
-        Ok(expiry) => crate::outln!("  Certs OK (expires {expiry})")?,
+        Ok((expiry, pki::Lifetime::Fresh { .. })) => {
+            crate::outln!("  Certs OK (expires {expiry})")?
+        }
+        Ok((expiry, pki::Lifetime::RenewalDue { days_left })) => crate::outln!(
+            "  Certs warning: expires {expiry}, in {days_left} days, past half its lifetime; the dispatcher renews it at the next 'ced ping' or 'ced maintain'"
+        )?,
+        Ok((expiry, pki::Lifetime::Expired)) => {
+            cert_errors += 1;
+            crate::outln!(
+                "  Certs error: expired {expiry}; dispatchers refuse this agent until it is paired again (cea request-pairing)"
+            )?
+        }
+        Ok((_, pki::Lifetime::NotYetValid)) => {
+            cert_errors += 1;
+            crate::outln!("  Certs error: not valid yet; check this host's clock")?
+        }
         Err(reason) => crate::outln!("  Certs: NOT paired - {reason}")?,
     }
     let mut undefined = Vec::new();
@@ -478,11 +494,13 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
         }
     }
     crate::outln!("Self-check complete.")?;
-    Ok(if exposed.is_empty() && config_errors == 0 {
-        0
-    } else {
-        1
-    })
+    Ok(
+        if exposed.is_empty() && config_errors == 0 && cert_errors == 0 {
+            0
+        } else {
+            1
+        },
+    )
 }
 
 /// The user the agent runs as: this one, or, when checking as root, the
@@ -510,7 +528,7 @@ fn self_ping(a: &Args) -> Result<u8, AgentError> {
         load_conf(&a.config).map_err(|e| AgentError::Failed(format!("Config error: {e}")))?;
     crate::outln!("  Config OK (port {})", conf.port)?;
     let expiry = match paired_expiry(&conf) {
-        Ok(e) => e,
+        Ok((e, _)) => e,
         Err(reason) => {
             crate::outln!("  Paired: no - {reason}")?;
             crate::outln!("  Cannot self-ping: agent not paired.")?;

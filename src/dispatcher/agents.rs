@@ -63,9 +63,15 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
     crate::outln!("{}", "-".repeat(112))?;
     let now = time::now();
     for ag in &agents {
-        let days = time::parse_openssl_date(&ag.expiry)
-            .map(|t| (t - now).div_euclid(86_400).to_string())
-            .unwrap_or_else(|| "?".into());
+        let days = match time::parse_openssl_date(&ag.expiry) {
+            None => "?".to_string(),
+            Some(t) if t <= now => "expired".to_string(),
+            // The same rule `ced ping` and `ced maintain` renew by.
+            Some(t) if (t - now) * 2 < i64::from(conf.cert_days) * 86_400 => {
+                format!("{} (renewal due)", (t - now).div_euclid(86_400))
+            }
+            Some(t) => (t - now).div_euclid(86_400).to_string(),
+        };
         let q = |s: &str| {
             if s.is_empty() {
                 "?".to_string()

@@ -92,6 +92,7 @@ pub fn serve(
         "start",
         &[("PORT", &addr.port().to_string()), ("VERSION", VERSION)],
     );
+    crate::agent::cert::log_lifetime(&agent.conf.cert);
     let me = trust::RunsAs {
         uid: rustix::process::geteuid().as_raw(),
         gid: rustix::process::getegid().as_raw(),

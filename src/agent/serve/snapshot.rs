@@ -248,6 +248,7 @@ impl Agent {
         for w in &warnings {
             log::warn("config-warn", &[("MSG", w)]);
         }
+        crate::agent::cert::log_lifetime(&conf.cert);
         for key in restart_required(&self.conf, &conf) {
             log::warn(
                 "config-warn",
