@@ -8,8 +8,10 @@ use std::io;
 pub const SUCCESS: u8 = 0;
 /// The operation failed, a host failed, a hook denied, a lock conflicted.
 pub const FAILURE: u8 = 1;
-/// Bad invocation: unknown mode or option, missing argument.
-pub const USAGE: u8 = 2;
+/// Bad invocation: unknown mode or option, missing argument. `EX_USAGE`
+/// (sysexits.h), so it never reads as a `wait` timeout or a pairing
+/// timeout, which keep the original's 2 because scripts test for it.
+pub const USAGE: u8 = 64;
 /// `ced wait`: the run did not complete before `--timeout`.
 pub const WAIT_TIMED_OUT: u8 = 2;
 /// `cea request-pairing --background`: no decision before `--timeout`.

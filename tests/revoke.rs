@@ -147,7 +147,7 @@ fn an_agent_refuses_to_revoke_the_serial_asking() {
     assert!(String::from_utf8_lossy(&r.body).contains("refusing to revoke"));
     // The CLI refuses its own serial before asking anyone.
     let out = f.ced(&["revoke-dispatcher", &own]);
-    assert_eq!(out.code(), Some(2), "{out}");
+    assert_eq!(out.code(), Some(64), "{out}");
     // A bad or missing serial is a 400.
     for bad in [r#"{"serial":""}"#, r#"{"serial":"zz"}"#, "{}"] {
         let r = f

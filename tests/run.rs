@@ -110,7 +110,7 @@ fn invalid_script_names_are_refused_by_ced_and_by_the_agent() {
         let out = f.ced(&["run", "web1", name]);
         assert_eq!(
             out.code(),
-            Some(2),
+            Some(64),
             "ced must refuse {name:?} as a usage error\n{out}"
         );
         assert!(
