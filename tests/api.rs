@@ -532,3 +532,46 @@ fn status_denied_by_hook_looks_like_an_unknown_reqid() {
     );
     assert!(!denied.text().contains("hi\\n"), "{denied}");
 }
+
+#[test]
+fn undeclared_methods_get_405_with_allow_and_discovery_refuses_a_non_object_body() {
+    let (_f, port) = api_fixture("api_methods", ALLOW, &[]);
+    for (method, path, allow) in [
+        ("DELETE", "/run", "POST"),
+        ("GET", "/run", "POST"),
+        ("PUT", "/health", "GET"),
+        ("PATCH", "/discovery", "GET, POST"),
+        ("POST", "/status/0123456789abcdef", "GET"),
+    ] {
+        let r = common::http(port, method, path, &[], None);
+        assert_eq!(r.status, 405, "{method} {path}: {r}");
+        let want = format!("Allow: {allow}");
+        assert!(
+            r.head.lines().any(|l| l.trim_end() == want),
+            "{method} {path}: {:?}",
+            r.head
+        );
+        assert_eq!(jstr(&r.json(), "error"), Some("method not allowed"), "{r}");
+    }
+    assert_eq!(
+        common::http(port, "DELETE", "/nowhere", &[], None).status,
+        404
+    );
+
+    assert_eq!(post(port, "/discovery", "[1]").status, 400);
+    assert_eq!(post(port, "/discovery", "\"x\"").status, 400);
+    assert_eq!(post(port, "/discovery", "").status, 200);
+    assert_eq!(post(port, "/discovery", "{}").status, 200);
+}
+
+#[test]
+fn live_spec_with_no_agent_registered_has_no_null_enum() {
+    let f = Fixture::new("api_live_empty");
+    f.dispatcher(ALLOW);
+    let port = f.api();
+    let r = get(port, "/openapi-live.json");
+    assert_eq!(r.status, 200, "{r}");
+    let text = String::from_utf8_lossy(&r.body).replace(' ', "");
+    assert!(!text.contains("\"enum\":null"), "{text}");
+    assert!(!text.contains("\"enum\":[]"), "{text}");
+}

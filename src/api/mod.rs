@@ -389,7 +389,20 @@ async fn exchange<S: AsyncRead + AsyncWrite + HalfClose + Unpin + Send>(
                 // A whole request: from now on this connection is never
                 // shed to make room.
                 slot.establish();
-                routes::handle(api, req, ip).await
+                let path = req.head.path().to_string();
+                let reply = routes::handle(api, req, ip).await;
+                if reply.0 == 405 {
+                    let allow = routes::allowed(&path).unwrap_or("GET");
+                    conn.respond_and_close_with(
+                        405,
+                        &[("Allow", allow)],
+                        json::to_string(&reply.1).as_bytes(),
+                        &api.limits,
+                    )
+                    .await;
+                    return;
+                }
+                reply
             }
             Err(e) => match http_error(&e) {
                 Some(reply) => reply,

@@ -49,15 +49,15 @@ pub async fn live(api: &Api) -> (u16, Value) {
             }
         }
     }
-    let host_enum = if names.is_empty() {
-        Value::Null
-    } else {
-        json::strings(&names)
-    };
+    let host_enum = json::strings(&names);
     if let Some(Value::Object(components)) = spec.get_mut("components") {
         if let Some(Value::Object(schemas)) = components.get_mut("schemas") {
+            // With no agent registered there is no enum: `enum` must be a
+            // non-empty array, and the static schema already says "string".
             for schema in ["PingRequest", "RunRequest", "DiscoveryRequest"] {
-                set_hosts_enum(schemas.get_mut(schema), &host_enum);
+                if !names.is_empty() {
+                    set_hosts_enum(schemas.get_mut(schema), &host_enum);
+                }
             }
             if !scripts.is_empty() {
                 let names: Vec<String> = scripts.keys().cloned().collect();

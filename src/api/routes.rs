@@ -195,6 +195,16 @@ pub async fn handle(api: &Api, req: Request, ip: IpAddr) -> Reply {
         req: &req,
         peer,
     };
+    if let Some(allow) = allowed(&path).filter(|a| !a.split(", ").any(|m| m == method)) {
+        return (
+            405,
+            ErrorBody::new(
+                "method not allowed",
+                format!("{method} is not allowed on {path} (allowed: {allow})"),
+            )
+            .to_json(),
+        );
+    }
     if (method.as_str(), path.as_str()) == ("GET", "/health") {
         let health = Health {
             ok: true,
@@ -233,6 +243,18 @@ pub async fn handle(api: &Api, req: Request, ip: IpAddr) -> Reply {
             404,
             ErrorBody::new("not found", format!("no route for {method} {path}")).to_json(),
         ),
+    }
+}
+
+/// The methods declared for `path`, as an `Allow` header value; `None`
+/// for a path the API does not have (404).
+pub fn allowed(path: &str) -> Option<&'static str> {
+    match path {
+        "/" | "/health" | "/openapi.json" | "/openapi-live.json" => Some("GET"),
+        "/ping" | "/run" => Some("POST"),
+        "/discovery" => Some("GET, POST"),
+        p if p.starts_with("/status/") => Some("GET"),
+        _ => None,
     }
 }
 
@@ -314,6 +336,12 @@ async fn run(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
 }
 
 async fn discovery(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
+    // A POST body is optional, but one that is there must be the object the
+    // schema declares (a GET's body is ignored, as the original does).
+    let posted = ctx.req.head.method == "POST" && !ctx.req.body.trim_ascii().is_empty();
+    if posted && json::parse_object(&ctx.req.body).is_err() {
+        return Err(bad_request("the request body must be a JSON object"));
+    }
     let body = DiscoveryBody::read(&ctx.req.body).map_err(bad_field)?;
     let caller = ctx.caller(body.credentials);
     let caps = ctx

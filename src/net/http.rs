@@ -160,7 +160,19 @@ impl<S: AsyncWrite + Unpin + Send> Conn<S> {
         body: &[u8],
         deadline: Instant,
     ) -> Result<(), HttpError> {
-        let bytes = response_bytes(status, body)?;
+        self.write_response_with(status, &[], body, deadline).await
+    }
+
+    /// [`Conn::write_response`] with extra header lines (`Allow` on a 405,
+    /// say); a name or value that would break the framing is refused.
+    pub async fn write_response_with(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        deadline: Instant,
+    ) -> Result<(), HttpError> {
+        let bytes = response_bytes(status, headers, body)?;
         write_all(&mut self.io, &bytes, deadline).await
     }
 
@@ -217,8 +229,23 @@ impl<S: AsyncRead + AsyncWrite + HalfClose + Unpin + Send> Conn<S> {
     /// peer still sending a body refused with 413 gets a reset instead of
     /// the answer. Every step has its deadline; failures only end it early.
     pub async fn respond_and_close(&mut self, status: u16, body: &[u8], limits: &Limits) {
+        self.respond_and_close_with(status, &[], body, limits).await
+    }
+
+    /// [`Conn::respond_and_close`] with extra header lines.
+    pub async fn respond_and_close_with(
+        &mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        limits: &Limits,
+    ) {
         let deadline = Instant::now() + limits.write_timeout;
-        if self.write_response(status, body, deadline).await.is_err() {
+        if self
+            .write_response_with(status, headers, body, deadline)
+            .await
+            .is_err()
+        {
             return;
         }
         if !matches!(rt::deadline(deadline, self.io.close()).await, Ok(Ok(()))) {
@@ -425,12 +452,24 @@ fn content_length(
 }
 
 /// The exact bytes of a response.
-fn response_bytes(status: u16, body: &[u8]) -> Result<Vec<u8>, HttpError> {
+fn response_bytes(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Vec<u8>, HttpError> {
     if !(100..=999).contains(&status) {
         return Err(HttpError::Malformed("status code"));
     }
+    let mut extra = String::new();
+    for (name, value) in headers {
+        let clean = |s: &str| !s.is_empty() && !s.bytes().any(|b| b == b'\r' || b == b'\n');
+        if !clean(name) || !clean(value) || name.contains(':') {
+            return Err(HttpError::Malformed("header"));
+        }
+        extra.push_str(&format!("{name}: {value}\r\n"));
+    }
     let head = format!(
-        "HTTP/1.0 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "HTTP/1.0 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n",
         reason_phrase(status),
         body.len()
     );
@@ -1242,8 +1281,8 @@ mod tests {
 
     #[test]
     fn two_responses_back_to_back_are_both_read() {
-        let mut wire = response_bytes(200, b"{\"status\":\"pending\"}").unwrap();
-        wire.extend(response_bytes(200, b"{\"status\":\"approved\"}").unwrap());
+        let mut wire = response_bytes(200, &[], b"{\"status\":\"pending\"}").unwrap();
+        wire.extend(response_bytes(200, &[], b"{\"status\":\"approved\"}").unwrap());
         let mut conn = Conn::new(&wire[..]);
         let first = future::block_on(conn.read_response(&Limits::default(), far())).unwrap();
         let second = future::block_on(conn.read_response(&Limits::default(), far())).unwrap();
