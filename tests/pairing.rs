@@ -572,3 +572,18 @@ fn concurrent_approves_of_one_request_sign_once() {
         "a decided request cannot be denied\n{denied}"
     );
 }
+
+#[test]
+fn json_listings_are_json_when_empty_too() {
+    let f = Fixture::new("pair_json_empty");
+    f.dispatcher("");
+    for mode in ["list-agents", "list-requests"] {
+        let out = f.ced_ok(&[mode, "--json"]);
+        assert_eq!(out.stdout.trim(), "[]", "{mode}: {out}");
+    }
+    let out = f.ced_ok(&["list-locks", "--json"]);
+    assert_eq!(out.stdout.trim(), r#"{"locks":[],"ok":1}"#, "{out}");
+    f.agent("web1", &[], "");
+    let out = f.ced_ok(&["list-agents", "--json", "--tags", "env=none"]);
+    assert_eq!(out.stdout.trim(), "[]", "{out}");
+}

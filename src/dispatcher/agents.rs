@@ -26,7 +26,7 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
         ),
         other => CliError::Failed(other.to_string()),
     })?;
-    if agents.is_empty() {
+    if agents.is_empty() && !a.json {
         crate::outln!("No registered agents.")?;
         return Ok(0);
     }
@@ -38,7 +38,7 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
                 .is_none_or(|f| f.iter().all(|(k, v)| ag.tags.get(k) == Some(v)))
         })
         .collect();
-    if agents.is_empty() {
+    if agents.is_empty() && !a.json {
         crate::outln!("No agents match the tag filter.")?;
         return Ok(0);
     }
@@ -222,7 +222,7 @@ pub fn unpair(a: &Args) -> Result<u8, CliError> {
 pub fn list_locks(a: &Args) -> Result<u8, CliError> {
     let conf = load_conf(a)?;
     let held = Locks::new(&conf.locks_dir()).held();
-    if held.is_empty() {
+    if held.is_empty() && !a.json {
         crate::outln!("No locks currently held.")?;
         return Ok(0);
     }

@@ -272,6 +272,27 @@ impl QueueEntry {
         }
     }
 
+    /// The entry as `list-requests --json` shows it: what an operator
+    /// compares before approving (no CSR, no nonce), and whether the name
+    /// is registered already (approving then needs `--replace`).
+    pub fn to_listing(&self, registered: bool) -> Value {
+        let b = Builder::new()
+            .str("id", &self.id)
+            .str("hostname", &self.hostname)
+            .str("ip", &self.ip)
+            .str("source_ip", &self.source_ip)
+            .str("lookup_by", &self.lookup_by)
+            .str("received", &self.received)
+            .str("code", &self.code)
+            .str("reverse_dns", &self.reverse_dns)
+            .bool("reverse_confirmed", self.reverse_confirmed)
+            .bool("registered", registered);
+        match self.port {
+            Some(p) => b.int("port", i64::from(p)).build(),
+            None => b.value("port", Value::Null).build(),
+        }
+    }
+
     /// Reads a record (ours or the original's; its `port` may be a string).
     pub fn from_json(o: &Object) -> QueueEntry {
         let f = Fields(o);

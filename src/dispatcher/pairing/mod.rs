@@ -39,6 +39,17 @@ const APPROVE_USAGE: &str = "Usage: ctrl-exec-dispatcher approve <reqid> [--repl
 pub fn list_requests(a: &Args) -> Result<u8, CliError> {
     let conf = load_conf(a)?;
     let reqs = pending(&conf.pairing_dir());
+    if a.json {
+        let list = reqs
+            .iter()
+            .map(|r| r.to_listing(registered(&conf, &r.hostname).is_some()))
+            .collect();
+        crate::outln!(
+            "{}",
+            crate::proto::json::to_string(&miniserde::json::Value::Array(list))
+        )?;
+        return Ok(0);
+    }
     if reqs.is_empty() {
         crate::outln!("No pending pairing requests.")?;
         return Ok(0);
