@@ -573,3 +573,35 @@ fn api_run_against_agent_replying_deeply_nested_json_returns_host_error_and_keep
     assert_no_panic_or_abort(&text);
     assert_eq!(text.code(), Some(0), "{text}");
 }
+
+#[test]
+fn each_mode_has_its_own_help_with_its_flags_and_exit_codes() {
+    let f = Fixture::new("st_mode_help");
+    for (role, mode, flag) in [
+        ("ced", "run", "--hosts-file"),
+        ("ced", "wait", "2 still pending"),
+        ("ced", "approve", "--replace"),
+        ("ced", "unpair", "--revoke"),
+        ("cea", "request-pairing", "--key-type"),
+        ("cea", "serve", "78"),
+    ] {
+        let mut c = f.cmd(role);
+        c.args([mode, "--help"]);
+        let out = f.run(c);
+        assert!(out.status.success(), "{out}");
+        assert!(
+            out.stdout.contains(flag),
+            "{role} {mode} --help lacks {flag}: {out}"
+        );
+        assert!(out.stdout.contains("Exit:"), "{out}");
+        assert!(
+            !out.stdout.contains("Modes:"),
+            "the global text again: {out}"
+        );
+    }
+    // After `--` the words are the script's: no help is printed.
+    let mut c = f.cmd("ced");
+    c.args(["--config", "/nonexistent", "run", "h", "s", "--", "--help"]);
+    let out = f.run(c);
+    assert!(!out.status.success(), "{out}");
+}

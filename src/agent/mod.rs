@@ -7,6 +7,7 @@
 //! `main` prints once.
 
 mod cert;
+mod help;
 mod jobs;
 mod limits;
 mod pairing;
@@ -135,6 +136,12 @@ pub fn main(args: Vec<String>) -> Outcome {
 }
 
 fn entry(args: Vec<String>) -> Result<u8, AgentError> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        if let Some(text) = args.iter().find_map(|a| help::of(a)) {
+            crate::out!("{text}")?;
+            return Ok(exit::SUCCESS);
+        }
+    }
     let mut pargs = pico_args::Arguments::from_vec(args.into_iter().map(Into::into).collect());
     if pargs.contains(["-h", "--help"]) {
         crate::out!("{USAGE}")?;

@@ -8,6 +8,7 @@
 mod agents;
 mod ca;
 mod check;
+mod help;
 mod hosts;
 mod output;
 mod pairing;
@@ -162,6 +163,14 @@ pub fn main(args: Vec<String>) -> Outcome {
 }
 
 fn entry(args: Vec<String>) -> Result<u8, CliError> {
+    // Words after `--` are the script's, never a request for help.
+    let ours = || args.iter().take_while(|a| *a != "--");
+    if ours().any(|a| a == "-h" || a == "--help") {
+        if let Some(text) = ours().find_map(|a| help::of(a)) {
+            out!("{text}")?;
+            return Ok(exit::SUCCESS);
+        }
+    }
     match parse(args)? {
         ParseResult::Help => out!("{USAGE}")?,
         ParseResult::Version => outln!("ctrl-exec-dispatcher {VERSION}")?,
