@@ -377,3 +377,42 @@ fn hosts_come_from_words_a_file_stdin_and_tags_within_max_hosts() {
         "{out}"
     );
 }
+
+#[test]
+fn on_a_terminal_each_host_prints_as_it_finishes_with_a_live_count() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: no 'script' command to give ced a terminal");
+        return;
+    }
+    let f = Fixture::new("run_live");
+    f.dispatcher("");
+    let names: Vec<String> = (1..=6).map(|i| format!("web{i}")).collect();
+    for n in &names {
+        f.agent(n, &[("hello", &format!("echo hello from {n}"))], "");
+    }
+    let ced = f.path("bin/ced");
+    let mut line = format!("{} --config {} run", ced.display(), f.conf.display());
+    for n in &names {
+        line.push_str(&format!(" {n}"));
+    }
+    line.push_str(" hello");
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &line, "/dev/null"]).current_dir(f.path(""));
+    let out = f.run(c);
+    assert!(out.status.success(), "{out}");
+    for n in &names {
+        assert_eq!(
+            out.stdout.matches(&format!("hello from {n}")).count(),
+            1,
+            "each host once: {out}"
+        );
+    }
+    assert!(
+        out.stdout.contains("[6/6 done, 0 failed, 0 pending]"),
+        "{out}"
+    );
+}

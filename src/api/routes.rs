@@ -301,6 +301,7 @@ async fn run(ctx: &Ctx<'_>) -> Result<Reply, Reply> {
         args: body.args,
         detach: body.detach,
         port: None,
+        progress: None,
     };
     let outcome = ctx
         .api

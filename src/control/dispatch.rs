@@ -124,6 +124,18 @@ impl fmt::Display for DispatchError {
 
 impl std::error::Error for DispatchError {}
 
+/// Called with each host's result of a sync run as it arrives, in the
+/// order hosts finish (for live output); the run's outcome still lists
+/// every result in host order.
+#[derive(Clone)]
+pub struct Progress(pub Arc<dyn Fn(&HostRun) + Send + Sync>);
+
+impl fmt::Debug for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
 /// What to run where.
 #[derive(Debug, Clone, Default)]
 pub struct RunOrder {
@@ -137,6 +149,14 @@ pub struct RunOrder {
     pub detach: bool,
     /// Port for hosts whose record carries the default port (`ced --port`).
     pub port: Option<u16>,
+    /// Live per-host results of a sync run.
+    pub progress: Option<Progress>,
+}
+
+/// One host's part of a fan-out, as its task ends.
+enum Done {
+    Ran(HostRun),
+    Submitted(HostSubmit),
 }
 
 /// What a run produced.
@@ -358,24 +378,36 @@ impl Dispatch {
             }
             .to_json(),
         );
-        let replies = {
-            let (script, reqid) = (script.to_string(), reqid.to_string());
+        let done = {
+            let (script, reqid, detach) = (script.clone(), reqid.clone(), order.detach);
+            let progress = order.progress.clone();
             self.engine
                 .fan_out(&targets, move |eng, t| {
                     let (request, script, reqid) = (request.clone(), script.clone(), reqid.clone());
+                    let progress = progress.clone();
                     async move {
                         let reply = eng.call(&t, "POST", "/run", Some(&request)).await;
-                        log_call("run", &t, &reqid, &script, &reply);
-                        (t, reply)
+                        log_call("run", &t, reqid.as_str(), script.as_str(), &reply);
+                        if detach {
+                            return Done::Submitted(submit_result(&t, &script, &reqid, reply));
+                        }
+                        let result = run_result(&t, &script, &reqid, reply);
+                        if let Some(Progress(show)) = &progress {
+                            show(&result);
+                        }
+                        Done::Ran(result)
                     }
                 })
                 .await
         };
         drop(held);
         if order.detach {
-            let results: Vec<HostSubmit> = replies
+            let results: Vec<HostSubmit> = done
                 .into_iter()
-                .map(|(t, r)| submit_result(&t, &script, &reqid, r))
+                .filter_map(|d| match d {
+                    Done::Submitted(s) => Some(s),
+                    Done::Ran(_) => None,
+                })
                 .collect();
             self.save(RunRecord::Async(AsyncRecord::submitted(
                 reqid.as_str(),
@@ -387,9 +419,12 @@ impl Dispatch {
             .await;
             return Ok(RunOutcome::Submitted { reqid, results });
         }
-        let results: Vec<HostRun> = replies
+        let results: Vec<HostRun> = done
             .into_iter()
-            .map(|(t, r)| run_result(&t, &script, &reqid, r))
+            .filter_map(|d| match d {
+                Done::Ran(r) => Some(r),
+                Done::Submitted(_) => None,
+            })
             .collect();
         if submitter.is_some() {
             self.save(RunRecord::Sync(SyncRecord {

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use miniserde::json::Value;
 
 use crate::control::auth::Caller;
-use crate::control::dispatch::{Dispatch, DispatchError, RunOrder, RunOutcome};
+use std::io::IsTerminal;
+
+use crate::control::dispatch::{Dispatch, DispatchError, Progress, RunOrder, RunOutcome};
 use crate::dispatcher::{hosts, load_conf, output, Args, CliError};
 use crate::proto::json::Builder;
 use crate::proto::{HostRun, HostSubmit, RunRecord, ScriptName};
@@ -20,6 +22,39 @@ const WAIT_DEFAULT_SECS: u64 = 300;
 /// Largest `wait --timeout`, in seconds (a week): keeps the deadline
 /// arithmetic far from overflow.
 const WAIT_MAX_SECS: u64 = 604_800;
+
+/// Fan-outs to more hosts than this show a done/failed/pending count on a
+/// terminal's stderr while they run.
+const LIVE_COUNT_FROM: usize = 5;
+
+/// On a terminal: prints each host's block as it finishes and, for more
+/// than [`LIVE_COUNT_FROM`] hosts, keeps a count on stderr, rewritten in
+/// place. Output errors are left to the final write (a closed stdout ends
+/// the command there).
+fn live_output(total: usize) -> Progress {
+    let counts = std::sync::Mutex::new((0usize, 0usize));
+    let count = total > LIVE_COUNT_FROM && std::io::stderr().is_terminal();
+    Progress(std::sync::Arc::new(move |r: &HostRun| {
+        if count {
+            eprint!("\r\x1b[K");
+        }
+        let _ = crate::out!("{}", output::run_block(r));
+        if let Ok(mut c) = counts.lock() {
+            c.0 += 1;
+            if !r.succeeded() {
+                c.1 += 1;
+            }
+            if count {
+                eprint!(
+                    "[{}/{total} done, {} failed, {} pending]",
+                    c.0,
+                    c.1,
+                    total - c.0
+                );
+            }
+        }
+    }))
+}
 
 pub(super) fn dispatch(a: &Args) -> Result<Dispatch, CliError> {
     Dispatch::new(load_conf(a)?).map_err(CliError::Engine)
@@ -75,7 +110,10 @@ pub fn run(a: &Args) -> Result<u8, CliError> {
             "{USAGE}\nNeed at least one host and a script name"
         )));
     }
+    let live = !a.json && !a.detach && std::io::stdout().is_terminal();
+    let progress = live.then(|| live_output(hosts.len()));
     let order = RunOrder {
+        progress,
         hosts,
         script: script.clone(),
         args: a.script_args.clone(),
@@ -91,6 +129,11 @@ pub fn run(a: &Args) -> Result<u8, CliError> {
                     "{}",
                     output::cli_results(results.iter().map(HostRun::to_json).collect())
                 )?;
+            } else if live {
+                // Each block was printed as its host finished.
+                if results.len() > LIVE_COUNT_FROM && std::io::stderr().is_terminal() {
+                    eprint!("\r\x1b[K");
+                }
             } else {
                 for r in &results {
                     crate::out!("{}", output::run_block(r))?;
