@@ -6,7 +6,10 @@ BIN      = target/$(TARGET)/release/ctrl-exec
 ROLES    = ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api
 CARGO   ?= cargo
 
-.PHONY: build static test demo install bench lint clean deps-static deps-test
+.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all
+
+## size budget of the static binary, all roles together (3 MiB)
+SIZE_LIMIT = 3145728
 
 ## build: debug build of the multicall binary
 build:
@@ -18,6 +21,19 @@ static: deps-static
 	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc \
 	$(CARGO) build --release --target $(TARGET)
 	@ls -l $(BIN)
+
+## static-all: static binaries for x86_64 and aarch64 musl
+static-all:
+	$(MAKE) static TARGET=x86_64-unknown-linux-musl
+	$(MAKE) static TARGET=aarch64-unknown-linux-musl
+
+## size: each built static binary's size; fails over SIZE_LIMIT
+size: static
+	@fail=0; for b in target/*-unknown-linux-musl/release/ctrl-exec; do \
+	  [ -f "$$b" ] || continue; n=$$(stat -c %s "$$b"); \
+	  printf '%-60s %9d bytes (%s MiB)\n' "$$b" "$$n" "$$(awk "BEGIN{printf \"%.2f\", $$n/1048576}")"; \
+	  [ "$$n" -le $(SIZE_LIMIT) ] || { echo "$$b is over $(SIZE_LIMIT) bytes" >&2; fail=1; }; \
+	done; exit $$fail
 
 deps-static:
 	@rustup target list --installed 2>/dev/null | grep -qx '$(TARGET)' || rustup target add $(TARGET)
