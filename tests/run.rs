@@ -416,3 +416,14 @@ fn on_a_terminal_each_host_prints_as_it_finishes_with_a_live_count() {
         "{out}"
     );
 }
+
+#[test]
+fn action_lines_stay_off_stderr_unless_verbose() {
+    let f = Fixture::new("run_verbose");
+    f.dispatcher("");
+    f.agent("web1", &[("hello", "echo hi")], "");
+    let quiet = f.ced_ok(&["run", "web1", "hello"]);
+    assert!(!quiet.stderr.contains("ACTION="), "{quiet}");
+    let loud = f.ced_ok(&["-v", "run", "web1", "hello"]);
+    assert!(loud.stderr.contains("ACTION=dispatch"), "{loud}");
+}

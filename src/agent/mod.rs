@@ -46,6 +46,7 @@ Modes:
 Options:
   --config <path>      agent config (default /etc/ctrl-exec-agent/agent.conf)
   --allowlist <path>   script allowlist (default /etc/ctrl-exec-agent/scripts.conf)
+  -v, --verbose        every log line on stderr on a terminal
   --version            print the version
 ";
 
@@ -128,6 +129,8 @@ struct Args {
     timeout: Option<u64>,
     ca_fingerprint: Option<String>,
     key_type: Option<String>,
+    /// `-v`: every action line on a terminal too.
+    verbose: bool,
 }
 
 /// Entry point of the agent role.
@@ -172,6 +175,7 @@ fn parse_args(mut p: pico_args::Arguments) -> Result<Option<Args>, AgentError> {
     let key_type: Option<String> = p.opt_value_from_str("--key-type").map_err(usage)?;
     let background = p.contains("--background");
     let background_child = p.contains("--background-child");
+    let verbose = p.contains(["-v", "--verbose"]);
     let mode: Option<String> = p.opt_free_from_str().map_err(usage)?;
     let rest = p.finish();
     if let Some(extra) = rest.first() {
@@ -193,6 +197,7 @@ fn parse_args(mut p: pico_args::Arguments) -> Result<Option<Args>, AgentError> {
         timeout,
         ca_fingerprint,
         key_type,
+        verbose,
     }))
 }
 
@@ -202,15 +207,22 @@ fn load_conf(path: &Path) -> Result<AgentConf, AgentError> {
 
 /// Starts logging as agent.conf says and logs its warnings (unknown keys,
 /// keys that do nothing).
-fn init_log(conf: &AgentConf) {
-    log::init(
-        "ctrl-exec-agent",
-        if conf.syslog {
-            log::Target::Syslog
-        } else {
-            log::Target::Stderr
-        },
-    );
+/// Logging for a mode: every action to syslog when configured, else to
+/// stderr; a command run by hand on a terminal (`interactive`) shows only
+/// warnings and errors there, so action lines never interleave with what
+/// it prints (`-v` shows them all).
+fn init_log(conf: &AgentConf, interactive: bool) {
+    let target = if conf.syslog {
+        log::Target::Syslog
+    } else {
+        log::Target::Stderr
+    };
+    let level = if interactive && !conf.syslog {
+        ::log::LevelFilter::Warn
+    } else {
+        ::log::LevelFilter::Info
+    };
+    log::init_with_level("ctrl-exec-agent", target, level);
     for w in &conf.warnings {
         w.log();
     }
@@ -220,7 +232,7 @@ fn run_mode(a: Args) -> Result<u8, AgentError> {
     match a.mode.as_str() {
         "serve" => {
             let conf = load_conf(&a.config)?;
-            init_log(&conf);
+            init_log(&conf, false);
             serve::serve(conf, a.config, a.allowlist).map(|_| 0)
         }
         "request-pairing" => request_pairing(a),
@@ -253,7 +265,7 @@ fn run_mode(a: Args) -> Result<u8, AgentError> {
         "promote-cert" => {
             match AgentConf::load(&a.config) {
                 Ok(conf) => {
-                    init_log(&conf);
+                    init_log(&conf, false);
                     cert::promote(&conf);
                 }
                 Err(e) => {
@@ -312,7 +324,10 @@ fn request_pairing(a: Args) -> Result<u8, AgentError> {
         None => None,
     };
     let conf = load_conf(&a.config)?;
-    init_log(&conf);
+    init_log(
+        &conf,
+        !a.verbose && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+    );
     if a.background && !a.background_child {
         return spawn_background(&a);
     }

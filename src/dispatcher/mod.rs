@@ -45,7 +45,7 @@ Modes:
   revoke-dispatcher <serial> [--json]
   check-config                       check ctrl-exec.conf and the certificates it names
 
-Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), --username <s>,
+Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), -v (every log line on stderr), --username <s>,
          --token <s> (default $ENVEXEC_TOKEN), --version
 ";
 
@@ -143,6 +143,8 @@ pub struct Args {
     pub rename: Option<String>,
     /// `--tags`.
     pub tags: Option<String>,
+    /// `-v`: every action line on stderr, not only warnings and errors.
+    pub verbose: bool,
     /// `--hosts-file` (`-` for stdin).
     pub hosts_file: Option<String>,
     /// `--async`.
@@ -223,6 +225,7 @@ fn parse(mut all: Vec<String>) -> Result<ParseResult, CliError> {
         rename: p.opt_value_from_str("--rename").map_err(usage)?,
         tags: p.opt_value_from_str("--tags").map_err(usage)?,
         hosts_file: p.opt_value_from_str("--hosts-file").map_err(usage)?,
+        verbose: p.contains(["-v", "--verbose"]),
         detach: p.contains("--async"),
         replace: p.contains("--replace"),
         revoke: p.contains("--revoke"),
@@ -257,7 +260,11 @@ pub fn load_conf(a: &Args) -> Result<DispatcherConf, CliError> {
         false => log::init_with_level(
             "ctrl-exec-dispatcher",
             log::Target::Stderr,
-            ::log::LevelFilter::Warn,
+            if a.verbose {
+                ::log::LevelFilter::Info
+            } else {
+                ::log::LevelFilter::Warn
+            },
         ),
     }
     for w in &conf.warnings {
