@@ -306,7 +306,7 @@ fn unknown_route_gets_404_naming_it() {
         Some("no route for GET /nope"),
         "{r}"
     );
-    let r = http(port, "DELETE", "/run", &[], None);
+    let r = http(port, "DELETE", "/nope", &[], None);
     assert_eq!(r.status, 404, "{r}");
 }
 
