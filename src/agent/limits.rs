@@ -59,3 +59,18 @@ pub const MAX_UNWRITTEN_RECORDS: usize = 64;
 /// of a job from before a crash to be gone. Past it the script stays busy
 /// (409) until the group is gone, rather than run twice.
 pub const LEFTOVER_KILL_WAIT: Duration = Duration::from_secs(2);
+
+/// Most entries the trusted-dispatcher map may hold: `/rotate-serial add`
+/// beyond it is refused, so a trusted dispatcher cannot grow the map (and
+/// every load of it) without bound. A fleet has a handful of dispatchers,
+/// each with at most two serials during a rotation.
+pub const MAX_TRUSTED_DISPATCHERS: usize = 256;
+
+/// Most hex digits in a serial sent to `/rotate-serial`: X.509 serials are
+/// at most 20 octets (RFC 5280 4.1.2.2).
+pub const MAX_SERIAL_HEX_DIGITS: usize = 40;
+
+/// Largest staged trust file read (the staged map, or its certificates):
+/// the agent user can write them, so they are read through a cap. 256
+/// entries of a few hundred bytes, or 256 certificates of a few KiB, fit.
+pub const MAX_STAGED_TRUST_BYTES: u64 = 1 << 20;

@@ -184,6 +184,12 @@ impl Dispatch {
         &self.engine
     }
 
+    /// Deletes run records older than the retention (`ced maintain`).
+    pub async fn purge_runs(&self) {
+        let store = self.store.clone();
+        smol::unblock(move || store.purge()).await
+    }
+
     /// Resolves host arguments as the dispatch operations do (for
     /// `control::renew`).
     pub(super) async fn resolve_targets(
@@ -221,6 +227,21 @@ impl Dispatch {
                 ResolveError::Unknown(names) => DispatchError::UnknownAgents(names),
                 ResolveError::Registry(e) => DispatchError::Registry(e),
             })
+    }
+
+    /// Resolves hosts, then brings those the registry shows `pending` in a
+    /// rotation up to date before anything else is sent to them
+    /// ([`Dispatch::catch_up`]): the first contact after the announcement
+    /// was missed, whatever the operation.
+    async fn resolve_live(
+        &self,
+        caller: &Caller,
+        hosts: &[String],
+        port: Option<u16>,
+    ) -> Result<Vec<Target>, DispatchError> {
+        let targets = self.resolve(hosts, port).await?;
+        self.catch_up(&targets, &caller.token).await;
+        Ok(targets)
     }
 
     async fn lock(&self, targets: &[Target], script: &ScriptName) -> Result<Held, DispatchError> {
@@ -281,7 +302,7 @@ impl Dispatch {
         req.hosts = order.hosts.clone();
         req.args = order.args.clone();
         self.authorise(caller, req).await?;
-        let targets = self.resolve(&order.hosts, order.port).await?;
+        let targets = self.resolve_live(caller, &order.hosts, order.port).await?;
         let held = self.lock(&targets, &script).await?;
         let reqid = ReqId::random();
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
@@ -397,7 +418,28 @@ impl Dispatch {
         let mut req = caller.request("ping");
         req.hosts = hosts.to_vec();
         self.authorise(caller, req).await?;
-        let targets = self.resolve(hosts, port).await?;
+        let targets = self.resolve_live(caller, hosts, port).await?;
+        Ok(self.ping_targets(&targets).await)
+    }
+
+    /// Pings every registered agent without asking the auth hook (`ced
+    /// maintain`, which the reference runs hook-free as root), after
+    /// bringing agents pending in a rotation up to date; returns the names
+    /// and the results, in registry order.
+    pub async fn ping_every(
+        &self,
+        token: &str,
+    ) -> Result<(Vec<String>, Vec<HostPing>), DispatchError> {
+        let registry = self.registry.clone();
+        let names = smol::unblock(move || registry.names())
+            .await
+            .map_err(DispatchError::Registry)?;
+        let targets = self.resolve(&names, None).await?;
+        self.catch_up(&targets, token).await;
+        Ok((names, self.ping_targets(&targets).await))
+    }
+
+    async fn ping_targets(&self, targets: &[Target]) -> Vec<HostPing> {
         let reqid = ReqId::random().into_string();
         let body = Arc::new(
             PingRequest {
@@ -405,9 +447,8 @@ impl Dispatch {
             }
             .to_json(),
         );
-        Ok(self
-            .engine
-            .fan_out(&targets, move |eng, t| {
+        self.engine
+            .fan_out(targets, move |eng, t| {
                 let (body, reqid) = (body.clone(), reqid.clone());
                 async move {
                     let reply = eng.call(&t, "POST", "/ping", Some(&body)).await;
@@ -423,7 +464,7 @@ impl Dispatch {
                     result
                 }
             })
-            .await)
+            .await
     }
 
     /// Pushes a revoked dispatcher serial (canonical) to every registered
@@ -441,7 +482,7 @@ impl Dispatch {
         let names = smol::unblock(move || registry.names())
             .await
             .map_err(DispatchError::Registry)?;
-        let targets = self.resolve(&names, None).await?;
+        let targets = self.resolve_live(caller, &names, None).await?;
         let reqid = ReqId::random().into_string();
         let body = Arc::new(
             RevokeSerialRequest {
@@ -491,7 +532,7 @@ impl Dispatch {
         let mut req = caller.request("ping");
         req.hosts = hosts.clone();
         self.authorise(caller, req).await?;
-        let targets = self.resolve(&hosts, None).await?;
+        let targets = self.resolve_live(caller, &hosts, None).await?;
         Ok(self.capabilities(&targets).await)
     }
 
@@ -572,7 +613,13 @@ impl Dispatch {
     }
 }
 
-fn log_call(action: &str, t: &Target, reqid: &str, script: &str, reply: &Result<Reply, CallError>) {
+pub(super) fn log_call(
+    action: &str,
+    t: &Target,
+    reqid: &str,
+    script: &str,
+    reply: &Result<Reply, CallError>,
+) {
     let target = format!("{}:{}", t.host, t.port);
     match reply {
         Ok(r) => log::info(
@@ -695,7 +742,7 @@ fn submit_result(
 }
 
 /// Reads a 200 body with `parse`, or words why there is none.
-fn status_reply<T>(
+pub(super) fn status_reply<T>(
     reply: Result<Reply, CallError>,
     parse: impl Fn(&Object) -> Result<T, crate::proto::FieldError>,
 ) -> (Rtt, Result<T, String>) {

@@ -7,9 +7,11 @@
 
 mod agents;
 mod ca;
+mod maintain;
 mod output;
 mod pairing;
 mod revoke;
+mod rotation;
 mod run;
 
 use std::fmt;
@@ -38,6 +40,8 @@ Modes:
   edit-agent <name> [--rename <new>] [--ip <addr>] [--agent-port <n>] [--lookup-by ip|hostname]
   unpair <hostname> [--revoke]       list-locks [--json]
   revoke-dispatcher <serial> [--json]
+  rotate-cert [--json]               serial-status [--json]
+  maintain [--json]                  (timer job: renew, rotate, retire, purge)
 
 Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), --username <s>,
          --token <s> (default $ENVEXEC_TOKEN), --version
@@ -263,6 +267,9 @@ fn run_mode(a: Args) -> Result<u8, CliError> {
         "unpair" => agents::unpair(&a),
         "list-locks" => agents::list_locks(&a),
         "revoke-dispatcher" => revoke::revoke_dispatcher(&a),
+        "rotate-cert" => rotation::rotate_cert(&a),
+        "serial-status" => rotation::serial_status(&a),
+        "maintain" => maintain::maintain(&a),
         other => Err(CliError::Usage(format!("Unknown mode '{other}'\n{USAGE}"))),
     }
 }

@@ -10,7 +10,7 @@ mod listener;
 mod routes;
 mod snapshot;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -43,6 +43,10 @@ pub struct Agent {
     /// Serials revoked through `/revoke-serial` since start: every reload
     /// keeps them revoked, even if they could not be written to the file.
     pushed_revocations: Mutex<BTreeSet<String>>,
+    /// Trusted-map changes made through `/rotate-serial` since start
+    /// (serial -> the id it was added for, or `None`: removed): every
+    /// reload keeps them, even if they could not be written.
+    pushed_trust: Mutex<BTreeMap<String, Option<String>>>,
     /// Detached jobs.
     pub jobs: jobs::Jobs,
 }
@@ -78,6 +82,7 @@ pub fn serve(
         limiter: Mutex::new(limiter),
         limits: Limits::default(),
         pushed_revocations: Mutex::new(BTreeSet::new()),
+        pushed_trust: Mutex::new(BTreeMap::new()),
         jobs,
         conf,
     });
