@@ -588,6 +588,81 @@ mod tests {
     }
 
     #[test]
+    fn rotation_serials_take_one_to_forty_hex_digits() {
+        assert_eq!(rotation_serial("0A:1F"), Some("a1f".into()));
+        assert_eq!(rotation_serial("serial=02"), Some("2".into()));
+        assert_eq!(rotation_serial(&"f".repeat(40)), Some("f".repeat(40)));
+        for bad in ["", "zzz", "1 2", &"a".repeat(41)] {
+            assert_eq!(rotation_serial(bad), None, "{bad:?}");
+        }
+    }
+
+    fn dispatcher_cert(ca: &(String, String), cn: &str) -> (String, String) {
+        let (cert, _) = pki::issue_key_and_cert(&ca.0, &ca.1, cn, 30).unwrap();
+        let serial = pki::cert_info_pem(&cert).unwrap().serial;
+        (cert, serial)
+    }
+
+    #[test]
+    fn staged_changes_are_taken_only_when_they_check_out() {
+        let ca = pki::create_ca(30).unwrap();
+        let other_ca = pki::create_ca(30).unwrap();
+        let now = crate::time::now();
+        let live = parse_trusted("aa d1\nbb d2\n");
+        let (good, good_serial) = dispatcher_cert(&ca, DISPATCHER_COMMON_NAME);
+        let (foreign, foreign_serial) = dispatcher_cert(&other_ca, DISPATCHER_COMMON_NAME);
+        let (host, host_serial) = dispatcher_cert(&ca, "web-01");
+        let certs = format!("{good}{foreign}{host}");
+        let staged = parse_trusted(&format!(
+            "aa d1\nbb d1\n{good_serial} d1\n{foreign_serial} d1\n{host_serial} d2\ncc d1\n"
+        ));
+        let (map, notes) = apply_staged(&live, &staged, &certs, &ca.0, now);
+        // The CA-issued dispatcher certificate's serial is added under d1;
+        // bb keeps its owner; the rest has no valid certificate.
+        assert_eq!(
+            map,
+            parse_trusted(&format!("aa d1\nbb d2\n{good_serial} d1\n"))
+        );
+        assert_eq!(notes.len(), 4, "{notes:?}");
+        // An id the live map does not have is never introduced.
+        let (map, _) = apply_staged(
+            &live,
+            &parse_trusted(&format!("aa d1\nbb d2\n{good_serial} intruder\n")),
+            &certs,
+            &ca.0,
+            now,
+        );
+        assert_eq!(map, live);
+        // Removals apply, but never down to nothing.
+        let (map, _) = apply_staged(&live, &parse_trusted("aa d1\n"), "", &ca.0, now);
+        assert_eq!(map, parse_trusted("aa d1\n"));
+        let (map, notes) = apply_staged(&live, &TrustedMap::new(), "", &ca.0, now);
+        assert_eq!(map, live, "{notes:?}");
+        // An expired certificate does not count.
+        let (map, _) = apply_staged(
+            &live,
+            &parse_trusted(&format!("aa d1\nbb d2\n{good_serial} d1\n")),
+            &good,
+            &ca.0,
+            now + 40 * 86_400,
+        );
+        assert_eq!(map, live);
+    }
+
+    #[test]
+    fn pem_blocks_keep_each_certificate() {
+        let ca = pki::create_ca(30).unwrap();
+        let (a, sa) = dispatcher_cert(&ca, DISPATCHER_COMMON_NAME);
+        let (b, sb) = dispatcher_cert(&ca, DISPATCHER_COMMON_NAME);
+        let blocks = pem_blocks(&format!(
+            "junk\n{a}\n{b}trailing -----BEGIN CERTIFICATE-----"
+        ));
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(pki::cert_info_pem(&blocks[0]).unwrap().serial, sa);
+        assert_eq!(pki::cert_info_pem(&blocks[1]).unwrap().serial, sb);
+    }
+
+    #[test]
     fn dispatcher_ids() {
         assert!(valid_dispatcher_id("ctrl-1.example_x"));
         assert!(!valid_dispatcher_id("-x"));
