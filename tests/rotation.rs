@@ -384,6 +384,8 @@ fn maintain_with_one_agent_down_does_the_rest_and_exits_non_zero() {
     let a = f.agent("web1", &[("hello", "echo hi")], "");
     let b = f.agent("web2", &[], "");
     f.kill(b.pid);
+    // A day's certificate: the agent warns at start that nothing renewed it.
+    assert_eq!(a.log_count("cert-expiry"), 1, "{}", a.log_text());
     // Agent certificates of one day are past half of 365; the dispatcher's
     // 825 days are within 900 of the end: both due.
     f.append_conf("cert_days = 365");

@@ -60,6 +60,12 @@ pub const MAX_UNWRITTEN_RECORDS: usize = 64;
 /// (409) until the group is gone, rather than run twice.
 pub const LEFTOVER_KILL_WAIT: Duration = Duration::from_secs(2);
 
+/// The agent warns (`ACTION=cert-expiry`, at start and at every reload)
+/// when its certificate has fewer days left than this: the dispatcher
+/// renews it at half of its `cert_days` (182 days by default), so a month
+/// left means nothing has renewed it.
+pub const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
+
 /// Most entries the trusted-dispatcher map may hold: `/rotate-serial add`
 /// beyond it is refused, so a trusted dispatcher cannot grow the map (and
 /// every load of it) without bound. A fleet has a handful of dispatchers,

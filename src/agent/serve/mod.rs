@@ -68,6 +68,7 @@ pub fn serve(
     for w in &snap.allowlist.warnings {
         log::warn("config-warn", &[("MSG", w)]);
     }
+    snapshot::warn_if_expiring(&snap.expiry);
     let limiter = snap.settings.limiter();
     let listener = server::bind(&conf.bind, conf.port).map_err(|e| {
         AgentError::Failed(format!("cannot listen on {}:{}: {e}", conf.bind, conf.port))

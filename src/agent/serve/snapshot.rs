@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 
-use crate::agent::limits::MAX_TRUSTED_DISPATCHERS;
+use crate::agent::limits::{CERT_EXPIRY_WARNING_DAYS, MAX_TRUSTED_DISPATCHERS};
 use crate::agent::schema::{self, Sidecar};
 use crate::agent::serve::{is_executable, Agent};
 use crate::agent::{cert, trust, AgentError};
@@ -264,6 +264,30 @@ impl Agent {
             );
         }
         log::info("reload", &[("SCRIPTS", &scripts), ("TRUSTED", &trusted)]);
+        warn_if_expiring(&self.snapshot().expiry);
+    }
+}
+
+/// Logs `ACTION=cert-expiry` (warning) when the certificate whose notAfter
+/// is `expiry` (OpenSSL text form) has fewer than
+/// [`CERT_EXPIRY_WARNING_DAYS`] left, or has expired.
+pub fn warn_if_expiring(expiry: &str) {
+    let Some(end) = time::parse_openssl_date(expiry) else {
+        return;
+    };
+    let days = (end - time::now()).div_euclid(86_400);
+    if days < CERT_EXPIRY_WARNING_DAYS {
+        log::warn(
+            "cert-expiry",
+            &[
+                ("DAYS_LEFT", &days.to_string()),
+                ("EXPIRY", expiry),
+                (
+                    "REASON",
+                    "the agent certificate is close to expiry and has not been renewed; check that the dispatcher runs ced maintain",
+                ),
+            ],
+        );
     }
 }
 
