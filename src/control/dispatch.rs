@@ -606,6 +606,12 @@ impl Dispatch {
             }
         }
         if let (RunRecord::Async(rec), true) = (&mut record, refresh) {
+            // Hosts that missed a rotation are brought up to date before
+            // their results are fetched (unknown names are reported by
+            // the refresh itself).
+            if let Ok(targets) = self.resolve(&rec.pending(), None).await {
+                self.catch_up(&targets, &caller.token).await;
+            }
             runstore::refresh(&self.engine, &self.registry, rec).await;
             self.save(record.clone()).await;
         }
