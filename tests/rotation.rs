@@ -561,3 +561,29 @@ fn an_agent_that_cannot_write_its_map_stages_the_serial_and_keeps_it_across_a_re
     f.kill(a.pid);
     drop(mount);
 }
+
+#[test]
+fn a_running_api_follows_a_rotation_made_by_another_process() {
+    let f = Fixture::new("rot_api");
+    f.dispatcher("cert_overlap_days = 0\napi_auth_default = allow");
+    let _a = f.agent("web1", &[("hello", "echo hello from web1")], "");
+    let api = f.api();
+    let r = common::post(api, "/ping", r#"{"hosts":["web1"]}"#);
+    assert_eq!(jstr(&r.json(), "results.0.status"), Some("ok"), "{r}");
+    f.ced_ok(&["rotate-cert"]);
+    f.ced_ok(&["maintain"]);
+    // The old serial is gone from the agent: only the new certificate works,
+    // and the API, started before the rotation, presents it.
+    let r = common::eventually(
+        "the API to use the new certificate",
+        Duration::from_secs(10),
+        || {
+            let r = common::post(api, "/run", r#"{"hosts":["web1"],"script":"hello"}"#);
+            match jstr(&r.json(), "results.0.stdout") {
+                Some("hello from web1\n") => Ok(r),
+                _ => Err(r.to_string()),
+            }
+        },
+    );
+    assert_eq!(r.status, 200, "{r}");
+}
