@@ -38,7 +38,8 @@ Roles (one or more):
   --agent        agent host: user/group $AGENT_USER, $AGENT_ETC (agent.conf,
                  scripts.conf), $AGENT_SCRIPTS, $AGENT_STATE, service file
   --dispatcher   dispatcher host: user/group $DISP_USER, $DISP_ETC (ctrl-exec.conf),
-                 $DISP_STATE/{pairing,agents,locks,runs}
+                 $DISP_STATE/{pairing,agents,locks,runs}, the maintenance timer
+                 (systemd) or crontab entry ($DISP_ETC/ctrl-exec-maintenance.crontab)
   --api          the ctrl-exec-api service file (needs $DISP_ETC/ctrl-exec.conf,
                  i.e. --dispatcher first or together)
   --uninstall    remove the binary, role links and service files; keep
@@ -288,6 +289,46 @@ install_service() {
     fi
 }
 
+# install_file SRC DST MODE: copy SRC to DST with the binary path rewritten to
+# BINDIR (atomically; replaces a previous copy).
+install_file() {
+    mkdir -p "$(dirname "$(d "$2")")"
+    sed "s#/usr/local/bin/#$BINDIR/#g" "$1" >"$(d "$2").new.$$" || die "cannot write $2"
+    chmod "$3" "$(d "$2").new.$$"
+    mv -f "$(d "$2").new.$$" "$(d "$2")" || die "cannot write $2"
+}
+
+# install_maintenance KIND: `ced maintain` every 4 hours: the systemd service
+# and timer, or (any other init) a crontab entry to add to root's crontab.
+# Like the services, never enabled here.
+install_maintenance() {
+    case $1 in
+        systemd)
+            for unit in ctrl-exec-maintenance.service ctrl-exec-maintenance.timer; do
+                src=$SRCDIR/systemd/$unit
+                if [ ! -f "$src" ]; then
+                    warn "no $src; maintenance timer not installed"
+                    return 0
+                fi
+                install_file "$src" "/etc/systemd/system/$unit" 0644
+                say "  installed /etc/systemd/system/$unit (not enabled)"
+            done
+            if [ -z "$DESTDIR" ] && [ -d /run/systemd/system ]; then
+                systemctl daemon-reload || warn "systemctl daemon-reload failed"
+            fi
+            ;;
+        *)
+            src=$SRCDIR/cron/ctrl-exec-maintenance.crontab
+            if [ ! -f "$src" ]; then
+                warn "no $src; maintenance crontab entry not installed"
+                return 0
+            fi
+            install_file "$src" "$DISP_ETC/ctrl-exec-maintenance.crontab" 0644
+            say "  installed $DISP_ETC/ctrl-exec-maintenance.crontab (add it to root's crontab)"
+            ;;
+    esac
+}
+
 # run_cmd NAME: how to call a role link in printed instructions.
 run_cmd() {
     if [ "$(command -v "$1" 2>/dev/null || true)" = "$BINDIR/$1" ]; then echo "$1"; else echo "$BINDIR/$1"; fi
@@ -361,6 +402,7 @@ EOF
 }
 
 install_dispatcher() {
+    init=$1
     say "Dispatcher:"
     ensure_account "$DISP_USER"
     make_dir "$DISP_ETC" 0750 "root:$DISP_USER"
@@ -400,6 +442,15 @@ api_auth_default = deny
 #auth_hook = $DISP_ETC/auth-hook
 #auth_hook_timeout = 10
 
+# Certificates (ced maintain, every 4 h): agent certificates last cert_days and
+# are renewed past half of it; the dispatcher's lasts dispatcher_cert_days and
+# is rotated when cert_renewal_days are left; the old serial stays trusted for
+# cert_overlap_days while agents that were down are brought up to date.
+#cert_days = 365
+#dispatcher_cert_days = 825
+#cert_renewal_days = 90
+#cert_overlap_days = 30
+
 # Log to syslog (facility daemon) instead of stderr.
 #syslog = 1
 EOF
@@ -409,6 +460,7 @@ EOF
         chmod 0600 "$(d "$DISP_ETC/ctrl-exec.key")"
         say "  $DISP_ETC/ctrl-exec.key set to 0600 $DISP_USER"
     fi
+    install_maintenance "$init"
 }
 
 install_api() {
@@ -444,6 +496,19 @@ stop_service() {
 
 uninstall() {
     say "Uninstalling ctrl-exec from $BINDIR"
+    if [ -z "$DESTDIR" ] && [ -f /etc/systemd/system/ctrl-exec-maintenance.timer ] &&
+        command -v systemctl >/dev/null 2>&1; then
+        systemctl disable --now ctrl-exec-maintenance.timer >/dev/null 2>&1 || true
+    fi
+    for f in /etc/systemd/system/ctrl-exec-maintenance.timer \
+        /etc/systemd/system/ctrl-exec-maintenance.service; do
+        if [ -f "$(d "$f")" ] && grep -q 'ctrl-exec' "$(d "$f")"; then
+            rm -f "$(d "$f")" && say "  removed $f"
+        fi
+    done
+    if [ -f "$(d /etc/crontabs/root)" ] && grep -q 'ctrl-exec-dispatcher maintain' "$(d /etc/crontabs/root)"; then
+        say "  note: /etc/crontabs/root still runs 'ctrl-exec-dispatcher maintain'; remove that line"
+    fi
     for name in ctrl-exec-agent ctrl-exec-api; do
         stop_service "$name"
         for f in "/etc/systemd/system/$name.service" "/etc/init.d/$name"; do
@@ -507,7 +572,7 @@ find_binary >/dev/null
 INIT_KIND=$(detect_init)
 say "Installing ctrl-exec into $BINDIR (init: $INIT_KIND${DESTDIR:+, DESTDIR=$DESTDIR})"
 install_binary
-if [ "$DO_DISPATCHER" = 1 ]; then install_dispatcher; fi
+if [ "$DO_DISPATCHER" = 1 ]; then install_dispatcher "$INIT_KIND"; fi
 if [ "$DO_API" = 1 ]; then install_api "$INIT_KIND"; fi
 if [ "$DO_AGENT" = 1 ]; then install_agent "$INIT_KIND"; fi
 
@@ -523,6 +588,11 @@ On this dispatcher:
   $CED setup-ctrl-exec     # the dispatcher's own certificate
   $CED pairing-mode        # accept pairing requests on port 7444 (a/d/s per request)
 EOF
+    if [ "$INIT_KIND" = systemd ]; then
+        say "  systemctl enable --now ctrl-exec-maintenance.timer   # renewal and rotation every 4 h"
+    else
+        say "  cat $DISP_ETC/ctrl-exec-maintenance.crontab >> /etc/crontabs/root   # renewal and rotation every 4 h"
+    fi
 fi
 if [ "$DO_API" = 1 ]; then
     case $INIT_KIND in

@@ -18,6 +18,11 @@ pub const WAIT_TIMED_OUT: u8 = 2;
 pub const PAIRING_TIMED_OUT: u8 = 2;
 /// `cea request-pairing --background`: the operator denied the request.
 pub const PAIRING_DENIED: u8 = 3;
+/// `ced maintain` and `ced rotate-cert` did everything they could, but
+/// something needs another run or an operator: an agent was unreachable or
+/// refused a step, or a phase failed (each is printed and logged).
+/// `EX_TEMPFAIL` (sysexits.h): the next timer run retries.
+pub const MAINTENANCE_INCOMPLETE: u8 = 75;
 /// `EX_CONFIG` (sysexits.h): configuration unusable; service managers are
 /// told not to restart in a loop.
 pub const CONFIG: u8 = 78;

@@ -6,13 +6,15 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
+use crate::agent::limits::CERT_EXPIRY_WARNING_DAYS;
 use crate::conf::AgentConf;
 use crate::{fsx, log, pki, time};
 
 /// Logs a warning when the agent's own certificate at `path` is past half
-/// its lifetime (`cert-renewal-due`), or an error when it has expired or is
-/// not valid yet (`cert-expired`, `cert-not-yet-valid`); silent when it is
-/// fresh or unreadable (serving reports an unreadable one itself).
+/// its lifetime (`cert-renewal-due`) but not yet close enough to its end for
+/// `cert-expiry` (see `serve::snapshot`), and an error when it is not valid
+/// yet (`cert-not-yet-valid`, a clock problem); silent otherwise, and when
+/// the file is unreadable (serving reports that itself).
 pub fn log_lifetime(path: &Path) {
     let Some(info) = std::fs::read_to_string(path)
         .ok()
@@ -20,34 +22,27 @@ pub fn log_lifetime(path: &Path) {
     else {
         return;
     };
-    let expiry = time::openssl_date(info.not_after);
     let file = path.display().to_string();
     match info.lifetime(time::now()) {
-        pki::Lifetime::Fresh { .. } => {}
-        pki::Lifetime::RenewalDue { days_left } => log::warn(
-            "cert-renewal-due",
-            &[
-                ("CERT", &file),
-                ("DAYS_LEFT", &days_left.to_string()),
-                ("EXPIRES", &expiry),
-                (
-                    "MSG",
-                    "past half its lifetime; the dispatcher renews it at the next ced ping or ced maintain",
-                ),
-            ],
-        ),
-        pki::Lifetime::Expired => log::error(
-            "cert-expired",
-            &[
-                ("CERT", &file),
-                ("EXPIRES", &expiry),
-                ("MSG", "dispatchers will refuse this agent until it is paired again"),
-            ],
-        ),
+        pki::Lifetime::RenewalDue { days_left } if days_left >= CERT_EXPIRY_WARNING_DAYS => {
+            log::warn(
+                "cert-renewal-due",
+                &[
+                    ("CERT", &file),
+                    ("DAYS_LEFT", &days_left.to_string()),
+                    ("EXPIRES", &time::openssl_date(info.not_after)),
+                    (
+                        "MSG",
+                        "past half its lifetime; the dispatcher renews it at the next ced ping or ced maintain",
+                    ),
+                ],
+            )
+        }
         pki::Lifetime::NotYetValid => log::error(
             "cert-not-yet-valid",
             &[("CERT", &file), ("MSG", "check this host's clock")],
         ),
+        _ => {}
     }
 }
 

@@ -71,3 +71,23 @@ pub const OVERLOAD_ANSWERS: usize = 4;
 /// dispatcher finishes in milliseconds, and a slow peer must not hold one of
 /// the few [`OVERLOAD_ANSWERS`] places.
 pub const OVERLOAD_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The agent warns (`ACTION=cert-expiry`, at start and at every reload)
+/// when its certificate has fewer days left than this: the dispatcher
+/// renews it at half of its `cert_days` (182 days by default), so a month
+/// left means nothing has renewed it.
+pub const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
+
+/// Most entries the trusted-dispatcher map may hold: `/rotate-serial add`
+/// beyond it is refused, so a trusted dispatcher cannot grow the map (and
+/// every load of it) without bound. A fleet has a handful of dispatchers,
+/// each with at most two serials during a rotation.
+pub const MAX_TRUSTED_DISPATCHERS: usize = 256;
+
+/// Most hex digits in a serial sent to `/rotate-serial`: X.509 serials are
+/// at most 20 octets (RFC 5280 4.1.2.2).
+pub const MAX_SERIAL_HEX_DIGITS: usize = 40;
+
+/// Largest staged trust file read (the staged map, or its certificates):
+/// the agent user can write them, so they are read through a cap. 256
+/// entries of a few hundred bytes, or 256 certificates of a few KiB, fit.
+pub const MAX_STAGED_TRUST_BYTES: u64 = 1 << 20;

@@ -41,7 +41,8 @@ Modes:
   self-check                    check config, allowlist and certificates offline
   self-ping                     connect to the local agent over mTLS
   paired | cert-staged          exit 0 if paired / a renewed certificate is staged
-  promote-cert                  make a valid staged certificate the live one (exit 0)
+  promote-cert                  make a valid staged certificate the live one, and write
+                                valid staged trusted-map changes into the map (exit 0)
 
 Options:
   --config <path>      agent config (default /etc/ctrl-exec-agent/agent.conf)
@@ -267,6 +268,7 @@ fn run_mode(a: Args) -> Result<u8, AgentError> {
                 Ok(conf) => {
                     init_log(&conf, false);
                     cert::promote(&conf);
+                    trust::promote_staged(&conf);
                 }
                 Err(e) => {
                     log::init("ctrl-exec-agent", log::Target::Stderr);

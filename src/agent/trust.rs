@@ -13,12 +13,29 @@
 //! flagged by `cea self-check` ([`ambiguous_entries`]), and a refused serial
 //! that the original would have matched is named in the refusal log
 //! ([`original_reading_match`]), so the entry can be corrected by hand.
+//! `/rotate-serial` changes the map. The map lives where the agent user
+//! (and so every script) cannot write, so the agent usually cannot write it
+//! either: a change it cannot write is *staged* in its state directory as
+//! the whole map it leads to, plus the certificates of the serials it adds
+//! ([`persist`]). A staged map is script-writable, so it is never taken on
+//! trust: at every load, and when `cea promote-cert` (root, at start) writes
+//! it into the map, only the changes [`apply_staged`] accepts are applied:
+//! an added serial needs a certificate issued by the agent's CA for the
+//! dispatcher common name, valid now, holding that serial, under an id the
+//! map already has; an existing serial never changes owner; removals never
+//! empty the map.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use crate::conf::AgentConf;
+use crate::agent::limits::{
+    MAX_SERIAL_HEX_DIGITS, MAX_STAGED_TRUST_BYTES, MAX_TRUSTED_DISPATCHERS,
+};
+use crate::conf::{
+    AgentConf, DISPATCHER_COMMON_NAME, TRUST_STAGING_CERTS_FILE, TRUST_STAGING_FILE,
+};
 use crate::{fsx, log, pki};
 
 /// Serial -> dispatcher id.
@@ -120,6 +137,336 @@ pub fn render_trusted(map: &TrustedMap) -> String {
         out.push_str(&format!("{serial} {id}\n"));
     }
     out
+}
+
+/// Writes the map file atomically, mode 0644, keeping the owner and group
+/// of the file it replaces when this process may (root).
+pub fn write_trusted(path: &Path, map: &TrustedMap) -> io::Result<()> {
+    let before = std::fs::metadata(path).ok();
+    fsx::write_atomic(path, render_trusted(map).as_bytes(), 0o644)?;
+    if let Some(m) = before {
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()))?;
+        }
+    }
+    Ok(())
+}
+
+/// A serial sent to `/rotate-serial`, canonical; `None` unless it is a
+/// form [`pki::canonical_serial`] reads with 1 to
+/// [`MAX_SERIAL_HEX_DIGITS`] hex digits.
+pub fn rotation_serial(text: &str) -> Option<String> {
+    let canonical = pki::canonical_serial(text)?;
+    let mut s = text.trim();
+    for prefix in ["serial=", "0x"] {
+        if s.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+        {
+            s = &s[prefix.len()..];
+        }
+    }
+    let digits = s.chars().filter(|&c| c != ':').count();
+    (digits <= MAX_SERIAL_HEX_DIGITS).then_some(canonical)
+}
+
+/// Checks a certificate announced for `serial`: issued by the CA in
+/// `ca_pem`, valid at `now`, not a CA, common name the dispatcher's, and
+/// holding exactly `serial`. Only a CA key holder can make one, so a
+/// serial backed by it is one the CA gave a dispatcher.
+pub fn check_announced(cert_pem: &str, serial: &str, ca_pem: &str, now: i64) -> Result<(), String> {
+    let (Some(cert), Some(ca)) = (
+        pki::pem_certs(cert_pem).into_iter().next(),
+        pki::pem_certs(ca_pem).into_iter().next(),
+    ) else {
+        return Err("no certificate".into());
+    };
+    let info = pki::cert_info_der(&cert).map_err(|e| e.to_string())?;
+    if !pki::verify_issued_by(&cert, &ca) {
+        return Err("not issued by this agent's CA".into());
+    }
+    if !pki::time_valid(&info, now) {
+        return Err("not valid now".into());
+    }
+    if info.is_ca || info.cn != DISPATCHER_COMMON_NAME {
+        return Err(format!(
+            "not a dispatcher certificate (CN '{}', expected '{DISPATCHER_COMMON_NAME}')",
+            info.cn
+        ));
+    }
+    if info.serial != serial {
+        return Err(format!("it holds serial {}, not {serial}", info.serial));
+    }
+    Ok(())
+}
+
+/// The staged map and its certificates, in the state directory.
+pub fn staged_paths(conf: &AgentConf) -> (PathBuf, PathBuf) {
+    (
+        conf.state_dir.join(TRUST_STAGING_FILE),
+        conf.state_dir.join(TRUST_STAGING_CERTS_FILE),
+    )
+}
+
+/// Reads a file the agent user may have written, up to
+/// [`MAX_STAGED_TRUST_BYTES`]; `None` when it does not exist.
+fn read_capped(path: &Path) -> io::Result<Option<String>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    file.take(MAX_STAGED_TRUST_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_STAGED_TRUST_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {MAX_STAGED_TRUST_BYTES} bytes"),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// `live` with the changes of `staged` that check out, and a note for each
+/// change refused. An added serial needs a certificate in `certs_pem` that
+/// passes [`check_announced`] and an id `live` already has; a serial `live`
+/// maps to one id is never given to another; a removal that would leave
+/// no entry is not applied; a staged map over [`MAX_TRUSTED_DISPATCHERS`]
+/// entries is ignored whole.
+pub fn apply_staged(
+    live: &TrustedMap,
+    staged: &TrustedMap,
+    certs_pem: &str,
+    ca_pem: &str,
+    now: i64,
+) -> (TrustedMap, Vec<String>) {
+    let mut notes = Vec::new();
+    if staged.len() > MAX_TRUSTED_DISPATCHERS {
+        notes.push(format!(
+            "staged map has {} entries (at most {MAX_TRUSTED_DISPATCHERS}); ignored",
+            staged.len()
+        ));
+        return (live.clone(), notes);
+    }
+    let certs = pem_blocks(certs_pem);
+    let ids: BTreeSet<&String> = live.values().collect();
+    let mut out = live.clone();
+    for (serial, id) in staged {
+        match live.get(serial) {
+            Some(owner) if owner == id => {}
+            Some(owner) => notes.push(format!(
+                "{serial}: staged for '{id}' but owned by '{owner}'; kept"
+            )),
+            None if !ids.contains(id) => notes.push(format!(
+                "{serial}: staged for '{id}', which this map does not trust; ignored"
+            )),
+            None => match certs
+                .iter()
+                .map(|c| check_announced(c, serial, ca_pem, now))
+                .find(Result::is_ok)
+            {
+                Some(_) => {
+                    out.insert(serial.clone(), id.clone());
+                }
+                None => notes.push(format!(
+                    "{serial}: no valid dispatcher certificate staged for it; ignored"
+                )),
+            },
+        }
+    }
+    let removed: Vec<String> = live
+        .keys()
+        .filter(|s| !staged.contains_key(*s))
+        .cloned()
+        .collect();
+    if !removed.is_empty() {
+        let mut after = out.clone();
+        for s in &removed {
+            after.remove(s);
+        }
+        if after.is_empty() {
+            notes.push("staged map would trust no dispatcher; removals ignored".into());
+        } else {
+            out = after;
+        }
+    }
+    (out, notes)
+}
+
+/// The text of each `CERTIFICATE` PEM block in `text`, in order (at most
+/// [`MAX_TRUSTED_DISPATCHERS`]), so staged certificates can be checked one
+/// by one and written back as they were.
+fn pem_blocks(text: &str) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(b) = rest.find(BEGIN) {
+        let Some(e) = rest[b..].find(END) else { break };
+        let stop = b + e + END.len();
+        out.push(format!("{}\n", &rest[b..stop]));
+        rest = &rest[stop..];
+        if out.len() == MAX_TRUSTED_DISPATCHERS {
+            break;
+        }
+    }
+    out
+}
+
+/// The map the agent uses: the map file, with the staged changes that
+/// check out ([`apply_staged`]; refused ones are logged as `trust-staged`).
+/// An unreadable staged file is logged and ignored; an unreadable map is an
+/// error.
+pub fn load_effective(conf: &AgentConf, ca_pem: &str, now: i64) -> io::Result<TrustedMap> {
+    let live = load_trusted(&conf.trusted_dispatchers_path)?;
+    let (map_path, certs_path) = staged_paths(conf);
+    let staged = match read_capped(&map_path) {
+        Ok(Some(text)) => parse_trusted(&text),
+        Ok(None) => return Ok(live),
+        Err(e) => {
+            log::warn(
+                "trust-staged",
+                &[
+                    ("ERROR", &e.to_string()),
+                    ("PATH", &map_path.display().to_string()),
+                ],
+            );
+            return Ok(live);
+        }
+    };
+    let certs = read_capped(&certs_path).ok().flatten().unwrap_or_default();
+    let (map, notes) = apply_staged(&live, &staged, &certs, ca_pem, now);
+    for n in &notes {
+        log::warn(
+            "trust-staged",
+            &[("MSG", n), ("PATH", &map_path.display().to_string())],
+        );
+    }
+    Ok(map)
+}
+
+/// Where a trust change was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Persist {
+    /// Into the map file.
+    Written,
+    /// Staged in the state directory (the map file could not be written:
+    /// why), for the next load and `promote-cert`.
+    Staged(String),
+    /// Nowhere (why).
+    Failed(String),
+}
+
+/// Writes `next` as the trusted map: into the map file when this process
+/// may (removing what was staged, now superseded), otherwise staged in the
+/// state directory with the certificates its added serials need (those
+/// staged before, and `cert`).
+pub fn persist(conf: &AgentConf, next: &TrustedMap, cert: Option<&str>) -> Persist {
+    let path = &conf.trusted_dispatchers_path;
+    let (map_path, certs_path) = staged_paths(conf);
+    let map_error = match write_trusted(path, next) {
+        Ok(()) => {
+            for p in [&map_path, &certs_path] {
+                let _ = std::fs::remove_file(p);
+            }
+            return Persist::Written;
+        }
+        Err(e) => format!("cannot write {}: {e}", path.display()),
+    };
+    let live = load_trusted(path).unwrap_or_default();
+    let needed: BTreeSet<&String> = next.keys().filter(|s| !live.contains_key(*s)).collect();
+    let mut certs: BTreeMap<String, String> = BTreeMap::new();
+    let before = read_capped(&certs_path).ok().flatten().unwrap_or_default();
+    for pem in pem_blocks(&before)
+        .into_iter()
+        .chain(cert.map(|c| c.trim_end().to_string() + "\n"))
+    {
+        if let Ok(info) = pki::cert_info_pem(&pem) {
+            if needed.contains(&info.serial) {
+                certs.insert(info.serial, pem);
+            }
+        }
+    }
+    let staged = (|| {
+        fsx::ensure_dir(&conf.state_dir, 0o750)?;
+        let text: String = certs.values().map(String::as_str).collect();
+        fsx::write_atomic(&certs_path, text.as_bytes(), 0o640)?;
+        fsx::write_atomic(&map_path, render_trusted(next).as_bytes(), 0o640)
+    })();
+    match staged {
+        Ok(()) => Persist::Staged(map_error),
+        Err(e) => Persist::Failed(format!(
+            "{map_error}; cannot stage it in {}: {e}",
+            conf.state_dir.display()
+        )),
+    }
+}
+
+/// `cea promote-cert`, trust part (root, at start): writes the staged map's
+/// changes that check out into the map file and removes the staged files.
+/// Never fails: every outcome is logged as `trust-promote`.
+pub fn promote_staged(conf: &AgentConf) {
+    let (map_path, certs_path) = staged_paths(conf);
+    let where_ = map_path.display().to_string();
+    let staged = match read_capped(&map_path) {
+        Ok(Some(text)) => parse_trusted(&text),
+        Ok(None) => return,
+        Err(e) => {
+            log::warn(
+                "trust-promote",
+                &[
+                    ("ERROR", &e.to_string()),
+                    ("RESULT", "error"),
+                    ("STAGED", &where_),
+                ],
+            );
+            return;
+        }
+    };
+    let path = &conf.trusted_dispatchers_path;
+    let live = match load_trusted(path) {
+        Ok(m) => m,
+        Err(e) => {
+            log::warn(
+                "trust-promote",
+                &[
+                    ("ERROR", &format!("cannot read {}: {e}", path.display())),
+                    ("RESULT", "error"),
+                ],
+            );
+            return;
+        }
+    };
+    let ca = std::fs::read_to_string(&conf.ca).unwrap_or_default();
+    let certs = read_capped(&certs_path).ok().flatten().unwrap_or_default();
+    let (map, notes) = apply_staged(&live, &staged, &certs, &ca, crate::time::now());
+    for n in &notes {
+        log::warn("trust-promote", &[("MSG", n), ("STAGED", &where_)]);
+    }
+    if map != live {
+        if let Err(e) = write_trusted(path, &map) {
+            // The staged files stay for the next start.
+            log::warn(
+                "trust-promote",
+                &[
+                    ("ERROR", &format!("cannot write {}: {e}", path.display())),
+                    ("RESULT", "error"),
+                ],
+            );
+            return;
+        }
+    }
+    for p in [&map_path, &certs_path] {
+        let _ = std::fs::remove_file(p);
+    }
+    log::info(
+        "trust-promote",
+        &[
+            ("ENTRIES", &map.len().to_string()),
+            ("MAP", &path.display().to_string()),
+            ("RESULT", if map != live { "promoted" } else { "unchanged" }),
+        ],
+    );
 }
 
 /// Adds or updates one entry, writing the file atomically (mode 0644).
@@ -320,6 +667,81 @@ mod tests {
         assert!(ambiguous_entries(&ours).is_empty());
         // What we write, the original reads back (comment lines, `<serial> <id>`).
         assert!(render_trusted(&map).starts_with("# ctrl-exec trusted dispatchers: <serial> <id>, one per line.\n# Managed by pairing - do not edit by hand.\n"));
+    }
+
+    #[test]
+    fn rotation_serials_take_one_to_forty_hex_digits() {
+        assert_eq!(rotation_serial("0A:1F"), Some("a1f".into()));
+        assert_eq!(rotation_serial("serial=02"), Some("2".into()));
+        assert_eq!(rotation_serial(&"f".repeat(40)), Some("f".repeat(40)));
+        for bad in ["", "zzz", "1 2", &"a".repeat(41)] {
+            assert_eq!(rotation_serial(bad), None, "{bad:?}");
+        }
+    }
+
+    fn dispatcher_cert(ca: &(String, String), cn: &str) -> (String, String) {
+        let (cert, _) = pki::issue_key_and_cert(&ca.0, &ca.1, cn, 30).unwrap();
+        let serial = pki::cert_info_pem(&cert).unwrap().serial;
+        (cert, serial)
+    }
+
+    #[test]
+    fn staged_changes_are_taken_only_when_they_check_out() {
+        let ca = pki::create_ca(30).unwrap();
+        let other_ca = pki::create_ca(30).unwrap();
+        let now = crate::time::now();
+        let live = parse_trusted("aa d1\nbb d2\n");
+        let (good, good_serial) = dispatcher_cert(&ca, DISPATCHER_COMMON_NAME);
+        let (foreign, foreign_serial) = dispatcher_cert(&other_ca, DISPATCHER_COMMON_NAME);
+        let (host, host_serial) = dispatcher_cert(&ca, "web-01");
+        let certs = format!("{good}{foreign}{host}");
+        let staged = parse_trusted(&format!(
+            "aa d1\nbb d1\n{good_serial} d1\n{foreign_serial} d1\n{host_serial} d2\ncc d1\n"
+        ));
+        let (map, notes) = apply_staged(&live, &staged, &certs, &ca.0, now);
+        // The CA-issued dispatcher certificate's serial is added under d1;
+        // bb keeps its owner; the rest has no valid certificate.
+        assert_eq!(
+            map,
+            parse_trusted(&format!("aa d1\nbb d2\n{good_serial} d1\n"))
+        );
+        assert_eq!(notes.len(), 4, "{notes:?}");
+        // An id the live map does not have is never introduced.
+        let (map, _) = apply_staged(
+            &live,
+            &parse_trusted(&format!("aa d1\nbb d2\n{good_serial} intruder\n")),
+            &certs,
+            &ca.0,
+            now,
+        );
+        assert_eq!(map, live);
+        // Removals apply, but never down to nothing.
+        let (map, _) = apply_staged(&live, &parse_trusted("aa d1\n"), "", &ca.0, now);
+        assert_eq!(map, parse_trusted("aa d1\n"));
+        let (map, notes) = apply_staged(&live, &TrustedMap::new(), "", &ca.0, now);
+        assert_eq!(map, live, "{notes:?}");
+        // An expired certificate does not count.
+        let (map, _) = apply_staged(
+            &live,
+            &parse_trusted(&format!("aa d1\nbb d2\n{good_serial} d1\n")),
+            &good,
+            &ca.0,
+            now + 40 * 86_400,
+        );
+        assert_eq!(map, live);
+    }
+
+    #[test]
+    fn pem_blocks_keep_each_certificate() {
+        let ca = pki::create_ca(30).unwrap();
+        let (a, sa) = dispatcher_cert(&ca, DISPATCHER_COMMON_NAME);
+        let (b, sb) = dispatcher_cert(&ca, DISPATCHER_COMMON_NAME);
+        let blocks = pem_blocks(&format!(
+            "junk\n{a}\n{b}trailing -----BEGIN CERTIFICATE-----"
+        ));
+        assert_eq!(blocks.len(), 2);
+        assert_eq!(pki::cert_info_pem(&blocks[0]).unwrap().serial, sa);
+        assert_eq!(pki::cert_info_pem(&blocks[1]).unwrap().serial, sb);
     }
 
     #[test]

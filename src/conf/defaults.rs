@@ -11,6 +11,14 @@ pub const DEFAULT_AGENT_BIND: &str = "0.0.0.0";
 pub const DEFAULT_AGENT_STATE_DIR: &str = "/var/lib/ctrl-exec-agent";
 /// File name of the trusted-dispatcher map inside the agent state directory.
 pub const TRUSTED_DISPATCHERS_FILE: &str = "ctrl-exec-dispatchers";
+/// Trusted-map changes the agent could not write into the map itself
+/// (`/rotate-serial`), kept in its state directory: the whole map they
+/// lead to. Checked again at every load; `promote-cert` (root, at start)
+/// writes them into the map.
+pub const TRUST_STAGING_FILE: &str = "ctrl-exec-dispatchers.staged";
+/// The certificates of the serials a staged map adds (PEM), which the
+/// checks of a staged map need.
+pub const TRUST_STAGING_CERTS_FILE: &str = "ctrl-exec-dispatchers.staged.pem";
 /// Directory name of the async result store inside the agent state directory.
 pub const ASYNC_RUNS_DIR: &str = "runs";
 /// File name of the renewed-certificate staging file in the agent state directory.
@@ -64,6 +72,21 @@ pub const DEFAULT_MAX_HOSTS: usize = 10_000;
 pub const DEFAULT_API_MAX_HOSTS: usize = 500;
 /// Lifetime in days of certificates re-signed at renewal.
 pub const DEFAULT_CERT_DAYS: u32 = 365;
+/// Lifetime in days of the dispatcher's own certificate, at setup and at
+/// rotation (the original's 825).
+pub const DEFAULT_DISPATCHER_CERT_DAYS: u32 = 825;
+/// The dispatcher certificate is rotated when at most this many days are left.
+pub const DEFAULT_CERT_RENEWAL_DAYS: u32 = 90;
+/// Days after a rotation during which agents still accept the previous
+/// dispatcher serial and can be brought up to date with it.
+pub const DEFAULT_CERT_OVERLAP_DAYS: u32 = 30;
+/// Seconds between certificate checks in a running pairing mode.
+pub const DEFAULT_CERT_CHECK_INTERVAL_SECS: u64 = 14_400;
+/// File name of the rotation state inside the dispatcher state directory.
+pub const ROTATION_FILE: &str = "rotation.json";
+/// Common name of every dispatcher certificate (protocol.md 6.2): what an
+/// agent requires of a certificate announced to it by `/rotate-serial`.
+pub const DISPATCHER_COMMON_NAME: &str = "ctrl-exec-dispatcher";
 /// Pairing session length in seconds; also the maximum allowed.
 pub const DEFAULT_PAIRING_TIMEOUT_SECS: u64 = 600;
 /// Pending pairing requests held at once.

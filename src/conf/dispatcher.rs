@@ -9,12 +9,14 @@ use crate::conf::raw::{clip, is_truthy, is_word, read, split_key_value, starts_t
 use crate::conf::{
     sanitise_dispatcher_id, ConfError, ConfWarning, RateRule, DEFAULT_API_BIND,
     DEFAULT_API_MAX_CHILDREN, DEFAULT_API_MAX_HOSTS, DEFAULT_API_PORT,
-    DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_CA_DIR, DEFAULT_CERT_DAYS,
-    DEFAULT_DISPATCHER_STATE_DIR, DEFAULT_MAX_HOSTS, DEFAULT_MAX_OUTPUT_BYTES,
-    DEFAULT_MAX_PARALLEL, DEFAULT_PAIRING_BIND, DEFAULT_PAIRING_MAX_QUEUE,
-    DEFAULT_PAIRING_RATE_LIMIT, DEFAULT_PAIRING_TIMEOUT_SECS, DEFAULT_READ_TIMEOUT_SECS,
-    MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS, MAX_HOSTS_PER_CALL,
-    MAX_OUTPUT_CAP_BYTES, MAX_PAIRING_TIMEOUT_SECS, MAX_READ_TIMEOUT_SECS, REGISTRY_DIR,
+    DEFAULT_AUTH_HOOK_TIMEOUT_SECS, DEFAULT_CA_DIR, DEFAULT_CERT_CHECK_INTERVAL_SECS,
+    DEFAULT_CERT_DAYS, DEFAULT_CERT_OVERLAP_DAYS, DEFAULT_CERT_RENEWAL_DAYS,
+    DEFAULT_DISPATCHER_CERT_DAYS, DEFAULT_DISPATCHER_STATE_DIR, DEFAULT_MAX_HOSTS,
+    DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_MAX_PARALLEL, DEFAULT_PAIRING_BIND,
+    DEFAULT_PAIRING_MAX_QUEUE, DEFAULT_PAIRING_RATE_LIMIT, DEFAULT_PAIRING_TIMEOUT_SECS,
+    DEFAULT_READ_TIMEOUT_SECS, MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CERT_CHECK_INTERVAL_SECS,
+    MAX_CERT_DAYS, MAX_CONCURRENT_SLOTS, MAX_HOSTS_PER_CALL, MAX_OUTPUT_CAP_BYTES,
+    MAX_PAIRING_TIMEOUT_SECS, MAX_READ_TIMEOUT_SECS, REGISTRY_DIR, ROTATION_FILE,
 };
 
 /// Every key of ctrl-exec.conf: those read, and those of the original that
@@ -43,6 +45,11 @@ static KEYS: Keys = Keys {
         "api_max_hosts",
         "max_output_bytes",
         "cert_days",
+        "dispatcher_cert_days",
+        "cert_renewal_days",
+        "cert_overlap_days",
+        "cert_check_interval",
+        "rotation_file",
         "dispatcher_id",
         "pairing_bind",
         "pairing_timeout",
@@ -52,22 +59,6 @@ static KEYS: Keys = Keys {
         "syslog",
     ],
     inert: &[
-        (
-            "cert_renewal_days",
-            "dispatcher certificate rotation is not implemented in this version",
-        ),
-        (
-            "cert_overlap_days",
-            "dispatcher certificate rotation is not implemented in this version",
-        ),
-        (
-            "cert_check_interval",
-            "dispatcher certificate rotation is not implemented in this version",
-        ),
-        (
-            "rotation_file",
-            "dispatcher certificate rotation is not implemented in this version",
-        ),
         (
             "service_user",
             "keys are written by the user running ced, mode 0600; chown them if another user needs them",
@@ -140,6 +131,25 @@ pub struct DispatcherConf {
     /// Certificate lifetime at renewal in days (`cert_days`, default 365).
     /// Invariant: 1 to [`MAX_CERT_DAYS`].
     pub cert_days: u32,
+    /// Lifetime in days of the dispatcher's own certificate at setup and
+    /// rotation (`dispatcher_cert_days`, default 825). Invariant: 1 to
+    /// [`MAX_CERT_DAYS`] and more than `cert_renewal_days`, so a fresh
+    /// certificate is never due for rotation at once.
+    pub dispatcher_cert_days: u32,
+    /// Rotate the dispatcher certificate when at most this many days are left
+    /// (`cert_renewal_days`, default 90). Invariant: 1 to [`MAX_CERT_DAYS`].
+    pub cert_renewal_days: u32,
+    /// Days after a rotation during which the previous serial stays trusted
+    /// and agents that missed the announcement are brought up to date with it
+    /// (`cert_overlap_days`, default 30; 0 retires it at the next
+    /// `ced maintain`). Invariant: 0 to [`MAX_CERT_DAYS`].
+    pub cert_overlap_days: u32,
+    /// How often a running pairing mode checks the dispatcher certificate
+    /// (`cert_check_interval`, default 14 400 s; it also checks at start).
+    /// Invariant: 1 s to [`MAX_CERT_CHECK_INTERVAL_SECS`].
+    pub cert_check_interval: Duration,
+    /// Rotation state (`rotation_file`, default `<state_dir>/rotation.json`).
+    pub rotation_file: PathBuf,
     /// Sanitised identity sent to agents (`dispatcher_id`, default the host name).
     /// Invariant: matches `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`.
     pub dispatcher_id: String,
@@ -201,6 +211,35 @@ impl DispatcherConf {
             None => state_dir.join(REGISTRY_DIR),
         };
         let max_hosts = raw.num("max_hosts", DEFAULT_MAX_HOSTS, 1, MAX_HOSTS_PER_CALL)?;
+        let rotation_file = match raw.path("rotation_file") {
+            Some(p) => p,
+            None => state_dir.join(ROTATION_FILE),
+        };
+        let cert_renewal_days = raw.num(
+            "cert_renewal_days",
+            DEFAULT_CERT_RENEWAL_DAYS,
+            1,
+            MAX_CERT_DAYS,
+        )?;
+        let dispatcher_cert_days = raw.num(
+            "dispatcher_cert_days",
+            DEFAULT_DISPATCHER_CERT_DAYS,
+            1,
+            MAX_CERT_DAYS,
+        )?;
+        if dispatcher_cert_days <= cert_renewal_days {
+            let line = raw
+                .get_at("cert_renewal_days")
+                .or_else(|| raw.get_at("dispatcher_cert_days"))
+                .map(|(_, n)| n);
+            let message = format!(
+                "dispatcher_cert_days ({dispatcher_cert_days}) must be more than cert_renewal_days ({cert_renewal_days}), or every check would rotate the dispatcher certificate again"
+            );
+            return Err(match line {
+                Some(n) => ConfError::at(path, n, message),
+                None => ConfError::file(path, message),
+            });
+        }
         let read_timeout = if raw.get("read_timeout").is_some() {
             raw.secs(
                 "read_timeout",
@@ -276,6 +315,21 @@ impl DispatcherConf {
                 MAX_OUTPUT_CAP_BYTES,
             )?,
             cert_days: raw.num("cert_days", DEFAULT_CERT_DAYS, 1, MAX_CERT_DAYS)?,
+            dispatcher_cert_days,
+            cert_renewal_days,
+            cert_overlap_days: raw.num(
+                "cert_overlap_days",
+                DEFAULT_CERT_OVERLAP_DAYS,
+                0,
+                MAX_CERT_DAYS,
+            )?,
+            cert_check_interval: raw.secs(
+                "cert_check_interval",
+                DEFAULT_CERT_CHECK_INTERVAL_SECS,
+                1,
+                MAX_CERT_CHECK_INTERVAL_SECS,
+            )?,
+            rotation_file,
             dispatcher_id,
             pairing_bind: raw
                 .get("pairing_bind")
@@ -320,6 +374,34 @@ impl DispatcherConf {
         self.state_dir.join("revoked-agents")
     }
 
+    /// The previous dispatcher certificate during a rotation's overlap,
+    /// `<cert>.previous` (agents that missed the announcement still trust
+    /// it; removed when its serial is retired).
+    pub fn previous_cert_path(&self) -> PathBuf {
+        with_suffix(&self.cert, ".previous")
+    }
+
+    /// The previous dispatcher key, `<key>.previous`.
+    pub fn previous_key_path(&self) -> PathBuf {
+        with_suffix(&self.key, ".previous")
+    }
+
+    /// The next dispatcher certificate while a rotation installs it,
+    /// `<cert>.next`.
+    pub fn next_cert_path(&self) -> PathBuf {
+        with_suffix(&self.cert, ".next")
+    }
+
+    /// The next dispatcher key, `<key>.next`.
+    pub fn next_key_path(&self) -> PathBuf {
+        with_suffix(&self.key, ".next")
+    }
+
+    /// Lock serialising rotations, `<state_dir>/rotation.lock`.
+    pub fn rotation_lock_path(&self) -> PathBuf {
+        self.state_dir.join("rotation.lock")
+    }
+
     /// Pid file of a running pairing mode, `<state_dir>/pairing-mode.pid`.
     pub fn pairing_pidfile(&self) -> PathBuf {
         self.state_dir.join("pairing-mode.pid")
@@ -334,6 +416,13 @@ impl DispatcherConf {
     pub fn ca_key_path(&self) -> PathBuf {
         self.ca_dir.join("ca.key")
     }
+}
+
+/// `path` with `suffix` appended to its file name.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
 }
 
 #[cfg(test)]
@@ -368,6 +457,14 @@ mod tests {
         assert_eq!(c.read_timeout, secs(60));
         assert_eq!(c.max_parallel, 64);
         assert_eq!(c.cert_days, 365);
+        assert_eq!(c.dispatcher_cert_days, 825);
+        assert_eq!(c.cert_renewal_days, 90);
+        assert_eq!(c.cert_overlap_days, 30);
+        assert_eq!(c.cert_check_interval, secs(14_400));
+        assert_eq!(
+            c.rotation_file,
+            PathBuf::from("/var/lib/ctrl-exec/rotation.json")
+        );
         assert_eq!(c.dispatcher_id, "test-host-");
         assert_eq!(c.pairing_bind, "0.0.0.0");
         assert_eq!(c.pairing_timeout, 600);
@@ -383,6 +480,11 @@ mod tests {
         );
         assert_eq!(c.ca_cert_path(), PathBuf::from("/etc/ctrl-exec/ca.crt"));
         assert_eq!(c.ca_key_path(), PathBuf::from("/etc/ctrl-exec/ca.key"));
+        assert_eq!(
+            c.previous_cert_path(),
+            PathBuf::from("/etc/ctrl-exec/d.crt.previous")
+        );
+        assert_eq!(c.next_key_path(), PathBuf::from("/k/d.key.next"));
     }
 
     #[test]
@@ -413,6 +515,41 @@ mod tests {
         assert_eq!(c.pairing_bind, "::");
         assert_eq!((c.pairing_timeout, c.pairing_max_queue), (1, 3));
         assert_eq!(c.pairing_rate_limit, Some(RateRule::secs(5, 10, 20)));
+    }
+
+    #[test]
+    fn dispatcher_rotation_keys() {
+        let text = format!(
+            "{DBASE}state_dir = /s\ncert_renewal_days = 10\ncert_overlap_days = 0\n\
+             dispatcher_cert_days = 11\ncert_check_interval = 60\n"
+        );
+        let c = dparse(&text).unwrap();
+        assert_eq!((c.cert_renewal_days, c.cert_overlap_days), (10, 0));
+        assert_eq!(c.dispatcher_cert_days, 11);
+        assert_eq!(c.cert_check_interval, secs(60));
+        assert_eq!(c.rotation_file, PathBuf::from("/s/rotation.json"));
+        let c = dparse(&format!("{DBASE}rotation_file = r.json\n")).unwrap();
+        assert_eq!(c.rotation_file, PathBuf::from("/etc/ctrl-exec/r.json"));
+    }
+
+    #[test]
+    fn dispatcher_cert_must_outlive_the_renewal_threshold() {
+        for (lines, line) in [
+            ("cert_renewal_days = 825\n", Some(4)),
+            ("dispatcher_cert_days = 90\n", Some(4)),
+            (
+                "dispatcher_cert_days = 30\ncert_renewal_days = 30\n",
+                Some(5),
+            ),
+        ] {
+            let e = dparse(&format!("{DBASE}{lines}")).unwrap_err();
+            assert_eq!(e.line, line, "{lines}");
+            assert!(
+                e.to_string()
+                    .contains("must be more than cert_renewal_days"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -47,6 +47,10 @@ pub const MAX_PAIRING_TIMEOUT_SECS: u64 = 600;
 /// validity arithmetic far from overflow; X.509 dates end in 9999 anyway.
 pub const MAX_CERT_DAYS: u32 = 36_500;
 
+/// Upper bound of `cert_check_interval`: 30 days (2 592 000 s). A pairing
+/// mode runs at most 600 s, so any longer interval means "at start only".
+pub const MAX_CERT_CHECK_INTERVAL_SECS: u64 = 2_592_000;
+
 /// Upper bound of the window of a rate rule (`rate_limit_volume`,
 /// `rate_limit_probe`, `pairing_rate_limit_volume`): 7 days (604 800 s). The
 /// limiter keeps an IP's event times for the whole window; a longer one counts
@@ -120,6 +124,24 @@ mod tests {
             MAX_AUTH_HOOK_TIMEOUT_SECS,
         ),
         (File::Dispatcher, "cert_days", "N", MAX_CERT_DAYS as u64),
+        (
+            File::Dispatcher,
+            "cert_overlap_days",
+            "N",
+            MAX_CERT_DAYS as u64,
+        ),
+        (
+            File::Dispatcher,
+            "dispatcher_cert_days",
+            "N",
+            MAX_CERT_DAYS as u64,
+        ),
+        (
+            File::Dispatcher,
+            "cert_check_interval",
+            "N",
+            MAX_CERT_CHECK_INTERVAL_SECS,
+        ),
         (
             File::Dispatcher,
             "pairing_timeout",

@@ -211,6 +211,12 @@ impl Dispatch {
         &self.engine
     }
 
+    /// Deletes run records older than the retention (`ced maintain`).
+    pub async fn purge_runs(&self) {
+        let store = self.store.clone();
+        smol::unblock(move || store.purge()).await
+    }
+
     /// Resolves host arguments as the dispatch operations do (for
     /// `control::renew`).
     pub(super) async fn resolve_targets(
@@ -259,6 +265,21 @@ impl Dispatch {
                 ResolveError::Unknown(names) => DispatchError::UnknownAgents(names),
                 ResolveError::Registry(e) => DispatchError::Registry(e),
             })
+    }
+
+    /// Resolves hosts, then brings those the registry shows `pending` in a
+    /// rotation up to date before anything else is sent to them
+    /// ([`Dispatch::catch_up`]): the first contact after the announcement
+    /// was missed, whatever the operation.
+    async fn resolve_live(
+        &self,
+        caller: &Caller,
+        hosts: &[String],
+        port: Option<u16>,
+    ) -> Result<Vec<Target>, DispatchError> {
+        let targets = self.resolve(caller.front, hosts, port).await?;
+        self.catch_up(&targets, &caller.token).await;
+        Ok(targets)
     }
 
     async fn lock(&self, targets: &[Target], script: &ScriptName) -> Result<Held, DispatchError> {
@@ -319,7 +340,7 @@ impl Dispatch {
         req.hosts = order.hosts.clone();
         req.args = order.args.clone();
         self.authorise(caller, req).await?;
-        let targets = self.resolve(caller.front, &order.hosts, order.port).await?;
+        let targets = self.resolve_live(caller, &order.hosts, order.port).await?;
         let held = self.lock(&targets, &script).await?;
         let reqid = ReqId::random();
         let names: Vec<&str> = targets.iter().map(|t| t.name.as_str()).collect();
@@ -450,7 +471,28 @@ impl Dispatch {
         let mut req = caller.request("ping");
         req.hosts = hosts.to_vec();
         self.authorise(caller, req).await?;
-        let targets = self.resolve(caller.front, hosts, port).await?;
+        let targets = self.resolve_live(caller, hosts, port).await?;
+        Ok(self.ping_targets(&targets).await)
+    }
+
+    /// Pings every registered agent without asking the auth hook (`ced
+    /// maintain`, which the reference runs hook-free as root), after
+    /// bringing agents pending in a rotation up to date; returns the names
+    /// and the results, in registry order.
+    pub async fn ping_every(
+        &self,
+        token: &str,
+    ) -> Result<(Vec<String>, Vec<HostPing>), DispatchError> {
+        let registry = self.registry.clone();
+        let names = smol::unblock(move || registry.names())
+            .await
+            .map_err(DispatchError::Registry)?;
+        let targets = self.resolve(Front::Cli, &names, None).await?;
+        self.catch_up(&targets, token).await;
+        Ok((names, self.ping_targets(&targets).await))
+    }
+
+    async fn ping_targets(&self, targets: &[Target]) -> Vec<HostPing> {
         let reqid = ReqId::random().into_string();
         let body = Arc::new(
             PingRequest {
@@ -458,9 +500,8 @@ impl Dispatch {
             }
             .to_json(),
         );
-        Ok(self
-            .engine
-            .fan_out(&targets, move |eng, t| {
+        self.engine
+            .fan_out(targets, move |eng, t| {
                 let (body, reqid) = (body.clone(), reqid.clone());
                 async move {
                     let reply = eng.call(&t, "POST", "/ping", Some(&body)).await;
@@ -476,7 +517,7 @@ impl Dispatch {
                     result
                 }
             })
-            .await)
+            .await
     }
 
     /// Pushes a revoked dispatcher serial (canonical) to every registered
@@ -494,7 +535,7 @@ impl Dispatch {
         let names = smol::unblock(move || registry.names())
             .await
             .map_err(DispatchError::Registry)?;
-        let targets = self.resolve(caller.front, &names, None).await?;
+        let targets = self.resolve_live(caller, &names, None).await?;
         let reqid = ReqId::random().into_string();
         let body = Arc::new(
             RevokeSerialRequest {
@@ -544,7 +585,7 @@ impl Dispatch {
         let mut req = caller.request("ping");
         req.hosts = hosts.clone();
         self.authorise(caller, req).await?;
-        let targets = self.resolve(Front::Api, &hosts, None).await?;
+        let targets = self.resolve_live(caller, &hosts, None).await?;
         Ok(self.capabilities(&targets).await)
     }
 
@@ -618,6 +659,12 @@ impl Dispatch {
             }
         }
         if let (RunRecord::Async(rec), true) = (&mut record, refresh) {
+            // Hosts that missed a rotation are brought up to date before
+            // their results are fetched (unknown names are reported by
+            // the refresh itself).
+            if let Ok(targets) = self.resolve(caller.front, &rec.pending(), None).await {
+                self.catch_up(&targets, &caller.token).await;
+            }
             runstore::refresh(&self.engine, &self.registry, rec).await;
             self.save(record.clone()).await;
         }
@@ -625,7 +672,13 @@ impl Dispatch {
     }
 }
 
-fn log_call(action: &str, t: &Target, reqid: &str, script: &str, reply: &Result<Reply, CallError>) {
+pub(super) fn log_call(
+    action: &str,
+    t: &Target,
+    reqid: &str,
+    script: &str,
+    reply: &Result<Reply, CallError>,
+) {
     let target = format!("{}:{}", t.host, t.port);
     match reply {
         Ok(r) => log::info(
@@ -752,7 +805,7 @@ fn submit_result(
 }
 
 /// Reads a 200 body with `parse`, or words why there is none.
-fn status_reply<T>(
+pub(super) fn status_reply<T>(
     reply: Result<Reply, CallError>,
     parse: impl Fn(&Object) -> Result<T, crate::proto::FieldError>,
 ) -> (Rtt, Result<T, String>) {

@@ -8,6 +8,12 @@
 //! revocation list (`<state_dir>/revoked-agents`, [`crate::control::revoked`])
 //! is refused the same way, pinned or not: the list is read on every call,
 //! so `ced unpair --revoke` takes effect for a running API at once.
+//! The engine presents the dispatcher certificate named in the config and,
+//! during a rotation's overlap, can present the previous one
+//! ([`Engine::call_previous`], `<cert>.previous`): agents that missed the
+//! new serial's announcement still trust only that one. Both are read again
+//! when the files change (checked at most once a second), so a long-running
+//! API follows a rotation made by `ced maintain`.
 //! Transport failures are worded for operators, in the original's phrases.
 //! Replies are parsed with the depth bound of [`crate::proto::limits`], so a
 //! hostile agent's body cannot overflow a stack later.
@@ -157,9 +163,33 @@ impl fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
+/// The certificates the engine presents.
+pub struct Identities {
+    /// Presents the current dispatcher certificate.
+    pub current: Arc<ClientConfig>,
+    /// The current certificate's PEM (announced by `/rotate-serial`).
+    pub cert_pem: String,
+    /// The current certificate's serial.
+    pub serial: String,
+    /// During a rotation's overlap: the previous certificate's client
+    /// configuration and serial.
+    pub previous: Option<(Arc<ClientConfig>, String)>,
+}
+
+/// What the identity files looked like when last read: size, inode and
+/// modification time of the certificate and of the previous certificate.
+type Stamp = [Option<(u64, u64, std::time::SystemTime)>; 2];
+
+/// How long a read of the identity files is trusted before their stamps are
+/// looked at again (one `stat` pair a second at most, however many calls).
+const IDENTITY_RECHECK: Duration = Duration::from_secs(1);
+
 /// The shared client side of the dispatcher host.
 pub struct Engine {
-    tls: Arc<ClientConfig>,
+    ids: std::sync::RwLock<Arc<Identities>>,
+    /// When the identity files were last looked at, and their stamp then.
+    ids_checked: smol::lock::Mutex<(Instant, Stamp)>,
+    paths: IdentityPaths,
     read_timeout: Duration,
     slots: Arc<Semaphore>,
     limits: Limits,
@@ -177,22 +207,107 @@ type ReadRevoked = (Instant, Arc<Result<RevokedAgents, String>>);
 /// `unpair --revoke` within this long.
 const REVOKED_LIST_REUSE: Duration = Duration::from_secs(1);
 
-impl Engine {
-    /// Loads the dispatcher identity and CA named in the config.
-    pub fn new(conf: &DispatcherConf) -> Result<Arc<Engine>, EngineError> {
-        let read = |p: &std::path::Path| {
+/// Where the identity files are.
+#[derive(Debug, Clone)]
+struct IdentityPaths {
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
+    previous_cert: PathBuf,
+    previous_key: PathBuf,
+}
+
+impl IdentityPaths {
+    fn stamp(&self) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        let of = |p: &PathBuf| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.len(), m.ino(), m.modified().ok()?)))
+        };
+        [of(&self.cert), of(&self.previous_cert)]
+    }
+
+    /// Reads every identity file: the current pair must load and belong
+    /// together; a previous pair that is absent or does not load is none.
+    fn load(&self) -> Result<Identities, EngineError> {
+        let read = |p: &PathBuf| {
             std::fs::read_to_string(p)
                 .map_err(|e| EngineError(format!("cannot read {}: {e}", p.display())))
         };
-        let identity = Identity::from_pem(&read(&conf.cert)?, &read(&conf.key)?)
-            .map_err(|e| EngineError(format!("{}: {e}", conf.cert.display())))?;
-        let ca = pki::pem_certs(&read(&conf.ca)?)
+        let ca = pki::pem_certs(&read(&self.ca)?)
             .into_iter()
             .next()
-            .ok_or_else(|| EngineError(format!("{}: no certificate", conf.ca.display())))?;
-        let tls = tls::mtls_client(&identity, &ca).map_err(|e| EngineError(e.to_string()))?;
+            .ok_or_else(|| EngineError(format!("{}: no certificate", self.ca.display())))?;
+        let (cert_pem, key_pem) = (read(&self.cert)?, read(&self.key)?);
+        let (current, serial) = client_config(&cert_pem, &key_pem, &ca).map_err(|e| {
+            EngineError(format!(
+                "{} with {}: {e}",
+                self.cert.display(),
+                self.key.display()
+            ))
+        })?;
+        let previous = match (read(&self.previous_cert), read(&self.previous_key)) {
+            (Ok(c), Ok(k)) => match client_config(&c, &k, &ca) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    log::warn(
+                        "identity-previous",
+                        &[
+                            ("ERROR", &e),
+                            ("PATH", &self.previous_cert.display().to_string()),
+                        ],
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        Ok(Identities {
+            current,
+            cert_pem,
+            serial,
+            previous,
+        })
+    }
+}
+
+/// A client configuration presenting `cert_pem` with `key_pem`, and the
+/// certificate's serial; refuses a key that is not the certificate's (the
+/// trace of an interrupted install, which `ced maintain` repairs).
+fn client_config(
+    cert_pem: &str,
+    key_pem: &str,
+    ca: &[u8],
+) -> Result<(Arc<ClientConfig>, String), String> {
+    let info = pki::cert_info_pem(cert_pem).map_err(|e| e.to_string())?;
+    if let Ok(key) = pki::key_spki_sha256(key_pem) {
+        if key != info.spki_sha256 {
+            return Err("the key does not belong to the certificate (an interrupted rotate-cert? run 'ctrl-exec-dispatcher maintain')".into());
+        }
+    }
+    let identity = Identity::from_pem(cert_pem, key_pem).map_err(|e| e.to_string())?;
+    let tls = tls::mtls_client(&identity, ca).map_err(|e| e.to_string())?;
+    Ok((tls, info.serial))
+}
+
+impl Engine {
+    /// Loads the dispatcher identity (and a previous one, during a
+    /// rotation's overlap) and the CA named in the config.
+    pub fn new(conf: &DispatcherConf) -> Result<Arc<Engine>, EngineError> {
+        let paths = IdentityPaths {
+            cert: conf.cert.clone(),
+            key: conf.key.clone(),
+            ca: conf.ca.clone(),
+            previous_cert: conf.previous_cert_path(),
+            previous_key: conf.previous_key_path(),
+        };
+        let stamp = paths.stamp();
+        let ids = paths.load()?;
         Ok(Arc::new(Engine {
-            tls,
+            ids: std::sync::RwLock::new(Arc::new(ids)),
+            ids_checked: smol::lock::Mutex::new((Instant::now(), stamp)),
+            paths,
             read_timeout: conf.read_timeout,
             slots: Arc::new(Semaphore::new(conf.max_parallel.max(1))),
             limits: Limits {
@@ -204,9 +319,72 @@ impl Engine {
         }))
     }
 
+    /// The identities as last read.
+    pub fn identities(&self) -> Arc<Identities> {
+        match self.ids.read() {
+            Ok(i) => i.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The identities, read again first if the files changed since the
+    /// last look (at most one look per [`IDENTITY_RECHECK`]). A change that
+    /// does not load is logged and the identities in use are kept.
+    pub async fn fresh_identities(&self) -> Arc<Identities> {
+        let mut checked = self.ids_checked.lock().await;
+        if checked.0.elapsed() >= IDENTITY_RECHECK {
+            let paths = self.paths.clone();
+            let stamp = smol::unblock(move || paths.stamp()).await;
+            if stamp != checked.1 {
+                if let Err(e) = self.reload_identities().await {
+                    log::warn("identity-reload", &[("ERROR", &e.0)]);
+                }
+            }
+            *checked = (Instant::now(), stamp);
+        }
+        self.identities()
+    }
+
+    /// Reads the identity files now and uses what they hold from the next
+    /// call on (after a rotation installed a new certificate).
+    pub async fn reload_identities(&self) -> Result<(), EngineError> {
+        let paths = self.paths.clone();
+        let ids = smol::unblock(move || paths.load()).await?;
+        match self.ids.write() {
+            Ok(mut i) => *i = Arc::new(ids),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(ids),
+        }
+        Ok(())
+    }
+
     /// One request to one agent, under a `max_parallel` slot.
     pub async fn call(
         &self,
+        target: &Target,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, CallError> {
+        let tls = self.fresh_identities().await.current.clone();
+        self.call_with(tls, target, method, path, body).await
+    }
+
+    /// Like [`Engine::call`], presenting the previous dispatcher
+    /// certificate; `None` when there is none (no rotation in its overlap).
+    pub async fn call_previous(
+        &self,
+        target: &Target,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Option<Result<Reply, CallError>> {
+        let (tls, _) = self.fresh_identities().await.previous.clone()?;
+        Some(self.call_with(tls, target, method, path, body).await)
+    }
+
+    async fn call_with(
+        &self,
+        tls: Arc<ClientConfig>,
         target: &Target,
         method: &str,
         path: &str,
@@ -221,7 +399,7 @@ impl Engine {
             read_timeout: self.read_timeout,
             error,
         };
-        let stream = client::connect_tls(&target.host, target.port, self.tls.clone(), deadline)
+        let stream = client::connect_tls(&target.host, target.port, tls, deadline)
             .await
             .map_err(transport)?;
         let peer = client::peer_certificate(&stream).and_then(|der| pki::cert_info_der(&der).ok());

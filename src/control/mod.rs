@@ -12,4 +12,5 @@ pub mod locks;
 pub mod registry;
 pub mod renew;
 pub mod revoked;
+pub mod rotation;
 pub mod runstore;

@@ -207,6 +207,9 @@ pub struct Target {
     pub port: u16,
     /// Expected public-key fingerprint (empty: not pinned).
     pub pubkey_sha256: String,
+    /// Where the agent stands in a dispatcher rotation (`current`,
+    /// `pending`, `stale`, `unknown`), as the registry says.
+    pub serial_status: String,
 }
 
 /// Resolves `name` or `name:port` arguments through the registry; every name
@@ -237,6 +240,7 @@ pub fn resolve(
                     host: a.address().to_string(),
                     port,
                     pubkey_sha256: a.pubkey_sha256,
+                    serial_status: a.serial_status,
                 });
             }
             None => unknown.push(name.to_string()),

@@ -11,10 +11,8 @@ use crate::{fsx, log, pki};
 
 /// CA lifetime: ten years.
 pub const CA_DAYS: u32 = 3650;
-/// The dispatcher certificate's lifetime, as the original issues it.
-pub const DISPATCHER_CERT_DAYS: u32 = 825;
 /// The dispatcher certificate's common name.
-pub const DISPATCHER_CN: &str = "ctrl-exec-dispatcher";
+pub const DISPATCHER_CN: &str = crate::conf::DISPATCHER_COMMON_NAME;
 
 fn ca_dir(a: &Args) -> Result<PathBuf, CliError> {
     if a.config.exists() {
@@ -100,7 +98,7 @@ pub fn setup_dispatcher(a: &Args) -> Result<u8, CliError> {
         &ca_cert_pem,
         &ca_key_pem,
         DISPATCHER_CN,
-        DISPATCHER_CERT_DAYS,
+        conf.dispatcher_cert_days,
     )
     .map_err(|e| CliError::Failed(e.to_string()))?;
     for path in [&conf.key, &conf.cert] {

@@ -10,9 +10,11 @@ mod ca;
 mod check;
 mod help;
 mod hosts;
+mod maintain;
 mod output;
 mod pairing;
 mod revoke;
+mod rotation;
 mod run;
 
 use std::fmt;
@@ -44,6 +46,8 @@ Modes:
   unpair <hostname> [--revoke]       list-locks [--json]
   revoke-dispatcher <serial> [--json]
   check-config                       check ctrl-exec.conf and the certificates it names
+  rotate-cert [--json]               serial-status [--json]
+  maintain [--json]                  (timer job: renew, rotate, retire, purge)
 
 Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), -v (every log line on stderr), --username <s>,
          --token <s> (default $ENVEXEC_TOKEN), --version
@@ -291,6 +295,9 @@ fn run_mode(a: Args) -> Result<u8, CliError> {
         "list-locks" => agents::list_locks(&a),
         "revoke-dispatcher" => revoke::revoke_dispatcher(&a),
         "check-config" => check::check_config(&a),
+        "rotate-cert" => rotation::rotate_cert(&a),
+        "serial-status" => rotation::serial_status(&a),
+        "maintain" => maintain::maintain(&a),
         other => Err(CliError::Usage(format!("Unknown mode '{other}'\n{USAGE}"))),
     }
 }

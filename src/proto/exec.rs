@@ -1,5 +1,6 @@
 //! Messages on the host port (7443): `/run`, `/ping`, `/capabilities`,
-//! `/result/<reqid>`, `/renew`, `/renew-complete`, `/revoke-serial`, and
+//! `/result/<reqid>`, `/renew`, `/renew-complete`, `/rotate-serial`,
+//! `/revoke-serial`, and
 //! the host's error bodies (protocol.md 3).
 //!
 //! The controller builds requests with `to_json` and reads replies with
@@ -579,6 +580,173 @@ impl RevokeSerialReply {
             by: f.string("dispatcher_id")?,
             reqid: f.string("reqid")?,
         })
+    }
+}
+
+/// What `/rotate-serial` does with its serial (protocol.md 3.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateAction {
+    /// Trust the serial, under the caller's identity.
+    Add,
+    /// Stop trusting the serial (only the caller's own identity's).
+    Remove,
+}
+
+impl RotateAction {
+    /// `add` or `remove`; an absent or empty action is `add`, as in the
+    /// original; anything else is `None`.
+    pub fn parse(s: &str) -> Option<RotateAction> {
+        match s {
+            "" | "add" => Some(RotateAction::Add),
+            "remove" => Some(RotateAction::Remove),
+            _ => None,
+        }
+    }
+
+    /// The wire word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RotateAction::Add => "add",
+            RotateAction::Remove => "remove",
+        }
+    }
+}
+
+/// `POST /rotate-serial` body (protocol.md 3.5):
+/// `{"serial","action":"add"|"remove","token","reqid"?,"cert"?}`. The
+/// caller's identity comes from its certificate, never from the body.
+/// `cert` is additive: the PEM of the certificate whose serial is added,
+/// so the host can check it was issued by its CA and can keep the change
+/// across restarts (the original sends none).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RotateSerialRequest {
+    /// The serial, as sent.
+    pub serial: String,
+    /// `add`, `remove`, or empty (`add`); checked by the host.
+    pub action: String,
+    /// Advisory token, for the hook.
+    pub token: String,
+    /// Echoed in the reply.
+    pub reqid: String,
+    /// The certificate holding `serial` (`add` only).
+    pub cert: Option<String>,
+}
+
+impl RotateSerialRequest {
+    /// Reads a request body; a field of the wrong type is an error naming it.
+    pub fn read(bytes: &[u8]) -> Result<RotateSerialRequest, ReadError> {
+        read::<RotateSerialRequest>(bytes)
+    }
+
+    /// The body as sent.
+    pub fn to_json(&self) -> Value {
+        Builder::new()
+            .str("serial", &self.serial)
+            .str("action", &self.action)
+            .str("token", &self.token)
+            .str("reqid", &self.reqid)
+            .opt_str("cert", self.cert.as_deref())
+            .build()
+    }
+}
+
+impl Message for RotateSerialRequest {
+    const FIELDS: &'static [(&'static str, Kind)] = &[
+        ("serial", Kind::Str),
+        ("action", Kind::Str),
+        ("token", Kind::Str),
+        ("reqid", Kind::Str),
+        ("cert", Kind::Str),
+    ];
+
+    fn set(&mut self, field: &'static str, value: Val) {
+        match (field, value) {
+            ("serial", Val::Str(s)) => self.serial = s,
+            ("action", Val::Str(s)) => self.action = s,
+            ("token", Val::Str(s)) => self.token = s,
+            ("reqid", Val::Str(s)) => self.reqid = s,
+            ("cert", Val::Str(s)) => self.cert = Some(s),
+            _ => {}
+        }
+    }
+}
+
+/// The host's answer to `/rotate-serial`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RotateSerialReply {
+    /// `{"status":"ok","action","serial","dispatcher",...}`: the original's
+    /// four keys, then (additive) `host`, `already`, `persisted`, `staged`,
+    /// `warning`?, `reqid`.
+    Done(RotateDone),
+    /// `{"status":"error","error":…}` (the original answers these with 200).
+    Error(String),
+}
+
+/// A `/rotate-serial` the host carried out.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RotateDone {
+    /// `add` or `remove`.
+    pub action: String,
+    /// The serial as sent.
+    pub serial: String,
+    /// The caller's identity, from its certificate.
+    pub by: String,
+    /// The host's own host name.
+    pub host: String,
+    /// Nothing changed: added under the caller already, or not there to remove.
+    pub already: bool,
+    /// The change is in the host's trust file (or staged for it, checked
+    /// again at the host's next start); false: in memory only, until the
+    /// host restarts.
+    pub persisted: bool,
+    /// The change waits, in the host's state directory, to be written into
+    /// the trust file at the host's next start (it holds meanwhile).
+    pub staged: bool,
+    /// Why it is not persisted, when it is not.
+    pub warning: Option<String>,
+    /// The request id as sent.
+    pub reqid: String,
+}
+
+impl RotateSerialReply {
+    /// The reply body.
+    pub fn to_json(&self) -> Value {
+        match self {
+            RotateSerialReply::Done(d) => Builder::new()
+                .str("status", "ok")
+                .str("action", &d.action)
+                .str("serial", &d.serial)
+                .str("dispatcher", &d.by)
+                .str("host", &d.host)
+                .bool("already", d.already)
+                .bool("persisted", d.persisted)
+                .bool("staged", d.staged)
+                .opt_str("warning", d.warning.as_deref())
+                .str("reqid", &d.reqid)
+                .build(),
+            RotateSerialReply::Error(e) => status_error(e),
+        }
+    }
+
+    /// Reads a reply: `status:"ok"` is done, anything else an error. A host
+    /// of the original sends only the first four keys and always writes its
+    /// trust file, so a missing `persisted` reads as true.
+    pub fn from_json(o: &Object) -> Result<RotateSerialReply, FieldError> {
+        let f = Fields(o);
+        if f.str("status")? != Some("ok") {
+            return Ok(RotateSerialReply::Error(error_text(f)?));
+        }
+        Ok(RotateSerialReply::Done(RotateDone {
+            action: f.string("action")?,
+            serial: f.string("serial")?,
+            by: f.string("dispatcher")?,
+            host: f.string("host")?,
+            already: f.flag("already")?.unwrap_or(false),
+            persisted: f.flag("persisted")?.unwrap_or(true),
+            staged: f.flag("staged")?.unwrap_or(false),
+            warning: f.str("warning")?.map(str::to_string),
+            reqid: f.string("reqid")?,
+        }))
     }
 }
 

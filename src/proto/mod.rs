@@ -26,8 +26,9 @@ mod tests;
 
 pub use exec::{
     Capabilities, ErrorReply, JobRecord, JobState, Output, PingReply, PingRequest, RenewComplete,
-    RenewCompleteReply, RenewReply, RenewRequest, RevokeSerialReply, RevokeSerialRequest, RunReply,
-    RunRequest, ScriptInfo,
+    RenewCompleteReply, RenewReply, RenewRequest, RevokeSerialReply, RevokeSerialRequest,
+    RotateAction, RotateDone, RotateSerialReply, RotateSerialRequest, RunReply, RunRequest,
+    ScriptInfo,
 };
 pub use gateway::{
     Credentials, DiscoveryBody, Endpoint, ErrorBody, Health, Index, PingBody, RunBody, TokenOnly,
@@ -37,9 +38,10 @@ pub use json::{FieldError, JsonError};
 pub use pairing::{PairAck, PairDecision, PairRequest, QueueEntry};
 pub use read::ReadError;
 pub use records::{
-    AgentRecord, AsyncRecord, HostState, HostStatus, LookupBy, RunRecord, Submitter, SyncRecord,
-    DEFAULT_AGENT_PORT,
+    AgentRecord, AsyncRecord, HostState, HostStatus, LookupBy, RotationRecord, RunRecord,
+    Submitter, SyncRecord, DEFAULT_AGENT_PORT,
 };
 pub use results::{
-    HostCapabilities, HostLabel, HostPing, HostRevoke, HostRun, HostSubmit, Rtt, Submitted,
+    HostCapabilities, HostLabel, HostPing, HostRevoke, HostRotate, HostRun, HostSubmit, Rtt,
+    Submitted,
 };

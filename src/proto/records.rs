@@ -1,5 +1,6 @@
 //! Records on disk on the controller host: the host registry entry
-//! (surface.md 4.6) and the run store's sync and async records (4.9).
+//! (surface.md 4.6), the run store's sync and async records (4.9) and the
+//! rotation state (4.10).
 //! Each reads the original's files unchanged.
 
 use std::collections::BTreeMap;
@@ -157,6 +158,98 @@ impl AgentRecord {
             pubkey_sha256: s("pubkey_sha256"),
             serial: s("serial"),
         }
+    }
+}
+
+/// The rotation state, `rotation.json` (surface.md 4.10):
+/// `{"current_serial","previous_serial","rotated_at","overlap_expires",
+/// "overlap_days"[,"previous_retired"]}`, times ISO-8601 UTC. Once the
+/// previous serial is retired, `previous_serial` is written as `null` and
+/// `previous_retired` says when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationRecord {
+    /// The serial in use since the rotation (minimal lowercase hex).
+    pub current_serial: String,
+    /// The serial it replaced, while it is still trusted (`None` once
+    /// retired, or when there was none).
+    pub previous_serial: Option<String>,
+    /// When the rotation happened (unix seconds).
+    pub rotated_at: i64,
+    /// When the overlap ends (unix seconds).
+    pub overlap_expires: i64,
+    /// The overlap length the rotation was made with.
+    pub overlap_days: u32,
+    /// When the previous serial was retired (unix seconds).
+    pub previous_retired: Option<i64>,
+}
+
+impl RotationRecord {
+    /// The record as stored.
+    pub fn to_json(&self) -> Value {
+        let previous = match &self.previous_serial {
+            Some(s) => Value::String(s.clone()),
+            None => Value::Null,
+        };
+        Builder::new()
+            .str("current_serial", &self.current_serial)
+            .value("previous_serial", previous)
+            .str("rotated_at", crate::time::iso8601(self.rotated_at))
+            .str(
+                "overlap_expires",
+                crate::time::iso8601(self.overlap_expires),
+            )
+            .int("overlap_days", i64::from(self.overlap_days))
+            .opt_str(
+                "previous_retired",
+                self.previous_retired.map(crate::time::iso8601),
+            )
+            .build()
+    }
+
+    /// Reads a record; a missing `current_serial`, or a time that is not
+    /// ISO-8601, is an error naming the field (the state is then corrupt).
+    /// An empty `previous_serial` (as the original may leave) is none.
+    pub fn from_json(o: &Object) -> Result<RotationRecord, FieldError> {
+        let f = Fields(o);
+        let time = |key: &'static str| -> Result<Option<i64>, FieldError> {
+            match f.str(key)? {
+                None | Some("") => Ok(None),
+                Some(t) => crate::time::parse_iso8601(t).map(Some).ok_or(FieldError {
+                    field: key,
+                    expected: "an ISO-8601 UTC time",
+                }),
+            }
+        };
+        let required = |key: &'static str| {
+            time(key)?.ok_or(FieldError {
+                field: key,
+                expected: "an ISO-8601 UTC time",
+            })
+        };
+        let current_serial = f.string("current_serial")?;
+        if current_serial.is_empty() {
+            return Err(FieldError {
+                field: "current_serial",
+                expected: "a serial",
+            });
+        }
+        let overlap_days = f
+            .int("overlap_days")?
+            .and_then(|d| u32::try_from(d).ok())
+            .unwrap_or(0);
+        Ok(RotationRecord {
+            current_serial,
+            previous_serial: f
+                .str("previous_serial")
+                .ok()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            rotated_at: required("rotated_at")?,
+            overlap_expires: required("overlap_expires")?,
+            overlap_days,
+            previous_retired: time("previous_retired")?,
+        })
     }
 }
 

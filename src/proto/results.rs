@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use miniserde::json::{Object, Value};
 
-use crate::proto::exec::{Capabilities, Output, PingReply, RevokeSerialReply};
+use crate::proto::exec::{Capabilities, Output, PingReply, RevokeSerialReply, RotateDone};
 use crate::proto::json::{Builder, FieldError, Fields};
 
 /// A round-trip time, written as the original does (`"42ms"`).
@@ -91,6 +91,37 @@ impl HostRevoke {
                 .bool("persisted", r.persisted)
                 .opt_str("warning", r.warning.as_deref())
                 .str("reqid", &r.reqid),
+            Err(e) => Builder::new().str("status", "error").str("error", e),
+        };
+        self.label.write(b).str("rtt", self.rtt.text()).build()
+    }
+}
+
+/// One host's answer to a `/rotate-serial` announcement or retirement.
+#[derive(Debug, Clone)]
+pub struct HostRotate {
+    /// Which host.
+    pub label: HostLabel,
+    /// Round trip.
+    pub rtt: Rtt,
+    /// The host's reply, or why there is none.
+    pub reply: Result<RotateDone, String>,
+}
+
+impl HostRotate {
+    /// The result as JSON: `{host, status:"ok", action, serial, already,
+    /// persisted, staged, warning?, rtt}` or `{host, status:"error", error,
+    /// rtt}`.
+    pub fn to_json(&self) -> Value {
+        let b = match &self.reply {
+            Ok(r) => Builder::new()
+                .str("status", "ok")
+                .str("action", &r.action)
+                .str("serial", &r.serial)
+                .bool("already", r.already)
+                .bool("persisted", r.persisted)
+                .bool("staged", r.staged)
+                .opt_str("warning", r.warning.as_deref()),
             Err(e) => Builder::new().str("status", "error").str("error", e),
         };
         self.label.write(b).str("rtt", self.rtt.text()).build()

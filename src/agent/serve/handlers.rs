@@ -1,5 +1,5 @@
 //! The agent's handlers: ping, run (sync or async), capabilities, result,
-//! the two steps of certificate renewal, and revoke-serial.
+//! the two steps of certificate renewal, rotate-serial and revoke-serial.
 //!
 //! Each is called by the route table with the connection's snapshot and
 //! authenticated caller, reads its request into a `proto` type, and returns
@@ -10,15 +10,17 @@ use std::path::Path;
 use crate::agent::cert;
 use crate::agent::runner::{self, Bounds, Context};
 use crate::agent::serve::routes::{Answer, Caller};
-use crate::agent::serve::snapshot::{Revoked, Snapshot};
+use crate::agent::serve::snapshot::{Revoked, Rotated, Snapshot};
 use crate::agent::serve::Agent;
+use crate::agent::trust::{self, Persist};
 use crate::conf;
 use crate::hook::{self, Verdict};
 use crate::proto::json::FieldError;
 use crate::proto::{
     Capabilities, ErrorReply, PingReply, PingRequest, ReadError, RenewComplete, RenewCompleteReply,
-    RenewReply, RenewRequest, ReqId, RevokeSerialReply, RevokeSerialRequest, RunReply, RunRequest,
-    ScriptInfo, ScriptName,
+    RenewReply, RenewRequest, ReqId, RevokeSerialReply, RevokeSerialRequest, RotateAction,
+    RotateDone, RotateSerialReply, RotateSerialRequest, RunReply, RunRequest, ScriptInfo,
+    ScriptName,
 };
 use crate::{log, pki, time, VERSION};
 
@@ -280,6 +282,140 @@ pub(super) async fn run_script(
         reqid: ctx.reqid,
         output,
     }
+}
+
+/// `POST /rotate-serial` (protocol.md 3.5): a trusted dispatcher announces
+/// a serial of its own (`add`, the new certificate of a rotation) or
+/// retires one (`remove`), always under the identity its certificate maps
+/// to. In effect from the next connection, without a reload; written to the
+/// trusted map, or staged when the agent cannot write it (see
+/// `agent::trust`). The auth hook is asked as `rotate` with args
+/// `[action, serial]`. Refusals of the body are 200
+/// `{"status":"error","error":…}` as in the original; a hook denial is 403.
+pub(super) async fn rotate_serial(
+    agent: &Agent,
+    snap: &Snapshot,
+    caller: &Caller,
+    dispatcher: &str,
+    body: &[u8],
+) -> Answer {
+    let plain = |status: u16, msg: String| Answer::Error(ErrorReply::Plain(status, msg));
+    let req = match RotateSerialRequest::read(body) {
+        Ok(r) => r,
+        Err(ReadError::Field(e)) => return plain(400, e.to_string()),
+        Err(ReadError::Json(_)) => return plain(400, "invalid JSON".into()),
+    };
+    let fail = |reason: &str, serial: &str| {
+        log::warn(
+            "rotate-fail",
+            &[
+                ("DISPATCHER", dispatcher),
+                ("PEER", &caller.ip),
+                ("REASON", reason),
+                ("REQID", &req.reqid),
+                ("SERIAL", serial),
+                ("SERIAL_ACTION", &req.action),
+            ],
+        );
+        Answer::Rotated(RotateSerialReply::Error(reason.to_string()))
+    };
+    if req.serial.trim().is_empty() {
+        return fail("serial required", "");
+    }
+    let Some(action) = RotateAction::parse(&req.action) else {
+        return fail(&format!("invalid action '{}'", req.action), &req.serial);
+    };
+    let Some(serial) = trust::rotation_serial(&req.serial) else {
+        return fail(&format!("invalid serial '{}'", req.serial), &req.serial);
+    };
+    let cert = match (action, &req.cert) {
+        (RotateAction::Add, Some(pem)) => {
+            let ca_path = agent.conf.ca.clone();
+            let (pem2, serial2) = (pem.clone(), serial.clone());
+            let checked = smol::unblock(move || {
+                let ca = std::fs::read_to_string(&ca_path)
+                    .map_err(|e| format!("cannot read {}: {e}", ca_path.display()))?;
+                trust::check_announced(&pem2, &serial2, &ca, time::now())
+            })
+            .await;
+            if let Err(e) = checked {
+                return fail(&format!("certificate refused: {e}"), &serial);
+            }
+            Some(pem.as_str())
+        }
+        _ => None,
+    };
+    if let Some(h) = &snap.settings.hook {
+        let request = hook::Request {
+            action: "rotate".into(),
+            args: vec![action.as_str().into(), serial.clone()],
+            token: req.token.clone(),
+            source_ip: caller.ip.clone(),
+            dispatcher: dispatcher.to_string(),
+            dispatcher_serial: caller.serial.clone(),
+            reqid: req.reqid.clone(),
+            ..Default::default()
+        };
+        if let Verdict::Deny { reason, .. } = hook::check(h, &request).await {
+            log::warn(
+                "rotate-deny",
+                &[
+                    ("DISPATCHER", dispatcher),
+                    ("PEER", &caller.ip),
+                    ("REASON", &reason),
+                    ("REQID", &req.reqid),
+                    ("SERIAL", &serial),
+                    ("SERIAL_ACTION", action.as_str()),
+                ],
+            );
+            return plain(403, format!("not authorised: {reason}"));
+        }
+    }
+    let done = match agent.rotate_serial(action, &serial, dispatcher, &caller.serial, cert) {
+        Ok(r) => r,
+        Err(e) => return fail(&e, &serial),
+    };
+    let Rotated { already, persist } = done;
+    // An add without a certificate cannot be checked again at the next
+    // load, so staging does not keep it across a restart.
+    let unbacked = action == RotateAction::Add && cert.is_none();
+    let (persisted, staged, warning) = match persist {
+        Persist::Written => (true, false, None),
+        Persist::Staged(why) if unbacked => (
+            false,
+            true,
+            Some(format!(
+                "{why}; announced without a certificate, so held in memory until the agent restarts"
+            )),
+        ),
+        Persist::Staged(_) => (true, true, None),
+        Persist::Failed(why) => (false, false, Some(why)),
+    };
+    let log_line = if persisted { log::info } else { log::warn };
+    log_line(
+        "rotate",
+        &[
+            ("ALREADY", if already { "1" } else { "0" }),
+            ("DISPATCHER", dispatcher),
+            ("PEER", &caller.ip),
+            ("PERSISTED", if persisted { "1" } else { "0" }),
+            ("REQID", &req.reqid),
+            ("SERIAL", &serial),
+            ("SERIAL_ACTION", action.as_str()),
+            ("STAGED", if staged { "1" } else { "0" }),
+        ],
+    );
+    Answer::Rotated(RotateSerialReply::Done(RotateDone {
+        action: action.as_str().into(),
+        serial: req.serial.clone(),
+        by: dispatcher.to_string(),
+        host: snap.settings.hostname.clone(),
+        already,
+        persisted,
+        staged,
+        warning,
+        reqid: req.reqid.clone(),
+    }))
 }
 
 /// `POST /revoke-serial` (extension): a trusted dispatcher revokes a

@@ -10,7 +10,7 @@ mod listener;
 mod routes;
 mod snapshot;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -43,6 +43,10 @@ pub struct Agent {
     /// Serials revoked through `/revoke-serial` since start: every reload
     /// keeps them revoked, even if they could not be written to the file.
     pushed_revocations: Mutex<BTreeSet<String>>,
+    /// Trusted-map changes made through `/rotate-serial` since start
+    /// (serial -> the id it was added for, or `None`: removed): every
+    /// reload keeps them, even if they could not be written.
+    pushed_trust: Mutex<BTreeMap<String, Option<String>>>,
     /// Detached jobs.
     pub jobs: jobs::Jobs,
     /// Room for connections that found every slot busy and get a 503
@@ -68,6 +72,7 @@ pub fn serve(
     for w in &snap.allowlist.warnings {
         log::warn("config-warn", &[("MSG", w)]);
     }
+    snapshot::warn_if_expiring(&snap.expiry);
     let limiter = snap.settings.limiter();
     let listener = server::bind(&conf.bind, conf.port).map_err(|e| {
         AgentError::Failed(format!("cannot listen on {}:{}: {e}", conf.bind, conf.port))
@@ -82,6 +87,7 @@ pub fn serve(
         limiter: Mutex::new(limiter),
         limits: Limits::default(),
         pushed_revocations: Mutex::new(BTreeSet::new()),
+        pushed_trust: Mutex::new(BTreeMap::new()),
         jobs,
         overflow: Arc::new(smol::lock::Semaphore::new(
             crate::agent::limits::OVERLOAD_ANSWERS,

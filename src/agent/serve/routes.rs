@@ -1,5 +1,5 @@
 //! The agent's route table: `/run`, `/ping`, `/capabilities`, `/result/<id>`,
-//! `/renew`, `/renew-complete`, `/revoke-serial`.
+//! `/renew`, `/renew-complete`, `/rotate-serial`, `/revoke-serial`.
 //!
 //! `/run`, `/ping`, `/renew`, `/renew-complete` and `/result/<id>` pass the
 //! serial gate first: the peer's exact certificate serial must be in the
@@ -11,7 +11,7 @@
 use miniserde::json::Value;
 
 use crate::agent::serve::handlers::{
-    capabilities, ping, renew, renew_complete, result, revoke_serial, run_script,
+    capabilities, ping, renew, renew_complete, result, revoke_serial, rotate_serial, run_script,
 };
 use crate::agent::serve::snapshot::Snapshot;
 use crate::agent::serve::Agent;
@@ -20,7 +20,7 @@ use crate::log;
 use crate::net::http::Request;
 use crate::proto::{
     Capabilities, ErrorReply, JobRecord, PingReply, PingRequest, RenewCompleteReply, RenewReply,
-    ReqId, RevokeSerialReply, RunReply,
+    ReqId, RevokeSerialReply, RotateSerialReply, RunReply,
 };
 
 /// The authenticated peer of one connection.
@@ -47,6 +47,8 @@ pub(super) enum Answer {
     RenewComplete(RenewCompleteReply),
     /// `/revoke-serial`.
     Revoked(RevokeSerialReply),
+    /// `/rotate-serial` (its refusals of the body too: 200, as the original).
+    Rotated(RotateSerialReply),
     /// Any refusal.
     Error(ErrorReply),
 }
@@ -62,6 +64,7 @@ impl Answer {
             Answer::Renew(r) => (200, r.to_json()),
             Answer::RenewComplete(r) => (200, r.to_json()),
             Answer::Revoked(r) => (200, r.to_json()),
+            Answer::Rotated(r) => (200, r.to_json()),
             Answer::Error(e) => (e.status(), e.to_json()),
         }
     }
@@ -97,12 +100,15 @@ pub(super) async fn route(agent: &Agent, snap: &Snapshot, caller: &Caller, req: 
             };
             result(agent, dispatcher, &reqid, &caller.ip).await
         }
-        ("POST", "/revoke-serial") => {
+        ("POST", "/revoke-serial" | "/rotate-serial") => {
             let reqid = PingRequest::read(&req.body).unwrap_or_default().reqid;
             let Some(dispatcher) = trusted(snap, caller, &reqid) else {
                 return Answer::Error(ErrorReply::SerialMismatch);
             };
-            revoke_serial(agent, snap, caller, dispatcher, &req.body).await
+            match target {
+                "/rotate-serial" => rotate_serial(agent, snap, caller, dispatcher, &req.body).await,
+                _ => revoke_serial(agent, snap, caller, dispatcher, &req.body).await,
+            }
         }
         _ => Answer::Error(ErrorReply::Plain(404, "not found".into())),
     }

@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 
+use crate::agent::limits::{CERT_EXPIRY_WARNING_DAYS, MAX_TRUSTED_DISPATCHERS};
 use crate::agent::schema::{self, Sidecar};
 use crate::agent::serve::{is_executable, Agent};
 use crate::agent::{cert, trust, AgentError};
@@ -40,6 +41,7 @@ use crate::conf::{self, AgentConf, Allowlist, IpNet, RateRule};
 use crate::hook::Hook;
 use crate::net::ratelimit::{RateLimiter, Rule, DEFAULT_CAPACITY};
 use crate::net::tls::{self, Identity};
+use crate::proto::RotateAction;
 use crate::{log, pki, time};
 
 /// Everything a request is judged against; replaced whole on reload.
@@ -217,6 +219,7 @@ impl Agent {
                 let mut snap = load_snapshot(&conf, &self.allowlist_path, renewed.as_deref())
                     .map_err(|e| detail(&e))?;
                 snap.revoked.extend(self.pushed());
+                self.apply_pushed_trust(&mut snap.trusted);
                 vet(&self.snapshot(), &snap, &self.allowlist_path)?;
                 Ok((conf, snap))
             });
@@ -262,6 +265,30 @@ impl Agent {
             );
         }
         log::info("reload", &[("SCRIPTS", &scripts), ("TRUSTED", &trusted)]);
+        warn_if_expiring(&self.snapshot().expiry);
+    }
+}
+
+/// Logs `ACTION=cert-expiry` (warning) when the certificate whose notAfter
+/// is `expiry` (OpenSSL text form) has fewer than
+/// [`CERT_EXPIRY_WARNING_DAYS`] left, or has expired.
+pub fn warn_if_expiring(expiry: &str) {
+    let Some(end) = time::parse_openssl_date(expiry) else {
+        return;
+    };
+    let days = (end - time::now()).div_euclid(86_400);
+    if days < CERT_EXPIRY_WARNING_DAYS {
+        log::warn(
+            "cert-expiry",
+            &[
+                ("DAYS_LEFT", &days.to_string()),
+                ("EXPIRY", expiry),
+                (
+                    "REASON",
+                    "the agent certificate is close to expiry and has not been renewed; check that the dispatcher runs ced maintain",
+                ),
+            ],
+        );
     }
 }
 
@@ -361,6 +388,110 @@ impl Agent {
     }
 }
 
+/// How a `/rotate-serial` was applied (it is in effect in every case).
+pub(super) struct Rotated {
+    /// Nothing changed (added under the caller already, or not there).
+    pub(super) already: bool,
+    /// Where the change was written.
+    pub(super) persist: trust::Persist,
+}
+
+impl Agent {
+    /// Applies a `/rotate-serial` from the dispatcher `id`, whose
+    /// connection presented `caller_serial`: `add` maps `serial` to `id`
+    /// (never taking a serial another id owns, nor a revoked one, nor
+    /// growing the map past [`MAX_TRUSTED_DISPATCHERS`]); `remove` drops it
+    /// (only `id`'s own, never the connection's own serial). The change
+    /// takes effect for the next connection at once (a snapshot that
+    /// differs only by the map), is remembered for reloads, and is written
+    /// to the map or staged ([`trust::persist`], with `cert` backing an
+    /// added serial). The write lock on the snapshot is held throughout, so
+    /// two changes cannot lose each other. `Err` is the refusal's wording.
+    pub(super) fn rotate_serial(
+        &self,
+        action: RotateAction,
+        serial: &str,
+        id: &str,
+        caller_serial: &str,
+        cert: Option<&str>,
+    ) -> Result<Rotated, String> {
+        let mut guard = match self.snapshot.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let owner = guard.trusted.get(serial).cloned();
+        let mut next = guard.trusted.clone();
+        // Even a change already in effect is written again: an earlier one
+        // may have been held in memory only (a full disk), and the reply
+        // says where it is now.
+        match action {
+            RotateAction::Add => {
+                if guard.revoked.contains(serial) {
+                    return Err(format!("serial {serial} is revoked on this agent"));
+                }
+                match owner.as_deref() {
+                    Some(o) if o == id => {}
+                    Some(o) => return Err(format!("serial owned by '{o}'")),
+                    None if next.len() >= MAX_TRUSTED_DISPATCHERS => {
+                        return Err(format!(
+                            "trusted map full ({MAX_TRUSTED_DISPATCHERS} entries)"
+                        ))
+                    }
+                    None => {
+                        next.insert(serial.to_string(), id.to_string());
+                    }
+                }
+            }
+            RotateAction::Remove => match owner.as_deref() {
+                None => {}
+                Some(o) if o != id => return Err(format!("serial not owned by '{id}'")),
+                Some(_) if serial == caller_serial => {
+                    return Err("refusing to remove the serial of the connection asking".into())
+                }
+                Some(_) => {
+                    next.remove(serial);
+                }
+            },
+        }
+        let already = next == guard.trusted;
+        let change = match action {
+            RotateAction::Add => Some(id.to_string()),
+            RotateAction::Remove => None,
+        };
+        match self.pushed_trust.lock() {
+            Ok(mut p) => p.insert(serial.to_string(), change),
+            Err(poisoned) => poisoned.into_inner().insert(serial.to_string(), change),
+        };
+        let persist = trust::persist(&self.conf, &next, cert);
+        let mut snap = Snapshot::clone(&guard);
+        snap.trusted = next;
+        *guard = Arc::new(snap);
+        Ok(Rotated { already, persist })
+    }
+
+    /// Applies the `/rotate-serial` changes made since start to a map read
+    /// from the files, so a reload keeps them when they could not be
+    /// written; an added serial another id owns in the files stays theirs.
+    fn apply_pushed_trust(&self, map: &mut trust::TrustedMap) {
+        let pushed = match self.pushed_trust.lock() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        for (serial, change) in pushed {
+            match change {
+                Some(id) => {
+                    map.entry(serial).or_insert(id);
+                }
+                None => {
+                    if map.len() > 1 {
+                        map.remove(&serial);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Appends `serial` with a trailing comment to the revocation list file,
 /// keeping what is there; a missing file is created (mode 0644).
 fn append_revoked(path: &Path, serial: &str, note: &str) -> std::io::Result<()> {
@@ -397,12 +528,12 @@ pub fn load_snapshot(
     let allowlist = conf::load_allowlist(allowlist_path, &conf.script_dirs)
         .map_err(|e| AgentError::Config(e.to_string()))?;
     check_profiles(conf, &allowlist)?;
-    let trusted = trust::load_trusted(&conf.trusted_dispatchers_path).map_err(|e| {
+    let (mut cert_pem, key_pem, ca_pem) = read_material(conf)?;
+    let trusted = trust::load_effective(conf, &ca_pem, time::now()).map_err(|e| {
         AgentError::Config(format!("{}: {e}", conf.trusted_dispatchers_path.display()))
     })?;
     let revoked = trust::load_revoked(&conf.revoked_serials)
         .map_err(|e| AgentError::Config(format!("{}: {e}", conf.revoked_serials.display())))?;
-    let (mut cert_pem, key_pem, ca_pem) = read_material(conf)?;
     if let Some(r) = renewed {
         let file_ends = pki::cert_info_pem(&cert_pem).map(|i| i.not_after).ok();
         match cert::check(r, &key_pem, &ca_pem, time::now()) {

@@ -15,6 +15,12 @@
 //! session ends leave with it. Refusals are answered with their HTTP status
 //! (see `refusal`) and the original's JSON body. The session ends on
 //! SIGTERM/SIGINT, `quit` on the console, or the pairing timeout.
+//!
+//! Alongside, the session looks after the dispatcher certificate
+//! (`maintain::cert_upkeep`: rotate when due, announce, expire, retire) at
+//! start and every `cert_check_interval`, as the original's background
+//! loop did; the listener keeps presenting the certificate it started with
+//! (agents only check that it comes from their CA).
 
 use std::collections::HashSet;
 use std::net::{IpAddr, TcpStream};
@@ -29,6 +35,8 @@ use smol::stream::StreamExt;
 use smol::{Async, Timer};
 
 use crate::conf::DispatcherConf;
+use crate::control::dispatch::Dispatch;
+use crate::dispatcher::maintain;
 use crate::dispatcher::pairing::console;
 use crate::dispatcher::pairing::queue::{decided, settle, write_request, REQUEST_TTL};
 use crate::dispatcher::pairing::refusal::Refusal;
@@ -80,6 +88,9 @@ struct Session {
 
 /// Runs one pairing session on `port` until stopped or `timeout` seconds pass.
 pub fn session(conf: &DispatcherConf, port: u16, timeout: u64, mode: Mode) -> Result<u8, CliError> {
+    if let Err(e) = crate::control::rotation::recover_locked(conf) {
+        log::warn("cert-rotation-recover", &[("ERROR", &e)]);
+    }
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|e| {
             CliError::Failed(format!("Cannot start pairing mode: {}: {e}", p.display()))
@@ -219,9 +230,42 @@ async fn run_session(
         rt::sleep(timeout).await;
         End::TimedOut
     };
-    // Signals first: `or` prefers its first future.
-    let stop = smol::future::or(signals, smol::future::or(console, timer));
+    let upkeep = async {
+        cert_upkeep_loop(&state.conf, mode).await;
+        smol::future::pending::<End>().await
+    };
+    // Signals first: `or` prefers its first future. The upkeep never ends
+    // the session; it stops with it.
+    let stop = smol::future::or(
+        signals,
+        smol::future::or(console, smol::future::or(timer, upkeep)),
+    );
     accept::serve(&listener, &slots, state.clone(), stop).await
+}
+
+/// Runs the certificate upkeep now and every `cert_check_interval`, logging
+/// (and, on a terminal, printing) what it did. Without a usable dispatcher
+/// identity it logs why and does nothing more.
+async fn cert_upkeep_loop(conf: &DispatcherConf, mode: Mode) {
+    let dispatch = match Dispatch::new(conf.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            log::warn("cert-check", &[("ERROR", &e.to_string())]);
+            return;
+        }
+    };
+    loop {
+        let up = maintain::cert_upkeep(&dispatch, "", &[]).await;
+        if let (Some(r), false) = (&up.rotated, mode == Mode::Background) {
+            let pending = r.results.iter().filter(|h| h.reply.is_err()).count();
+            let _ = crate::outln!(
+                "Dispatcher certificate rotated: new serial {} ({} agent(s) updated, {pending} pending).",
+                r.new_serial,
+                r.results.len() - pending
+            );
+        }
+        rt::sleep(conf.cert_check_interval).await;
+    }
 }
 
 /// The accept loop's rules for the pairing port.
