@@ -286,7 +286,8 @@ mod tests {
             "{:?}",
             c.warnings
         );
-        assert_eq!(c.warnings.len(), 7, "{:?}", c.warnings);
+        // service_user, port and pairing_port do nothing here.
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
 
         let agent = "port = 7443\ncert = a\nkey = b\nca = c\nhostname = h\nsandbox = 1\n\
                      disable_rate_limit = 1\nkey_type = rsa\n[tags]\nenv = prod\n[misc]\nx = 1\n";
