@@ -509,7 +509,10 @@ fn files_the_original_wrote_are_read_unchanged() {
         ("web-01.example.com", "10.0.0.5", 7443)
     );
     assert_eq!(r.expiry, "Jun  7 16:28:00 2028 GMT");
-    assert!(r.pubkey_sha256.is_empty(), "the original records no key pin");
+    assert!(
+        r.pubkey_sha256.is_empty(),
+        "the original records no key pin"
+    );
     // What we write back keeps every field the original reads, with the same types.
     let back = to_string(&r.to_json());
     for field in [
