@@ -15,6 +15,7 @@ pub mod api;
 pub mod conf;
 pub mod control;
 pub mod dispatcher;
+pub mod executor;
 pub mod exit;
 pub mod fsx;
 pub mod hook;

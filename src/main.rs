@@ -9,7 +9,7 @@ use std::ffi::OsString;
 use std::process::ExitCode;
 
 use ctrl_exec::exit::{self, Outcome};
-use ctrl_exec::{agent, api, dispatcher, launch};
+use ctrl_exec::{agent, api, dispatcher, executor, launch};
 
 type Entry = fn(Vec<String>) -> Outcome;
 
@@ -19,6 +19,7 @@ const ROLES: &[(&[&str], Entry)] = &[
     (&["ctrl-exec-dispatcher", "ced"], dispatcher::main),
     (&["ctrl-exec-agent", "cea"], agent::main),
     (&["ctrl-exec-api"], api::main),
+    (&["ctrl-exec-exec", "exec"], executor::main),
 ];
 
 const MULTICALL: &str = "ctrl-exec";

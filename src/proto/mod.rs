@@ -12,6 +12,7 @@
 //! [`ids`], each with one validating constructor.
 
 pub mod exec;
+pub mod frame;
 pub mod gateway;
 pub mod ids;
 pub mod json;
