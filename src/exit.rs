@@ -23,6 +23,9 @@ pub const PAIRING_DENIED: u8 = 3;
 /// refused a step, or a phase failed (each is printed and logged).
 /// `EX_TEMPFAIL` (sysexits.h): the next timer run retries.
 pub const MAINTENANCE_INCOMPLETE: u8 = 75;
+/// `ctrl-exec-exec resolve`: its agent.conf or scripts.conf is unusable
+/// (the original executor's code, which its callers test for).
+pub const EXEC_CONFIG: u8 = 2;
 /// `EX_CONFIG` (sysexits.h): configuration unusable; service managers are
 /// told not to restart in a loop.
 pub const CONFIG: u8 = 78;

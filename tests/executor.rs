@@ -119,7 +119,7 @@ fn the_role_answers_to_its_own_name_and_refuses_bad_usage() {
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("OK path="));
     let out = Command::new(&link).arg("nonsense").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64), "usage errors are EX_USAGE");
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage: ctrl-exec-exec"));
     let _ = fs::remove_dir_all(&d);
 }

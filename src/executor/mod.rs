@@ -34,7 +34,8 @@ impl fmt::Display for ExecError {
 impl Failure for ExecError {
     fn exit_code(&self) -> u8 {
         match self {
-            ExecError::Usage(_) | ExecError::Config(_) => exit::USAGE,
+            ExecError::Usage(_) => exit::USAGE,
+            ExecError::Config(_) => exit::EXEC_CONFIG,
             ExecError::Output(_) => exit::FAILURE,
         }
     }
