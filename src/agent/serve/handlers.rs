@@ -24,6 +24,39 @@ use crate::proto::{
 };
 use crate::{log, pki, time, VERSION};
 
+/// Asks the auth hook, when one is configured, about the request `request`
+/// builds (only then); the caller's address, dispatcher id and serial are filled in here. The
+/// hook's reason when it denies.
+async fn hook_denial(
+    snap: &Snapshot,
+    caller: &Caller,
+    dispatcher: &str,
+    request: impl FnOnce() -> hook::Request,
+) -> Option<String> {
+    let h = snap.settings.hook.as_ref()?;
+    let request = hook::Request {
+        source_ip: caller.ip.clone(),
+        dispatcher: dispatcher.to_string(),
+        dispatcher_serial: caller.serial.clone(),
+        ..request()
+    };
+    match hook::check(h, &request).await {
+        Verdict::Deny { reason, .. } => Some(reason),
+        Verdict::Allow => None,
+    }
+}
+
+/// A control-plane body (`/rotate-serial`, `/revoke-serial`), or its 400
+/// `{"error":…}` refusal.
+fn plain_body<T>(read: Result<T, ReadError>) -> Result<T, ErrorReply> {
+    let refuse = |msg: String| ErrorReply::Plain(400, msg);
+    match read {
+        Ok(r) => Ok(r),
+        Err(ReadError::Field(e)) => Err(refuse(e.to_string())),
+        Err(ReadError::Json(_)) => Err(refuse("invalid JSON".into())),
+    }
+}
+
 /// `POST /ping`: the agent's status for a trusted dispatcher.
 pub(super) fn ping(
     agent: &Agent,
@@ -219,31 +252,26 @@ pub(super) async fn run_script(
         );
         return refuse("script not permitted".into());
     };
-    if let Some(h) = &snap.settings.hook {
-        let request = hook::Request {
-            action: "run".into(),
-            script: req.script.clone(),
-            args: req.args.clone(),
-            username: req.username.clone(),
-            token: req.token.clone(),
-            source_ip: caller.ip.clone(),
-            dispatcher: dispatcher.to_string(),
-            dispatcher_serial: caller.serial.clone(),
-            reqid: req.reqid.clone(),
-            ..Default::default()
-        };
-        if let Verdict::Deny { reason, .. } = hook::check(h, &request).await {
-            log::warn(
-                "deny",
-                &[
-                    ("PEER", &caller.ip),
-                    ("REASON", &reason),
-                    ("REQID", &req.reqid),
-                    ("SCRIPT", &req.script),
-                ],
-            );
-            return refuse(format!("not authorised: {reason}"));
-        }
+    let asked = || hook::Request {
+        action: "run".into(),
+        script: req.script.clone(),
+        args: req.args.clone(),
+        username: req.username.clone(),
+        token: req.token.clone(),
+        reqid: req.reqid.clone(),
+        ..Default::default()
+    };
+    if let Some(reason) = hook_denial(snap, caller, dispatcher, asked).await {
+        log::warn(
+            "deny",
+            &[
+                ("PEER", &caller.ip),
+                ("REASON", &reason),
+                ("REQID", &req.reqid),
+                ("SCRIPT", &req.script),
+            ],
+        );
+        return refuse(format!("not authorised: {reason}"));
     }
     let bounds = Bounds {
         stdin_timeout: snap.settings.stdin_timeout,
@@ -300,10 +328,9 @@ pub(super) async fn rotate_serial(
     body: &[u8],
 ) -> Answer {
     let plain = |status: u16, msg: String| Answer::Error(ErrorReply::Plain(status, msg));
-    let req = match RotateSerialRequest::read(body) {
+    let req = match plain_body(RotateSerialRequest::read(body)) {
         Ok(r) => r,
-        Err(ReadError::Field(e)) => return plain(400, e.to_string()),
-        Err(ReadError::Json(_)) => return plain(400, "invalid JSON".into()),
+        Err(refusal) => return Answer::Error(refusal),
     };
     let fail = |reason: &str, serial: &str| {
         log::warn(
@@ -345,31 +372,26 @@ pub(super) async fn rotate_serial(
         }
         _ => None,
     };
-    if let Some(h) = &snap.settings.hook {
-        let request = hook::Request {
-            action: "rotate".into(),
-            args: vec![action.as_str().into(), serial.clone()],
-            token: req.token.clone(),
-            source_ip: caller.ip.clone(),
-            dispatcher: dispatcher.to_string(),
-            dispatcher_serial: caller.serial.clone(),
-            reqid: req.reqid.clone(),
-            ..Default::default()
-        };
-        if let Verdict::Deny { reason, .. } = hook::check(h, &request).await {
-            log::warn(
-                "rotate-deny",
-                &[
-                    ("DISPATCHER", dispatcher),
-                    ("PEER", &caller.ip),
-                    ("REASON", &reason),
-                    ("REQID", &req.reqid),
-                    ("SERIAL", &serial),
-                    ("SERIAL_ACTION", action.as_str()),
-                ],
-            );
-            return plain(403, format!("not authorised: {reason}"));
-        }
+    let asked = || hook::Request {
+        action: "rotate".into(),
+        args: vec![action.as_str().into(), serial.clone()],
+        token: req.token.clone(),
+        reqid: req.reqid.clone(),
+        ..Default::default()
+    };
+    if let Some(reason) = hook_denial(snap, caller, dispatcher, asked).await {
+        log::warn(
+            "rotate-deny",
+            &[
+                ("DISPATCHER", dispatcher),
+                ("PEER", &caller.ip),
+                ("REASON", &reason),
+                ("REQID", &req.reqid),
+                ("SERIAL", &serial),
+                ("SERIAL_ACTION", action.as_str()),
+            ],
+        );
+        return plain(403, format!("not authorised: {reason}"));
     }
     let done = match agent.rotate_serial(action, &serial, dispatcher, &caller.serial, cert) {
         Ok(r) => r,
@@ -432,10 +454,9 @@ pub(super) async fn revoke_serial(
     body: &[u8],
 ) -> Answer {
     let plain = |status: u16, msg: String| Answer::Error(ErrorReply::Plain(status, msg));
-    let req = match RevokeSerialRequest::read(body) {
+    let req = match plain_body(RevokeSerialRequest::read(body)) {
         Ok(r) => r,
-        Err(ReadError::Field(e)) => return plain(400, e.to_string()),
-        Err(ReadError::Json(_)) => return plain(400, "invalid JSON".into()),
+        Err(refusal) => return Answer::Error(refusal),
     };
     if req.serial.trim().is_empty() {
         return plain(400, "serial required".into());
@@ -462,21 +483,16 @@ pub(super) async fn revoke_serial(
             "refusing to revoke the serial of the connection asking; revoke it from another trusted dispatcher".into(),
         );
     }
-    if let Some(h) = &snap.settings.hook {
-        let request = hook::Request {
-            action: "rotate".into(),
-            args: vec!["revoke".into(), serial.clone()],
-            token: req.token.clone(),
-            source_ip: caller.ip.clone(),
-            dispatcher: dispatcher.to_string(),
-            dispatcher_serial: caller.serial.clone(),
-            reqid: req.reqid.clone(),
-            ..Default::default()
-        };
-        if let Verdict::Deny { reason, .. } = hook::check(h, &request).await {
-            deny(&reason);
-            return plain(403, format!("not authorised: {reason}"));
-        }
+    let asked = || hook::Request {
+        action: "rotate".into(),
+        args: vec!["revoke".into(), serial.clone()],
+        token: req.token.clone(),
+        reqid: req.reqid.clone(),
+        ..Default::default()
+    };
+    if let Some(reason) = hook_denial(snap, caller, dispatcher, asked).await {
+        deny(&reason);
+        return plain(403, format!("not authorised: {reason}"));
     }
     let note = format!(
         "revoked by {dispatcher} (serial {}) at {}",
@@ -545,21 +561,16 @@ pub(super) async fn capabilities(snap: &Snapshot, caller: &Caller) -> Answer {
         );
         return Answer::Error(ErrorReply::Plain(403, "forbidden".into()));
     };
-    if let Some(h) = &snap.settings.hook {
-        let request = hook::Request {
-            action: "discovery".into(),
-            source_ip: caller.ip.clone(),
-            dispatcher: dispatcher.clone(),
-            dispatcher_serial: caller.serial.clone(),
-            ..Default::default()
-        };
-        if let Verdict::Deny { reason, .. } = hook::check(h, &request).await {
-            log::warn(
-                "capabilities-deny",
-                &[("PEER", &caller.ip), ("REASON", &reason)],
-            );
-            return Answer::Error(ErrorReply::Plain(403, "not authorised".into()));
-        }
+    let asked = || hook::Request {
+        action: "discovery".into(),
+        ..Default::default()
+    };
+    if let Some(reason) = hook_denial(snap, caller, dispatcher, asked).await {
+        log::warn(
+            "capabilities-deny",
+            &[("PEER", &caller.ip), ("REASON", &reason)],
+        );
+        return Answer::Error(ErrorReply::Plain(403, "not authorised".into()));
     }
     let entries: Vec<(String, std::path::PathBuf, String)> = snap
         .allowlist
