@@ -169,18 +169,7 @@ impl Jobs {
             );
             return refuse("could not start async job");
         }
-        let mut record = JobRecord {
-            reqid: ctx.reqid.clone(),
-            state: JobState::Running,
-            script: ctx.script.clone(),
-            owner: ctx.dispatcher.clone(),
-            started: time::iso8601(time::now()),
-            finished: None,
-            output: None,
-            lost: false,
-            pgid: None,
-            pgid_started: None,
-        };
+        let mut record = running_record(&ctx);
         {
             let Ok(mut running) = self.inner.running.lock() else {
                 return refuse("could not start async job");
@@ -406,16 +395,9 @@ impl Jobs {
     pub fn mark_sync(&self, group: Option<Group>, ctx: &Context) -> Option<SyncMark> {
         let group = group?;
         let record = JobRecord {
-            reqid: ctx.reqid.clone(),
-            state: JobState::Running,
-            script: ctx.script.clone(),
-            owner: ctx.dispatcher.clone(),
-            started: time::iso8601(time::now()),
-            finished: None,
-            output: None,
-            lost: false,
             pgid: Some(i64::from(group.pgid)),
             pgid_started: group.started,
+            ..running_record(ctx)
         };
         let path = self
             .inner
@@ -445,19 +427,7 @@ impl Jobs {
         for mark in marks.flatten() {
             let path = mark.path();
             if let Some(rec) = read_record(&path) {
-                if let Some(group) = group_of(&rec).filter(Group::alive) {
-                    let pgid = group.pgid.to_string();
-                    let fields = [
-                        ("PGID", pgid.as_str()),
-                        ("REQID", &rec.reqid),
-                        ("SCRIPT", &rec.script),
-                    ];
-                    if group.kill_and_wait(LEFTOVER_KILL_WAIT) {
-                        log::warn("run-sync-killed", &fields);
-                    } else {
-                        log::error("run-sync-leftover", &fields);
-                    }
-                }
+                kill_leftover(&rec, "sync");
             }
             let _ = std::fs::remove_file(&path);
         }
@@ -474,31 +444,9 @@ impl Jobs {
             let Some(rec) = read_record(&path).filter(|r| r.state == JobState::Running) else {
                 continue;
             };
-            if let Some(group) = group_of(&rec) {
-                if group.alive() {
-                    let pgid = group.pgid.to_string();
-                    if group.kill_and_wait(LEFTOVER_KILL_WAIT) {
-                        log::warn(
-                            "run-async-killed",
-                            &[
-                                ("PGID", &pgid),
-                                ("REQID", &rec.reqid),
-                                ("SCRIPT", &rec.script),
-                            ],
-                        );
-                    } else {
-                        log::error(
-                            "run-async-leftover",
-                            &[
-                                ("PGID", &pgid),
-                                ("REQID", &rec.reqid),
-                                ("SCRIPT", &rec.script),
-                            ],
-                        );
-                        if let Ok(mut l) = self.inner.leftovers.lock() {
-                            l.insert(rec.script.clone(), group);
-                        }
-                    }
+            if let Some(group) = kill_leftover(&rec, "async") {
+                if let Ok(mut l) = self.inner.leftovers.lock() {
+                    l.insert(rec.script.clone(), group);
                 }
             }
             close_lost(&path, rec);
@@ -601,6 +549,43 @@ fn read_record(path: &Path) -> Option<JobRecord> {
         .ok()
         .and_then(|b| json::parse_object(&b).ok())
         .and_then(|o| JobRecord::from_json(&o).ok())
+}
+
+/// A `running` record for `ctx`, started now, with no process group yet.
+fn running_record(ctx: &Context) -> JobRecord {
+    JobRecord {
+        reqid: ctx.reqid.clone(),
+        state: JobState::Running,
+        script: ctx.script.clone(),
+        owner: ctx.dispatcher.clone(),
+        started: time::iso8601(time::now()),
+        finished: None,
+        output: None,
+        lost: false,
+        pgid: None,
+        pgid_started: None,
+    }
+}
+
+/// Kills what is left of the process group `rec` names, if that group
+/// still exists and is the recorded one, and logs it as a `kind` run
+/// (`run-<kind>-killed`, or `run-<kind>-leftover` for a group still alive
+/// after [`LEFTOVER_KILL_WAIT`]). The group that would not die, if any.
+fn kill_leftover(rec: &JobRecord, kind: &str) -> Option<Group> {
+    let group = group_of(rec).filter(Group::alive)?;
+    let pgid = group.pgid.to_string();
+    let fields = [
+        ("PGID", pgid.as_str()),
+        ("REQID", &rec.reqid),
+        ("SCRIPT", &rec.script),
+    ];
+    if group.kill_and_wait(LEFTOVER_KILL_WAIT) {
+        log::warn(&format!("run-{kind}-killed"), &fields);
+        None
+    } else {
+        log::error(&format!("run-{kind}-leftover"), &fields);
+        Some(group)
+    }
 }
 
 /// The process group a running record names, if it names one.
