@@ -1283,10 +1283,6 @@ fn hex(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
-    use std::process::Command;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
 
     #[test]
@@ -1945,82 +1941,5 @@ mod tests {
     }
 
     /// A temp directory for openssl runs; `None` (test skipped) when openssl is missing.
-    struct Fixture {
-        dir: PathBuf,
-    }
-
-    impl Fixture {
-        fn new(name: &str) -> Option<Self> {
-            static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            if Command::new("openssl").arg("version").output().is_err() {
-                eprintln!("openssl not found; skipping");
-                return None;
-            }
-            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir()
-                .join(format!("ctrl-exec-pki-{}-{name}-{n}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            Some(Fixture { dir })
-        }
-
-        fn path(&self, name: &str) -> PathBuf {
-            self.dir.join(name)
-        }
-
-        fn read(&self, name: &str) -> String {
-            std::fs::read_to_string(self.path(name)).unwrap()
-        }
-
-        fn write(&self, name: &str, text: &str) {
-            std::fs::write(self.path(name), text).unwrap();
-        }
-
-        /// Runs openssl in the fixture directory; panics with its output on failure.
-        fn openssl(&self, args: &[&str]) -> String {
-            let out = Command::new("openssl")
-                .args(args)
-                .current_dir(&self.dir)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "openssl {args:?} failed in {}: {}{}",
-                self.dir.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        }
-
-        /// `openssl req -newkey rsa:<bits>` for CN=web-01.example.com; returns the CSR PEM
-        /// (`<name>.csr`, key in `<name>.key`).
-        fn req_rsa(&self, name: &str, bits: u32, extra: &[&str]) -> String {
-            let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
-            let newkey = format!("rsa:{bits}");
-            let mut args = vec![
-                "req",
-                "-new",
-                "-newkey",
-                &newkey,
-                "-nodes",
-                "-keyout",
-                &key,
-                "-subj",
-                "/CN=web-01.example.com",
-                "-out",
-                &csr,
-            ];
-            args.extend_from_slice(extra);
-            self.openssl(&args);
-            self.read(&csr)
-        }
-    }
-
-    impl Drop for Fixture {
-        fn drop(&mut self) {
-            if !std::thread::panicking() {
-                let _ = std::fs::remove_dir_all(Path::new(&self.dir));
-            }
-        }
-    }
+    use crate::testutil::OpensslDir as Fixture;
 }

@@ -28,6 +28,34 @@ impl OpensslDir {
         Some(OpensslDir { dir })
     }
 
+    /// A path in the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// `openssl req -newkey rsa:<bits>` for CN=web-01.example.com; returns the CSR PEM
+    /// (`<name>.csr`, key in `<name>.key`).
+    pub fn req_rsa(&self, name: &str, bits: u32, extra: &[&str]) -> String {
+        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        let newkey = format!("rsa:{bits}");
+        let mut args = vec![
+            "req",
+            "-new",
+            "-newkey",
+            &newkey,
+            "-nodes",
+            "-keyout",
+            &key,
+            "-subj",
+            "/CN=web-01.example.com",
+            "-out",
+            &csr,
+        ];
+        args.extend_from_slice(extra);
+        self.openssl(&args);
+        self.read(&csr)
+    }
+
     /// The text of a file in the directory.
     pub fn read(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.join(name)).unwrap()
