@@ -67,25 +67,6 @@ fn install_perl_agent_files(agent: &Agent, pki: &PerlPki, leaf: &str, map_entrie
     .unwrap();
 }
 
-/// Starts `cea serve` for `agent` without touching any registry; its port.
-fn serve_alone(f: &Fixture, agent: &mut Agent) -> u16 {
-    let mut c = f.cmd("cea");
-    c.arg("--config")
-        .arg(&agent.conf)
-        .arg("--allowlist")
-        .arg(&agent.allowlist)
-        .arg("serve");
-    let (pid, addr) = f.daemon(
-        &format!("agent {}", agent.name),
-        c,
-        &agent.log,
-        "ctrl-exec-agent listening on ",
-    );
-    agent.pid = pid;
-    agent.port = common::port_of_addr(&addr);
-    agent.port
-}
-
 /// One request over mTLS as `cert`/`key`, verifying the server against `ca_pem`.
 fn request(
     port: u16,
@@ -214,7 +195,7 @@ fn certificates_from_another_ca_expired_or_with_a_broken_signature_are_refused()
     let mut agent = f.agent_files("web-01", &[], "");
     // Every serial involved is trusted, so only the certificate checks can refuse.
     install_perl_agent_files(&agent, &pki, "agent", "2 perl-ctl\n4 perl-ctl\n");
-    let port = serve_alone(&f, &mut agent);
+    let port = f.serve_unregistered(&mut agent);
     let ca = pki.read("ca.crt");
     let (dcert, dkey) = (pki.read("dispatcher.crt"), pki.read("dispatcher.key"));
 
@@ -554,7 +535,7 @@ fn rust_agent_with_an_rsa_key_pairs_with_a_perl_style_dispatcher() {
     assert!(map.lines().any(|l| l == "10 perl-ctl"), "{map}");
     assert!(!map.lines().any(|l| l.starts_with("a ")), "{map}");
 
-    let port = serve_alone(&f, &mut agent);
+    let port = f.serve_unregistered(&mut agent);
     let ca = pki.read("ca.crt");
     let (dcert, dkey) = (pki.read("dispatcher.crt"), pki.read("dispatcher.key"));
     let r = request(port, (&dcert, &dkey), &ca, "/ping", PING).unwrap();
@@ -590,7 +571,7 @@ fn a_perl_written_map_with_a_decimal_read_serial_is_refused_with_a_hint() {
     let mut agent = f.agent_files("web-01", &[], "");
     // What the Perl agent wrote for a dispatcher of serial 0x10.
     install_perl_agent_files(&agent, &pki, "agent", "a perl-ctl\n");
-    let port = serve_alone(&f, &mut agent);
+    let port = f.serve_unregistered(&mut agent);
     let (dcert, dkey) = (pki.read("dispatcher.crt"), pki.read("dispatcher.key"));
     let r = request(port, (&dcert, &dkey), &pki.read("ca.crt"), "/ping", PING).unwrap();
     assert_eq!(r.status, 403);

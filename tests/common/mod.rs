@@ -628,9 +628,9 @@ impl Fixture {
         );
     }
 
-    /// Starts `cea serve` for `agent`, reads its bound port and records it in
-    /// the dispatcher's registry with `ced edit-agent --agent-port`.
-    pub fn serve(&self, agent: &mut Agent) {
+    /// Starts `cea serve` for `agent` and reads its bound port, touching no
+    /// registry; returns the port.
+    pub fn serve_unregistered(&self, agent: &mut Agent) -> u16 {
         let mut c = self.cmd("cea");
         c.arg("--config")
             .arg(&agent.conf)
@@ -645,6 +645,13 @@ impl Fixture {
         );
         agent.pid = pid;
         agent.port = port_of(&addr);
+        agent.port
+    }
+
+    /// Starts `cea serve` for `agent`, reads its bound port and records it in
+    /// the dispatcher's registry with `ced edit-agent --agent-port`.
+    pub fn serve(&self, agent: &mut Agent) {
+        self.serve_unregistered(agent);
         self.ced_ok(&[
             "edit-agent",
             &agent.name,
