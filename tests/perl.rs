@@ -389,13 +389,7 @@ fn config_typos_are_warnings_and_errors_in_the_check_commands() {
             }
         },
     );
-    let mut c = f.cmd("cea");
-    c.arg("--config")
-        .arg(&agent.conf)
-        .arg("--allowlist")
-        .arg(&agent.allowlist)
-        .arg("self-check");
-    let out = f.run(c);
+    let out = f.self_check(&agent);
     assert_eq!(out.code(), Some(1), "{out}");
     assert!(
         out.stdout.contains(&format!(
@@ -584,13 +578,7 @@ fn a_perl_written_map_with_a_decimal_read_serial_is_refused_with_a_hint() {
             Err(log)
         }
     });
-    let mut c = f.cmd("cea");
-    c.arg("--config")
-        .arg(&agent.conf)
-        .arg("--allowlist")
-        .arg(&agent.allowlist)
-        .arg("self-check");
-    let out = f.run(c);
+    let out = f.self_check(&agent);
     assert!(
         out.stdout.contains("Trust warning: entry 'a perl-ctl'")
             && out.stdout.contains("serial 0x10"),

@@ -246,15 +246,7 @@ fn self_check_flags_trust_files_the_agent_user_could_replace() {
     let user = Some(rustix::process::Uid::from_raw(4321));
     let group = Some(rustix::process::Gid::from_raw(4321));
     rustix::fs::chown(&a.state_dir, user, group).unwrap();
-    let self_check = |f: &Fixture| {
-        let mut c = f.cmd("cea");
-        c.arg("--config")
-            .arg(&a.conf)
-            .arg("--allowlist")
-            .arg(&a.allowlist)
-            .arg("self-check");
-        f.run(c)
-    };
+    let self_check = |f: &Fixture| f.self_check(&a);
     let ok = self_check(&f);
     assert!(ok.stdout.contains("Trust files OK"), "{}", ok.stdout);
     assert_eq!(ok.code(), Some(0), "{}", ok.stdout);

@@ -628,6 +628,17 @@ impl Fixture {
         );
     }
 
+    /// Runs `cea self-check` with `agent`'s config and allowlist.
+    pub fn self_check(&self, agent: &Agent) -> Out {
+        let mut c = self.cmd("cea");
+        c.arg("--config")
+            .arg(&agent.conf)
+            .arg("--allowlist")
+            .arg(&agent.allowlist)
+            .arg("self-check");
+        self.run(c)
+    }
+
     /// Starts `cea serve` for `agent` and reads its bound port, touching no
     /// registry; returns the port.
     pub fn serve_unregistered(&self, agent: &mut Agent) -> u16 {
