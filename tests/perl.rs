@@ -75,26 +75,10 @@ fn request(
     path: &str,
     body: &str,
 ) -> Result<Response, String> {
-    let deadline = Instant::now() + Duration::from_secs(20);
     let id = tls::Identity::from_pem(cert, key).map_err(|e| e.to_string())?;
     let ca = pki::pem_certs(ca_pem).remove(0);
     let config = tls::mtls_client(&id, &ca).map_err(|e| e.to_string())?;
-    rt::block_on(async {
-        let stream = client::connect_tls("127.0.0.1", port, config, deadline)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        client::exchange(
-            stream,
-            "POST",
-            path,
-            "127.0.0.1",
-            Some(body.as_bytes()),
-            &Limits::default(),
-            deadline,
-        )
-        .await
-        .map_err(|e| format!("exchange: {e}"))
-    })
+    common::tls_request(config, port, "POST", path, Some(body.as_bytes()))
 }
 
 const PING: &str = r#"{"reqid":"0123456789abcdef"}"#;

@@ -39,14 +39,6 @@ fn staged_path(a: &Agent) -> std::path::PathBuf {
     a.state_dir.join("agent.crt.staged")
 }
 
-fn body(fields: &[(&str, &str)]) -> Vec<u8> {
-    let inner: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{}:{}", common::jquote(k), common::jquote(v)))
-        .collect();
-    format!("{{{}}}", inner.join(",")).into_bytes()
-}
-
 fn reply(r: &ctrl_exec::net::http::Response) -> common::json::Value {
     common::json::parse(&r.body)
         .unwrap_or_else(|| panic!("not JSON: {}", String::from_utf8_lossy(&r.body)))
@@ -228,7 +220,7 @@ fn a_certificate_for_another_key_or_ca_is_refused_and_nothing_changes() {
             "renewed cert does not verify against the agent CA",
         ),
     ] {
-        let b = body(&[("cert", cert), ("ca", &f.ca_pem()), ("reqid", "abcd")]);
+        let b = common::json_body(&[("cert", cert), ("ca", &f.ca_pem()), ("reqid", "abcd")]);
         let r = f
             .agent_request(a.port, &d, "POST", "/renew-complete", Some(&b))
             .unwrap();
@@ -379,7 +371,7 @@ fn ced_refuses_a_csr_for_another_name_or_key_and_keeps_the_record() {
     ] {
         let csr = pki::make_csr(&stranger, csr_cn).unwrap();
         // The fake answers every request, /ping and /renew alike, with this.
-        let reply = body(&[
+        let reply = common::json_body(&[
             ("status", "ok"),
             ("host", name),
             ("version", "0"),

@@ -43,14 +43,6 @@ fn agent_status(v: &common::json::Value, name: &str) -> String {
         .to_string()
 }
 
-fn body(fields: &[(&str, &str)]) -> Vec<u8> {
-    let inner: Vec<String> = fields
-        .iter()
-        .map(|(k, v)| format!("{}:{}", common::jquote(k), common::jquote(v)))
-        .collect();
-    format!("{{{}}}", inner.join(",")).into_bytes()
-}
-
 /// `POST /rotate-serial` as `who`: the status and the reply.
 fn rotate_serial(
     f: &Fixture,
@@ -59,7 +51,13 @@ fn rotate_serial(
     fields: &[(&str, &str)],
 ) -> (u16, common::json::Value) {
     let r = f
-        .agent_request(a.port, who, "POST", "/rotate-serial", Some(&body(fields)))
+        .agent_request(
+            a.port,
+            who,
+            "POST",
+            "/rotate-serial",
+            Some(&common::json_body(fields)),
+        )
         .unwrap_or_else(|e| panic!("/rotate-serial: {e}"));
     let v = common::json::parse(&r.body)
         .unwrap_or_else(|| panic!("not JSON: {}", String::from_utf8_lossy(&r.body)));

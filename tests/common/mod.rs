@@ -830,7 +830,6 @@ impl Fixture {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<Response, String> {
-        let deadline = Instant::now() + Duration::from_secs(20);
         let ca_der = pki::pem_certs(&self.ca_pem()).remove(0);
         let config = match client {
             ClientCert::None => tls::pairing_client(Arc::new(tls::PairingVerifier::new(None))),
@@ -840,22 +839,7 @@ impl Fixture {
             }
         }
         .map_err(|e| e.to_string())?;
-        rt::block_on(async {
-            let stream = client::connect_tls("127.0.0.1", port, config, deadline)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            client::exchange(
-                stream,
-                method,
-                path,
-                "127.0.0.1",
-                body,
-                &Limits::default(),
-                deadline,
-            )
-            .await
-            .map_err(|e| format!("exchange: {e}"))
-        })
+        tls_request(config, port, method, path, body)
     }
 
     /// Raw bytes to an agent's port over TLS as the dispatcher; the reply.
@@ -1147,6 +1131,42 @@ pub fn http(
         req.push_str(b);
     }
     http_raw(port, req.as_bytes())
+}
+
+/// One request to 127.0.0.1:`port` over TLS with `config`, within 20 s.
+pub fn tls_request(
+    config: Arc<rustls::ClientConfig>,
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+) -> Result<Response, String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    rt::block_on(async {
+        let stream = client::connect_tls("127.0.0.1", port, config, deadline)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        client::exchange(
+            stream,
+            method,
+            path,
+            "127.0.0.1",
+            body,
+            &Limits::default(),
+            deadline,
+        )
+        .await
+        .map_err(|e| format!("exchange: {e}"))
+    })
+}
+
+/// A JSON object of string fields, as request bodies in tests.
+pub fn json_body(fields: &[(&str, &str)]) -> Vec<u8> {
+    let inner: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{}", jquote(k), jquote(v)))
+        .collect();
+    format!("{{{}}}", inner.join(",")).into_bytes()
 }
 
 /// `GET path`.
