@@ -10,37 +10,43 @@ use crate::agent::limits::CERT_EXPIRY_WARNING_DAYS;
 use crate::conf::AgentConf;
 use crate::{fsx, log, pki, time};
 
-/// Logs a warning when the agent's own certificate at `path` is past half
-/// its lifetime (`cert-renewal-due`) but not yet close enough to its end for
-/// `cert-expiry` (see `serve::snapshot`), and an error when it is not valid
-/// yet (`cert-not-yet-valid`, a clock problem); silent otherwise, and when
-/// the file is unreadable (serving reports that itself).
-pub fn log_lifetime(path: &Path) {
-    let Some(info) = std::fs::read_to_string(path)
-        .ok()
-        .and_then(|pem| pki::cert_info_pem(&pem).ok())
-    else {
-        return;
-    };
-    let file = path.display().to_string();
-    match info.lifetime(time::now()) {
-        pki::Lifetime::RenewalDue { days_left } if days_left >= CERT_EXPIRY_WARNING_DAYS => {
-            log::warn(
-                "cert-renewal-due",
-                &[
-                    ("CERT", &file),
-                    ("DAYS_LEFT", &days_left.to_string()),
-                    ("EXPIRES", &time::openssl_date(info.not_after)),
-                    (
-                        "MSG",
-                        "past half its lifetime; the dispatcher renews it at the next ced ping or ced maintain",
-                    ),
-                ],
-            )
-        }
+/// Logs where the agent's own certificate stands, at start and at every
+/// reload: `cert-expiry` (warning) with fewer than
+/// [`CERT_EXPIRY_WARNING_DAYS`] left or expired (nothing has renewed it);
+/// `cert-renewal-due` (warning) past half its lifetime but not that close
+/// (the dispatcher renews it at the next `ced ping` or `ced maintain`);
+/// `cert-not-yet-valid` (error), a clock problem. Silent otherwise.
+pub fn log_lifetime(cert: Option<&pki::CertInfo>) {
+    let Some(info) = cert else { return };
+    let now = time::now();
+    let expiry = time::openssl_date(info.not_after);
+    let days_left = (info.not_after - now).div_euclid(86_400);
+    match info.lifetime(now) {
         pki::Lifetime::NotYetValid => log::error(
             "cert-not-yet-valid",
-            &[("CERT", &file), ("MSG", "check this host's clock")],
+            &[("EXPIRY", &expiry), ("MSG", "check this host's clock")],
+        ),
+        _ if days_left < CERT_EXPIRY_WARNING_DAYS => log::warn(
+            "cert-expiry",
+            &[
+                ("DAYS_LEFT", &days_left.to_string()),
+                ("EXPIRY", &expiry),
+                (
+                    "REASON",
+                    "the agent certificate is close to expiry and has not been renewed; check that the dispatcher runs ced maintain",
+                ),
+            ],
+        ),
+        pki::Lifetime::RenewalDue { days_left } => log::warn(
+            "cert-renewal-due",
+            &[
+                ("DAYS_LEFT", &days_left.to_string()),
+                ("EXPIRY", &expiry),
+                (
+                    "MSG",
+                    "past half its lifetime; the dispatcher renews it at the next ced ping or ced maintain",
+                ),
+            ],
         ),
         _ => {}
     }

@@ -81,7 +81,7 @@ pub(super) fn ping(
         status: "ok".into(),
         host: snap.settings.hostname.clone(),
         version: VERSION.into(),
-        expiry: snap.expiry.clone(),
+        expiry: snap.expiry(),
         staged: agent.conf.cert_staging_path.exists(),
         reqid: request.reqid,
     })

@@ -72,7 +72,7 @@ pub fn serve(
     for w in &snap.allowlist.warnings {
         log::warn("config-warn", &[("MSG", w)]);
     }
-    snapshot::warn_if_expiring(&snap.expiry);
+    crate::agent::cert::log_lifetime(snap.cert.as_ref());
     let limiter = snap.settings.limiter();
     let listener = server::bind(&conf.bind, conf.port).map_err(|e| {
         AgentError::Failed(format!("cannot listen on {}:{}: {e}", conf.bind, conf.port))
@@ -98,7 +98,6 @@ pub fn serve(
         "start",
         &[("PORT", &addr.port().to_string()), ("VERSION", VERSION)],
     );
-    crate::agent::cert::log_lifetime(&agent.conf.cert);
     let me = trust::RunsAs {
         uid: rustix::process::geteuid().as_raw(),
         gid: rustix::process::getegid().as_raw(),

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 
-use crate::agent::limits::{CERT_EXPIRY_WARNING_DAYS, MAX_TRUSTED_DISPATCHERS};
+use crate::agent::limits::MAX_TRUSTED_DISPATCHERS;
 use crate::agent::schema::{self, Sidecar};
 use crate::agent::serve::{is_executable, Agent};
 use crate::agent::{cert, trust, AgentError};
@@ -57,8 +57,9 @@ pub struct Snapshot {
     pub revoked: BTreeSet<String>,
     /// The listener's TLS configuration (certificate files as last read).
     pub tls: Arc<ServerConfig>,
-    /// The agent certificate's notAfter in OpenSSL text form.
-    pub expiry: String,
+    /// The agent certificate being served, as parsed; `None` if it could
+    /// not be (the handshake would then fail anyway).
+    pub cert: Option<pki::CertInfo>,
     /// The reloadable part of agent.conf.
     pub settings: Settings,
 }
@@ -251,7 +252,6 @@ impl Agent {
         for w in &warnings {
             log::warn("config-warn", &[("MSG", w)]);
         }
-        crate::agent::cert::log_lifetime(&conf.cert);
         for key in restart_required(&self.conf, &conf) {
             log::warn(
                 "config-warn",
@@ -265,30 +265,18 @@ impl Agent {
             );
         }
         log::info("reload", &[("SCRIPTS", &scripts), ("TRUSTED", &trusted)]);
-        warn_if_expiring(&self.snapshot().expiry);
+        crate::agent::cert::log_lifetime(self.snapshot().cert.as_ref());
     }
 }
 
-/// Logs `ACTION=cert-expiry` (warning) when the certificate whose notAfter
-/// is `expiry` (OpenSSL text form) has fewer than
-/// [`CERT_EXPIRY_WARNING_DAYS`] left, or has expired.
-pub fn warn_if_expiring(expiry: &str) {
-    let Some(end) = time::parse_openssl_date(expiry) else {
-        return;
-    };
-    let days = (end - time::now()).div_euclid(86_400);
-    if days < CERT_EXPIRY_WARNING_DAYS {
-        log::warn(
-            "cert-expiry",
-            &[
-                ("DAYS_LEFT", &days.to_string()),
-                ("EXPIRY", expiry),
-                (
-                    "REASON",
-                    "the agent certificate is close to expiry and has not been renewed; check that the dispatcher runs ced maintain",
-                ),
-            ],
-        );
+impl Snapshot {
+    /// The served certificate's notAfter in OpenSSL text form, `unknown`
+    /// when it could not be parsed.
+    pub fn expiry(&self) -> String {
+        self.cert
+            .as_ref()
+            .map(|i| time::openssl_date(i.not_after))
+            .unwrap_or_else(|| "unknown".into())
     }
 }
 
@@ -317,9 +305,7 @@ impl Agent {
             .ok_or_else(|| "no CA certificate".to_string())?;
         let identity = Identity::from_pem(cert_pem, key_pem).map_err(|e| e.to_string())?;
         let tls = tls::mtls_server(&identity, &ca_der).map_err(|e| e.to_string())?;
-        let expiry = pki::cert_info_pem(cert_pem)
-            .map(|i| time::openssl_date(i.not_after))
-            .unwrap_or_else(|_| "unknown".into());
+        let cert = pki::cert_info_pem(cert_pem).ok();
         match self.renewed.lock() {
             Ok(mut r) => *r = Some(cert_pem.to_string()),
             Err(poisoned) => *poisoned.into_inner() = Some(cert_pem.to_string()),
@@ -330,7 +316,7 @@ impl Agent {
         };
         let mut next = Snapshot::clone(&slot);
         next.tls = tls;
-        next.expiry = expiry;
+        next.cert = cert;
         *slot = Arc::new(next);
         Ok(())
     }
@@ -549,9 +535,7 @@ pub fn load_snapshot(
         Identity::from_pem(&cert_pem, &key_pem).map_err(|e| AgentError::Config(e.to_string()))?;
     let tls =
         tls::mtls_server(&identity, &ca_der).map_err(|e| AgentError::Config(e.to_string()))?;
-    let expiry = pki::cert_info_pem(&cert_pem)
-        .map(|i| time::openssl_date(i.not_after))
-        .unwrap_or_else(|_| "unknown".into());
+    let cert = pki::cert_info_pem(&cert_pem).ok();
     let sidecars = schema::load_all(&allowlist);
     Ok(Snapshot {
         allowlist,
@@ -559,7 +543,7 @@ pub fn load_snapshot(
         trusted,
         revoked,
         tls,
-        expiry,
+        cert,
         settings,
     })
 }
