@@ -41,10 +41,13 @@ pub fn due(ping: &PingReply, cert_days: u32, now: i64) -> bool {
     if ping.status != "ok" || ping.staged {
         return false;
     }
-    match time::parse_openssl_date(&ping.expiry) {
-        Some(expiry) => (expiry - now) * 2 < i64::from(cert_days) * DAY_SECS,
-        None => false,
-    }
+    time::parse_openssl_date(&ping.expiry).is_some_and(|expiry| in_window(expiry, cert_days, now))
+}
+
+/// The renewal rule: a certificate ending at `expiry` (unix seconds) has
+/// less than half of `cert_days` left at `now`.
+pub fn in_window(expiry: i64, cert_days: u32, now: i64) -> bool {
+    (expiry - now) * 2 < i64::from(cert_days) * DAY_SECS
 }
 
 /// The CA a renewal signs with.

@@ -66,8 +66,7 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
         let days = match time::parse_openssl_date(&ag.expiry) {
             None => "?".to_string(),
             Some(t) if t <= now => "expired".to_string(),
-            // The same rule `ced ping` and `ced maintain` renew by.
-            Some(t) if (t - now) * 2 < i64::from(conf.cert_days) * 86_400 => {
+            Some(t) if crate::control::renew::in_window(t, conf.cert_days, now) => {
                 format!("{} (renewal due)", (t - now).div_euclid(86_400))
             }
             Some(t) => (t - now).div_euclid(86_400).to_string(),
