@@ -210,17 +210,17 @@ struct Served {
     tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// ctrl-exec.conf keys the running listener was built from; a reload that
-/// changes one logs that a restart is needed and keeps serving as before.
-const RESTART_KEYS: &[&str] = &["api_bind", "api_port", "api_max_children"];
+/// Reads one key's value from a loaded config, for comparison.
+type ConfValue = fn(&DispatcherConf) -> String;
 
-fn restart_value(conf: &DispatcherConf, key: &str) -> String {
-    match key {
-        "api_bind" => conf.api_bind.clone(),
-        "api_port" => conf.api_port.to_string(),
-        _ => conf.api_max_children.to_string(),
-    }
-}
+/// ctrl-exec.conf keys the running listener was built from, with how to
+/// read each; a reload that changes one logs that a restart is needed and
+/// keeps serving as before.
+const RESTART_KEYS: &[(&str, ConfValue)] = &[
+    ("api_bind", |c| c.api_bind.clone()),
+    ("api_port", |c| c.api_port.to_string()),
+    ("api_max_children", |c| c.api_max_children.to_string()),
+];
 
 /// The accept loop's rules for the API port.
 struct Gateway {
@@ -254,12 +254,8 @@ impl Gateway {
                 for w in &conf.warnings {
                     w.log();
                 }
-                for key in RESTART_KEYS {
-                    let (was, now) = (
-                        restart_value(&running.api.dispatch.conf, key),
-                        restart_value(&conf, key),
-                    );
-                    if was != now {
+                for (key, value) in RESTART_KEYS {
+                    if value(&running.api.dispatch.conf) != value(&conf) {
                         log::warn(
                             "reload-restart-needed",
                             &[(
