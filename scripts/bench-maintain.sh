@@ -41,16 +41,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# wait_for FILE PATTERN: the first match of PATTERN in FILE, polled for 30 s.
-wait_for() {
-    local i line
-    for i in $(seq 300); do
-        line=$(grep -m1 -oE "$2" "$1" 2>/dev/null || true)
-        [ -n "$line" ] && { echo "$line"; return 0; }
-        sleep 0.1
-    done
-    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
+. "$(dirname "$0")/lib.sh"
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # median of the numbers on stdin
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
@@ -82,25 +73,15 @@ for i in $(seq "$N"); do
     name=a$i
     A="$ROOT/$name"
     mkdir -p "$A"
-    cat >"$A/agent.conf" <<CONF
-port = 0
-bind = 127.0.0.1
-hostname = $name
-cert = $A/agent.crt
-key = $A/agent.key
-ca = $A/ca.crt
-state_dir = $A/state
-revoked_serials = $A/revoked-serials
-rate_limit_disable = 1
-CONF
+    { agent_conf "$A" "$name"; echo "rate_limit_disable = 1"; } >"$A/agent.conf"
     : >"$A/scripts.conf"
     REQ=$(cea --config "$A/agent.conf" request-pairing --dispatcher 127.0.0.1 --port "$PAIR_PORT" \
         --ca-fingerprint "$FP" --background --timeout 60 2>>"$ROOT/logs/pairing.log")
     ced --config "$DCONF" approve "$REQ" >/dev/null
-    wait_for "$A/ctrl-exec-dispatchers" 'bench-dispatcher' >/dev/null
+    wait_for "$A/ctrl-exec-dispatchers" 'bench-dispatcher' 30 >/dev/null
     cea --config "$A/agent.conf" --allowlist "$A/scripts.conf" serve >"$A/serve.out" 2>"$A/agent.log" &
     PIDS+=($!)
-    PORT=$(wait_for "$A/serve.out" 'listening on [0-9.]+:[0-9]+' | grep -oE '[0-9]+$')
+    PORT=$(wait_for "$A/serve.out" 'listening on [0-9.]+:[0-9]+' 30 | grep -oE '[0-9]+$')
     ced --config "$DCONF" edit-agent "$name" --agent-port "$PORT" >/dev/null
 done
 ced --config "$DCONF" pairing-mode stop >/dev/null

@@ -22,16 +22,7 @@ trap cleanup EXIT
 
 say() { printf '\n\033[1m$ %s\033[0m\n' "$*"; }
 run() { say "$(printf "%q " "$@")"; "$@" || echo "(exit $?)"; }
-# wait_for FILE PATTERN: the first match of PATTERN in FILE, polled for 10 s.
-wait_for() {
-    local i line
-    for i in $(seq 100); do
-        line=$(grep -m1 -oE "$2" "$1" 2>/dev/null || true)
-        [ -n "$line" ] && { echo "$line"; return 0; }
-        sleep 0.1
-    done
-    echo "timed out waiting for '$2' in $1" >&2; cat "$1" >&2; return 1
-}
+. "$(dirname "$0")/lib.sh"
 
 # --- dispatcher -------------------------------------------------------------
 DCONF="$ROOT/dispatcher/ctrl-exec.conf"
@@ -84,15 +75,7 @@ chmod +x "$ROOT"/scripts/*.sh
 for name in web1 db1; do
     A="$ROOT/$name"
     mkdir -p "$A"
-    cat > "$A/agent.conf" <<CONF
-port = 0
-bind = 127.0.0.1
-hostname = $name
-cert = $A/agent.crt
-key = $A/agent.key
-ca = $A/ca.crt
-state_dir = $A/state
-revoked_serials = $A/revoked-serials
+    { agent_conf "$A" "$name"; cat <<CONF; } > "$A/agent.conf"
 script_dirs = $ROOT/scripts
 script_timeout = 30
 
