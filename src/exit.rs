@@ -35,6 +35,10 @@ pub const UNKNOWN_ROLE: u8 = 127;
 /// program; the error is on its status pipe (see `launch`). The shell's code
 /// for "command not found", which is what a parent without the pipe sees.
 pub const LAUNCH_FAILED: u8 = 127;
+/// The internal launcher could not confine the program as its sandbox
+/// says, or the sandbox's user cannot execute it; the program never ran. The
+/// shell's code for "found but cannot execute".
+pub const LAUNCH_SANDBOX_FAILED: u8 = 126;
 /// The internal launcher found its parent gone before the program started,
 /// and did not start it.
 pub const LAUNCH_ORPHANED: u8 = 1;

@@ -124,6 +124,7 @@ pub async fn check(hook: &Hook, req: &Request) -> Verdict {
         deadline: started + hook.timeout,
         capture: None,
         leftovers: Leftovers::Kill,
+        sandbox: None,
     };
     let out = proc::run(spec).await;
 
@@ -135,7 +136,9 @@ pub async fn check(hook: &Hook, req: &Request) -> Verdict {
             Exit::Code(0) => Verdict::Allow,
             Exit::Code(code) => Verdict::deny(code, reason_for_exit(code)),
             Exit::Signal(sig) => Verdict::deny(1, format!("hook killed by signal {sig}")),
-            Exit::SpawnFailed(err) => Verdict::deny(1, format!("auth hook failed to start: {err}")),
+            Exit::SpawnFailed(err) | Exit::SandboxFailed(err) => {
+                Verdict::deny(1, format!("auth hook failed to start: {err}"))
+            }
         }
     };
     match &verdict {

@@ -23,6 +23,13 @@
 //! never ran. Without `/proc` the launcher prints the error on stderr
 //! instead, and the run reports a plain exit 127.
 //!
+//! With a sandbox (`--launch <parent-pid> <status-fd> --sandbox <sandbox
+//! args> <program> [args...]`, see [`crate::sandbox`]) the launcher opens the
+//! status pipe first, while it still may, confines itself, checks that the
+//! sandbox's user can execute the program, and only then sets the death
+//! signal (a change of user clears it). A confinement failure is reported as
+//! `sandbox:<message>` with exit [`exit::LAUNCH_SANDBOX_FAILED`].
+//!
 //! The death signal is tied to the thread that spawned the launcher: spawn
 //! from a thread that lives as long as the process (the executor thread), not
 //! from a pool thread that may exit first.
@@ -40,6 +47,7 @@ use std::sync::{Once, OnceLock};
 use rustix::pipe::PipeFlags;
 use rustix::process::{Pid, Signal};
 
+use crate::sandbox::Sandbox;
 use crate::{exit, log};
 
 /// The first argument that selects the launcher.
@@ -48,6 +56,12 @@ pub const FLAG: &str = "--launch";
 /// argv[0] the launcher is started with, so the multicall dispatch finds it
 /// whatever name the binary is installed under.
 pub const ARGV0: &str = "ctrl-exec";
+
+/// The argument that announces sandbox arguments before the program.
+const SANDBOX_FLAG: &str = "--sandbox";
+
+/// Prefix of a sandbox failure on the status pipe.
+const SANDBOX_PREFIX: &str = "sandbox:";
 
 /// Bytes read from the status pipe: `errno:<n>` or a short text.
 const STATUS_MAX_BYTES: usize = 512;
@@ -76,11 +90,28 @@ fn resolve() -> Result<PathBuf, String> {
 /// the program could not be executed (or the parent is already gone).
 pub fn main(args: &[OsString]) -> ExitCode {
     let Some(req) = parse(args) else {
-        eprintln!("{ARGV0}: {FLAG} is internal: {ARGV0} {FLAG} <parent-pid> <status-fd> <program> [args...]");
+        eprintln!("{ARGV0}: {FLAG} is internal: {ARGV0} {FLAG} <parent-pid> <status-fd> [{SANDBOX_FLAG} ...] <program> [args...]");
         return ExitCode::from(exit::USAGE);
     };
+    // Opened before a change of user takes away the right to open it.
+    let mut status = req.sandbox.as_ref().and_then(|_| open_status(&req));
+    if let Some(sandbox) = &req.sandbox {
+        let confined = sandbox.apply().and_then(|()| {
+            rustix::fs::access(req.program, rustix::fs::Access::EXEC_OK).map_err(|_| {
+                io::Error::other(format!(
+                    "'{}' is not executable by the profile's run_as user (uid {})",
+                    Path::new(req.program).display(),
+                    sandbox.uid
+                ))
+            })
+        });
+        if let Err(e) = confined {
+            report(&req, status.as_mut(), &format!("{SANDBOX_PREFIX}{e}"), &e);
+            return ExitCode::from(exit::LAUNCH_SANDBOX_FAILED);
+        }
+    }
     if let Err(e) = rustix::process::set_parent_process_death_signal(Some(Signal::KILL)) {
-        return fail(&req, &io::Error::from(e));
+        return fail(&req, status.as_mut(), &io::Error::from(e));
     }
     // The parent may have died between fork and the prctl above; then the
     // signal will never come, and nobody waits for this program.
@@ -88,13 +119,14 @@ pub fn main(args: &[OsString]) -> ExitCode {
         return ExitCode::from(exit::LAUNCH_ORPHANED);
     }
     let err = Command::new(req.program).args(req.args).exec();
-    fail(&req, &err)
+    fail(&req, status.as_mut(), &err)
 }
 
 /// A parsed launcher invocation.
 struct Request<'a> {
     parent: Pid,
     status_fd: i32,
+    sandbox: Option<Sandbox>,
     program: &'a OsStr,
     args: &'a [OsString],
 }
@@ -107,40 +139,62 @@ fn parse(args: &[OsString]) -> Option<Request<'_>> {
         .filter(|n| *n > 0)
         .and_then(Pid::from_raw)?;
     let status_fd = args.get(1).and_then(number).filter(|n| *n >= 0)?;
-    let program = args.get(2)?;
+    let mut at = 2;
+    let sandbox = if args.get(at).is_some_and(|a| a == SANDBOX_FLAG) {
+        let (sandbox, used) = Sandbox::parse(&args[at + 1..])?;
+        at += 1 + used;
+        Some(sandbox)
+    } else {
+        None
+    };
+    let program = args.get(at)?;
     Some(Request {
         parent,
         status_fd,
+        sandbox,
         program,
-        args: &args[3..],
+        args: &args[at + 1..],
     })
 }
 
-/// Reports `err` on the parent's status pipe (stderr if that cannot be
-/// opened) and exits [`exit::LAUNCH_FAILED`].
-fn fail(req: &Request<'_>, err: &io::Error) -> ExitCode {
-    let message = match err.raw_os_error() {
-        Some(n) => format!("errno:{n}"),
-        None => err.to_string(),
-    };
+/// Opens the parent's status pipe for writing (see the module doc).
+fn open_status(req: &Request<'_>) -> Option<std::fs::File> {
     let pipe = format!("/proc/{}/fd/{}", req.parent.as_raw_nonzero(), req.status_fd);
-    let reported = OpenOptions::new()
-        .write(true)
-        .open(pipe)
-        .and_then(|mut f| f.write_all(message.as_bytes()));
+    OpenOptions::new().write(true).open(pipe).ok()
+}
+
+/// Writes `message` on the status pipe (`status`, else opened now); prints
+/// `err` on stderr when there is no pipe.
+fn report(req: &Request<'_>, status: Option<&mut std::fs::File>, message: &str, err: &io::Error) {
+    let reported = match status {
+        Some(f) => f.write_all(message.as_bytes()),
+        None => match open_status(req) {
+            Some(mut f) => f.write_all(message.as_bytes()),
+            None => Err(io::ErrorKind::NotFound.into()),
+        },
+    };
     if reported.is_err() {
         eprintln!(
             "{ARGV0}: cannot execute '{}': {err}",
             Path::new(req.program).display()
         );
     }
+}
+
+/// Reports an exec failure and exits [`exit::LAUNCH_FAILED`].
+fn fail(req: &Request<'_>, status: Option<&mut std::fs::File>, err: &io::Error) -> ExitCode {
+    let message = match err.raw_os_error() {
+        Some(n) => format!("errno:{n}"),
+        None => err.to_string(),
+    };
+    report(req, status, &message, err);
     ExitCode::from(exit::LAUNCH_FAILED)
 }
 
 /// A command for `program` with `args`, through the launcher when there is
 /// one, and the status of that launch; the caller adds environment, stdio
 /// and the process group, then spawns it.
-pub fn command(program: &Path, args: &[String]) -> (Command, Status) {
+pub fn command(program: &Path, args: &[String], sandbox: Option<&Sandbox>) -> (Command, Status) {
     if let Some(exe) = launcher() {
         match rustix::pipe::pipe_with(PipeFlags::CLOEXEC | PipeFlags::NONBLOCK) {
             Ok((read, write)) => {
@@ -150,13 +204,21 @@ pub fn command(program: &Path, args: &[String]) -> (Command, Status) {
                 cmd.arg0(ARGV0)
                     .arg(FLAG)
                     .arg(std::process::id().to_string())
-                    .arg(read.as_raw_fd().to_string())
-                    .arg(program)
-                    .args(args);
+                    .arg(read.as_raw_fd().to_string());
+                if let Some(sandbox) = sandbox {
+                    cmd.arg(SANDBOX_FLAG).args(sandbox.to_args());
+                }
+                cmd.arg(program).args(args);
                 return (cmd, Status(Some(read)));
             }
             Err(e) => warn_fallback(&format!("cannot create status pipe: {e}")),
         }
+    }
+    if sandbox.is_some() {
+        // Never run a program unconfined that was meant to be confined.
+        let mut cmd = Command::new("/nonexistent/ctrl-exec-launcher-unavailable");
+        cmd.arg0(program);
+        return (cmd, Status(None));
     }
     let mut cmd = Command::new(program);
     cmd.args(args);
@@ -171,22 +233,35 @@ pub struct Status(Option<OwnedFd>);
 impl Status {
     /// After the child was reaped with exit code `code`: the error the
     /// launcher reported when it could not execute the program, if any.
-    pub fn exec_error(&self, code: i32) -> Option<String> {
-        if code != i32::from(exit::LAUNCH_FAILED) {
+    pub fn exec_error(&self, code: i32) -> Option<LaunchError> {
+        if code != i32::from(exit::LAUNCH_FAILED) && code != i32::from(exit::LAUNCH_SANDBOX_FAILED)
+        {
             return None;
         }
         let fd = self.0.as_ref()?;
         let mut buf = [0u8; STATUS_MAX_BYTES];
-        // Non-blocking: empty means the program itself ran and exited 127.
+        // Non-blocking: empty means the program itself ran and exited 126/127.
         let n = rustix::io::read(fd, &mut buf).ok().filter(|n| *n > 0)?;
         let text = String::from_utf8_lossy(&buf[..n]);
-        Some(
+        if let Some(why) = text.strip_prefix(SANDBOX_PREFIX) {
+            return Some(LaunchError::Sandbox(why.to_string()));
+        }
+        Some(LaunchError::Exec(
             match text.strip_prefix("errno:").and_then(|n| n.parse().ok()) {
                 Some(errno) => io::Error::from_raw_os_error(errno).to_string(),
                 None => text.into_owned(),
             },
-        )
+        ))
     }
+}
+
+/// Why the launcher did not run the program.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LaunchError {
+    /// `execve` failed (the error text).
+    Exec(String),
+    /// The sandbox could not be applied (the message).
+    Sandbox(String),
 }
 
 /// The launcher path, or `None` (direct spawn): not initialised, or it could
@@ -258,7 +333,14 @@ mod tests {
         );
         rustix::io::write(&write, b"errno:2").unwrap();
         assert_eq!(launch.exec_error(1), None);
-        let err = launch.exec_error(127).unwrap();
-        assert!(err.contains("No such file"), "{err}");
+        match launch.exec_error(127).unwrap() {
+            LaunchError::Exec(err) => assert!(err.contains("No such file"), "{err}"),
+            other => panic!("{other:?}"),
+        }
+        rustix::io::write(&write, b"sandbox:setuid 7: EPERM").unwrap();
+        assert_eq!(
+            launch.exec_error(126),
+            Some(LaunchError::Sandbox("setuid 7: EPERM".into()))
+        );
     }
 }

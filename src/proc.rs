@@ -43,8 +43,9 @@ use smol::future;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::process::{Child, ChildStdin, Command};
 
-use crate::launch;
+use crate::launch::{self, LaunchError};
 use crate::rt;
+use crate::sandbox::Sandbox;
 
 /// How long output pipes are still drained after the child itself has exited.
 ///
@@ -59,6 +60,25 @@ pub const EXIT_DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// Matches a typical pipe capacity chunk; with a cap reached, a 100 MiB writer
 /// costs this much memory per stream beyond the cap, not 100 MiB.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// `PATH` given to every script: fixed, so the caller cannot steer lookups.
+pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Variables copied from the agent's own environment into a script's; nothing
+/// else passes (no `LD_*`, `BASH_ENV`, `IFS`, ...).
+pub const KEPT_ENV: &[&str] = &["HOME", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME"];
+
+/// A script's whole environment: [`SCRIPT_PATH`] and the [`KEPT_ENV`]
+/// variables this process has.
+pub fn script_env() -> Vec<(String, String)> {
+    let mut env = vec![("PATH".to_string(), SCRIPT_PATH.to_string())];
+    for key in KEPT_ENV {
+        if let Ok(v) = std::env::var(key) {
+            env.push((key.to_string(), v));
+        }
+    }
+    env
+}
 
 /// What to run and under which bounds.
 #[derive(Debug, Clone)]
@@ -81,6 +101,8 @@ pub struct Spec {
     pub capture: Option<usize>,
     /// What happens to processes left in the group when the child exits.
     pub leftovers: Leftovers,
+    /// Confinement applied before the program runs (needs root).
+    pub sandbox: Option<Sandbox>,
 }
 
 /// What happens to the child's process group once the child has exited.
@@ -110,6 +132,8 @@ pub enum Exit {
     Signal(i32),
     /// Could not be started (or, rarely, not waited for); the I/O error text.
     SpawnFailed(String),
+    /// Not started because its sandbox could not be applied; the message.
+    SandboxFailed(String),
 }
 
 /// What happened to one run.
@@ -161,7 +185,7 @@ pub async fn run(spec: Spec) -> Outcome {
 /// Spawns the child described by `spec`; `Err` is the outcome of a spawn
 /// that failed. Spawn from the executor thread (see [`crate::launch`]).
 pub fn start(spec: Spec) -> Result<Running, Outcome> {
-    let (mut std_cmd, launch) = launch::command(&spec.program, &spec.args);
+    let (mut std_cmd, launch) = launch::command(&spec.program, &spec.args, spec.sandbox.as_ref());
     match &spec.env {
         Env::Clean(vars) => {
             std_cmd.env_clear().envs(vars.iter().map(|(k, v)| (k, v)));
@@ -288,7 +312,8 @@ impl Running {
         let exit = match status {
             Ok(status) => match exit_of(status) {
                 Exit::Code(code) => match launch.exec_error(code) {
-                    Some(e) => Exit::SpawnFailed(e),
+                    Some(LaunchError::Exec(e)) => Exit::SpawnFailed(e),
+                    Some(LaunchError::Sandbox(e)) => Exit::SandboxFailed(e),
                     None => Exit::Code(code),
                 },
                 other => other,
@@ -620,6 +645,7 @@ pub(crate) mod tests {
             deadline: Instant::now() + Duration::from_secs(20),
             capture: Some(1024 * 1024),
             leftovers: Leftovers::Keep,
+            sandbox: None,
         }
     }
 

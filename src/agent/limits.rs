@@ -4,13 +4,6 @@
 
 use std::time::Duration;
 
-/// `PATH` given to every script: fixed, so the caller cannot steer lookups.
-pub const SCRIPT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Variables copied from the agent's own environment into a script's; nothing
-/// else passes (no `LD_*`, `BASH_ENV`, `IFS`, ...).
-pub const KEPT_ENV: &[&str] = &["HOME", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME"];
-
 /// How long `self-ping` waits for its own agent.
 pub const SELF_PING_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -91,3 +84,15 @@ pub const MAX_SERIAL_HEX_DIGITS: usize = 40;
 /// the agent user can write them, so they are read through a cap. 256
 /// entries of a few hundred bytes, or 256 certificates of a few KiB, fit.
 pub const MAX_STAGED_TRUST_BYTES: u64 = 1 << 20;
+
+/// Time to connect to the executor's socket: it is local, so a slow connect
+/// means it is down or wedged, which must be a prompt per-run error.
+pub const EXECUTOR_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time the executor gets beyond a script's own timeout to answer: it kills
+/// the script at the timeout itself; this only covers a wedged executor.
+pub const EXECUTOR_ANSWER_GRACE: Duration = Duration::from_secs(15);
+
+/// Bytes an executor response may carry beyond two capped output streams:
+/// the framing and the executor's own error text.
+pub const EXECUTOR_RESPONSE_SLACK_BYTES: usize = 64 * 1024;

@@ -7,6 +7,7 @@
 //! `main` prints once.
 
 mod cert;
+mod executor_client;
 mod help;
 mod jobs;
 mod limits;

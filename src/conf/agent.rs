@@ -17,8 +17,8 @@ use crate::conf::{
     DEFAULT_MAX_CHILDREN, DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_RATE_LIMIT_PROBE,
     DEFAULT_RATE_LIMIT_VOLUME, DEFAULT_REVOKED_SERIALS, DEFAULT_SCRIPT_TIMEOUT_SECS,
     DEFAULT_STDIN_TIMEOUT_SECS, MAX_AUTH_HOOK_TIMEOUT_SECS, MAX_CONCURRENT_SLOTS,
-    MAX_OUTPUT_CAP_BYTES, MAX_SCRIPT_TIMEOUT_SECS, MAX_STDIN_TIMEOUT_SECS,
-    TRUSTED_DISPATCHERS_FILE,
+    MAX_OUTPUT_CAP_BYTES, MAX_PROFILES, MAX_PROFILE_CAPS, MAX_PROFILE_WRITABLE, MAX_SCRIPT_DIRS,
+    MAX_SCRIPT_TIMEOUT_SECS, MAX_STDIN_TIMEOUT_SECS, TRUSTED_DISPATCHERS_FILE,
 };
 
 /// Every top-level key of agent.conf: those read, and those of the original
@@ -227,6 +227,13 @@ impl AgentConf {
                 match &section {
                     Section::Profile(name) => {
                         profiles.entry(name.clone()).or_default();
+                        if profiles.len() > MAX_PROFILES {
+                            return Err(ConfError::at(
+                                path,
+                                n,
+                                format!("more than {MAX_PROFILES} [profile] sections"),
+                            ));
+                        }
                     }
                     Section::Other => ignored_sections.push(ConfWarning::new(
                         path,
@@ -272,9 +279,14 @@ impl AgentConf {
         let state_dir = raw.path_or("state_dir", DEFAULT_AGENT_STATE_DIR);
         let script_dirs = match raw.get_at("script_dirs") {
             None => Vec::new(),
-            Some((v, n)) => {
-                absolute_list("script_dirs", v).map_err(|m| ConfError::at(path, n, m))?
-            }
+            Some((v, n)) => absolute_list("script_dirs", v)
+                .and_then(|dirs| match dirs.len() > MAX_SCRIPT_DIRS {
+                    true => Err(format!(
+                        "script_dirs lists more than {MAX_SCRIPT_DIRS} directories"
+                    )),
+                    false => Ok(dirs),
+                })
+                .map_err(|m| ConfError::at(path, n, m))?,
         };
         let allowed_ips = match raw.get_at("allowed_ips") {
             None => None,
@@ -429,9 +441,21 @@ fn set_profile_key(p: &mut Profile, profile: &str, key: &str, value: &str) -> Re
                 }
                 caps.push(tok.to_string());
             }
+            if caps.len() > MAX_PROFILE_CAPS {
+                return Err(format!(
+                    "caps lists more than {MAX_PROFILE_CAPS} capabilities"
+                ));
+            }
             p.caps = caps;
         }
-        "writable" => p.writable = absolute_list("writable", value)?,
+        "writable" => {
+            p.writable = absolute_list("writable", value)?;
+            if p.writable.len() > MAX_PROFILE_WRITABLE {
+                return Err(format!(
+                    "writable lists more than {MAX_PROFILE_WRITABLE} paths"
+                ));
+            }
+        }
         "no_new_privileges" => p.no_new_privileges = is_truthy(value),
         // A typo in a sandbox definition must not silently widen it.
         _ => return Err(format!("unknown key '{key}' in [profile {profile}]")),

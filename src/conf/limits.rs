@@ -80,6 +80,22 @@ pub const MAX_OUTPUT_CAP_BYTES: usize = 64 << 20;
 /// Identifier lengths are the wire's (`proto::limits`), not the config's.
 pub use crate::proto::limits::{MAX_DISPATCHER_ID_CHARS, MAX_SCRIPT_NAME_CHARS};
 
+/// Most `[profile NAME]` sections in agent.conf: the original's limit (64);
+/// a real host needs a handful.
+pub const MAX_PROFILES: usize = 64;
+
+/// Most capabilities one profile may list: the original's limit (32), more
+/// than any script should hold.
+pub const MAX_PROFILE_CAPS: usize = 32;
+
+/// Most `writable` paths one profile may list: the original's limit (32);
+/// each is one bind mount per run.
+pub const MAX_PROFILE_WRITABLE: usize = 32;
+
+/// Most `script_dirs` entries: the original's limit (32); every run checks
+/// its path against each.
+pub const MAX_SCRIPT_DIRS: usize = 32;
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

@@ -4,6 +4,14 @@
 //! would run a script, from its own reading of both files:
 //! `DENY not-allowlisted|not-in-script-dirs|undefined-profile`, or
 //! `OK path=P profile=N run_as=U nnp=0|1 caps=A,B writable=/a:/b`.
+//!
+//! `serve <socket> <agent.conf> <scripts.conf> <peer-user>` runs scripts for
+//! the agent front-end under their profiles ([`serve`]).
+
+pub mod limits;
+mod serve;
+
+pub use serve::ALLOW_UNPRIVILEGED_ENV;
 
 use std::fmt;
 use std::path::Path;
@@ -18,6 +26,10 @@ pub enum ExecError {
     Usage(String),
     /// A configuration file is unreadable or invalid (exit 2 for `resolve`).
     Config(String),
+    /// `serve` cannot start on its configuration (exit 78: do not respawn).
+    Startup(String),
+    /// `serve` failed (exit 1).
+    Failed(String),
     /// Stdout could not be written.
     Output(std::io::Error),
 }
@@ -25,7 +37,10 @@ pub enum ExecError {
 impl fmt::Display for ExecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExecError::Usage(m) | ExecError::Config(m) => f.write_str(m),
+            ExecError::Usage(m)
+            | ExecError::Config(m)
+            | ExecError::Startup(m)
+            | ExecError::Failed(m) => f.write_str(m),
             ExecError::Output(e) => write!(f, "cannot write output: {e}"),
         }
     }
@@ -36,6 +51,8 @@ impl Failure for ExecError {
         match self {
             ExecError::Usage(_) => exit::USAGE,
             ExecError::Config(_) => exit::EXEC_CONFIG,
+            ExecError::Startup(_) => exit::CONFIG,
+            ExecError::Failed(_) => exit::FAILURE,
             ExecError::Output(_) => exit::FAILURE,
         }
     }
@@ -45,7 +62,7 @@ impl Failure for ExecError {
     }
 }
 
-const USAGE: &str = "usage: ctrl-exec-exec resolve <agent.conf> <scripts.conf> <name>";
+const USAGE: &str = "usage: ctrl-exec-exec resolve <agent.conf> <scripts.conf> <name>\n       ctrl-exec-exec serve <socket> <agent.conf> <scripts.conf> <peer-user>";
 
 /// The role's entry point.
 pub fn main(args: Vec<String>) -> Outcome {
@@ -54,6 +71,21 @@ pub fn main(args: Vec<String>) -> Outcome {
             let line = resolve(Path::new(&args[1]), Path::new(&args[2]), &args[3])
                 .map_err(|e| Box::new(e) as Box<dyn Failure>)?;
             crate::outln!("{line}")
+                .map_err(|e| Box::new(ExecError::Output(e)) as Box<dyn Failure>)?;
+            Ok(exit::SUCCESS)
+        }
+        Some("serve") if args.len() == 5 => {
+            serve::serve(
+                Path::new(&args[1]),
+                Path::new(&args[2]),
+                Path::new(&args[3]),
+                &args[4],
+            )
+            .map_err(|e| Box::new(e) as Box<dyn Failure>)?;
+            Ok(exit::SUCCESS)
+        }
+        Some("-h" | "--help") => {
+            crate::outln!("{USAGE}")
                 .map_err(|e| Box::new(ExecError::Output(e)) as Box<dyn Failure>)?;
             Ok(exit::SUCCESS)
         }

@@ -6,7 +6,7 @@
 //! u32 argc argc×field(arg)`. A response is `i32 exit field(stdout)
 //! field(stderr)`, optionally followed by an additive trailer `u32 flags`
 //! ([`FLAG_STDOUT_TRUNCATED`], [`FLAG_STDERR_TRUNCATED`],
-//! [`FLAG_TIMED_OUT`]) that the original neither sends nor reads.
+//! [`FLAG_TIMED_OUT`], the signal at [`FLAG_SIGNAL_SHIFT`]) that the original neither sends nor reads.
 //!
 //! Every length is checked against what remains before anything is
 //! allocated, so a hostile length cannot make the reader reserve memory it
@@ -28,6 +28,9 @@ pub const FLAG_STDOUT_TRUNCATED: u32 = 1;
 pub const FLAG_STDERR_TRUNCATED: u32 = 2;
 /// Trailer bit: the script was killed at its timeout.
 pub const FLAG_TIMED_OUT: u32 = 4;
+/// Trailer bits 8-15: the signal that killed the script (0: none). The
+/// exit code is then `128 + signal`, as a shell reports it.
+pub const FLAG_SIGNAL_SHIFT: u32 = 8;
 
 /// Why a frame was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -274,6 +274,7 @@ pub(super) async fn run_script(
         return refuse(format!("not authorised: {reason}"));
     }
     let bounds = Bounds {
+        executor: snap.settings.executor_socket.clone(),
         stdin_timeout: snap.settings.stdin_timeout,
         run_timeout: entry.timeout.unwrap_or(snap.settings.script_timeout),
         max_output: snap.settings.max_output_bytes,

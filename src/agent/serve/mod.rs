@@ -62,12 +62,6 @@ pub fn serve(
     conf_path: PathBuf,
     allowlist_path: PathBuf,
 ) -> Result<(), AgentError> {
-    if let Some(sock) = &conf.executor_socket {
-        return Err(AgentError::Config(format!(
-            "executor_socket = {} is set, but this agent has no privileged executor; remove the key to run scripts as the agent user",
-            sock.display()
-        )));
-    }
     let snap = load_snapshot(&conf, &allowlist_path, None)?;
     for w in &snap.allowlist.warnings {
         log::warn("config-warn", &[("MSG", w)]);

@@ -87,6 +87,9 @@ pub struct Settings {
     pub max_output_bytes: usize,
     /// `[tags]`, reported by capabilities.
     pub tags: BTreeMap<String, String>,
+    /// The privileged executor's socket (restart-only), when scripts run
+    /// through it.
+    pub executor_socket: Option<PathBuf>,
 }
 
 impl Settings {
@@ -116,6 +119,7 @@ impl Settings {
             script_timeout: conf.script_timeout,
             max_output_bytes: conf.max_output_bytes,
             tags: conf.tags.clone(),
+            executor_socket: conf.executor_socket.clone(),
         })
     }
 
@@ -548,22 +552,39 @@ pub fn load_snapshot(
     })
 }
 
-/// Refuses an allowlist naming a profile agent.conf does not define.
+/// Refuses an allowlist naming a profile agent.conf does not define. With
+/// the executor every script's profile must be defined, `default`
+/// included, and each profile must be one the executor can apply (a known
+/// `run_as` user, known capabilities); without it, profiles have no effect
+/// and only an explicitly annotated, undefined one is refused.
 fn check_profiles(conf: &AgentConf, allowlist: &Allowlist) -> Result<(), AgentError> {
+    let executor = conf.executor_socket.is_some();
     let missing: Vec<String> = allowlist
         .scripts
         .values()
-        .filter(|s| s.profile != "default" && !conf.profiles.contains_key(&s.profile))
+        .filter(|s| (executor || s.profile != "default") && !conf.profiles.contains_key(&s.profile))
         .map(|s| format!("{} -> {}", s.name, s.profile))
         .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(AgentError::Config(format!(
-            "undefined profile(s) referenced: {}",
-            missing.join(", ")
-        )))
+    if !missing.is_empty() {
+        return Err(AgentError::Config(format!(
+            "undefined profile(s) referenced: {}{}",
+            missing.join(", "),
+            if executor {
+                " (with executor_socket set, every script's profile must be defined, [profile default] included)"
+            } else {
+                ""
+            }
+        )));
     }
+    if executor {
+        for (name, profile) in &conf.profiles {
+            let bad = |why: String| AgentError::Config(format!("[profile {name}]: {why}"));
+            crate::sandbox::cap_mask(&profile.caps).map_err(bad)?;
+            crate::conf::account::lookup(profile.run_as.as_deref().unwrap_or("root"))
+                .map_err(bad)?;
+        }
+    }
+    Ok(())
 }
 
 /// Reads cert, key and CA, naming the first missing file.

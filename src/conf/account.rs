@@ -1,0 +1,106 @@
+//! Who a `run_as` names: uid, primary gid and supplementary groups, read
+//! from `/etc/passwd` and `/etc/group` (a static binary has no NSS; hosts
+//! the executor runs on keep their service users in the local files).
+
+use std::path::Path;
+
+/// The identity a script runs under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// User id.
+    pub uid: u32,
+    /// Primary group id.
+    pub gid: u32,
+    /// Supplementary groups (`initgroups`: the primary group and every group
+    /// listing the user).
+    pub groups: Vec<u32>,
+}
+
+/// Most bytes read from `/etc/passwd` or `/etc/group`: far above any real
+/// host's, small enough that a corrupt file cannot exhaust memory.
+const MAX_ACCOUNT_FILE_BYTES: u64 = 8 << 20;
+
+fn read_small(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_ACCOUNT_FILE_BYTES).read_to_string(&mut text))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(text)
+}
+
+/// Looks up `run_as` (a user name, or a numeric uid that need not exist).
+pub fn lookup(run_as: &str) -> Result<Account, String> {
+    lookup_in(run_as, Path::new("/etc/passwd"), Path::new("/etc/group"))
+}
+
+fn lookup_in(run_as: &str, passwd: &Path, group: &Path) -> Result<Account, String> {
+    let numeric: Option<u32> = run_as.parse().ok();
+    let users = read_small(passwd)?;
+    let entry = users.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        let (name, uid, gid) = (f.first()?, f.get(2)?.parse::<u32>().ok()?, f.get(3)?);
+        let hit = match numeric {
+            Some(n) => uid == n,
+            None => *name == run_as,
+        };
+        hit.then(|| Some((name.to_string(), uid, gid.parse::<u32>().ok()?)))
+            .flatten()
+    });
+    let (name, uid, gid) = match (entry, numeric) {
+        (Some(e), _) => e,
+        // A bare uid without an account: its own number as the group.
+        (None, Some(n)) => {
+            return Ok(Account {
+                uid: n,
+                gid: n,
+                groups: vec![n],
+            })
+        }
+        (None, None) => return Err(format!("unknown run_as user '{run_as}'")),
+    };
+    let mut groups = vec![gid];
+    for line in read_small(group)?.lines() {
+        let f: Vec<&str> = line.split(':').collect();
+        let (Some(g), Some(members)) = (f.get(2).and_then(|g| g.parse().ok()), f.get(3)) else {
+            continue;
+        };
+        if members.split(',').any(|m| m == name) && !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    Ok(Account { uid, gid, groups })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_uids_resolve_with_their_groups() {
+        let dir = std::env::temp_dir().join(format!("account-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (passwd, group) = (dir.join("passwd"), dir.join("group"));
+        std::fs::write(
+            &passwd,
+            "root:x:0:0:root:/root:/bin/sh\nbackup:x:34:34::/var/backups:/bin/false\nbroken:x\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &group,
+            "root:x:0:\ndisk:x:6:backup,other\nbackup:x:34:\ntape:x:26:backup\n",
+        )
+        .unwrap();
+        let backup = lookup_in("backup", &passwd, &group).unwrap();
+        assert_eq!(
+            (backup.uid, backup.gid, backup.groups),
+            (34, 34, vec![34, 6, 26])
+        );
+        assert_eq!(lookup_in("0", &passwd, &group).unwrap().groups, vec![0]);
+        let bare = lookup_in("4000", &passwd, &group).unwrap();
+        assert_eq!((bare.uid, bare.gid, bare.groups), (4000, 4000, vec![4000]));
+        let err = lookup_in("nosuch", &passwd, &group).unwrap_err();
+        assert!(err.contains("unknown run_as user 'nosuch'"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
