@@ -577,15 +577,7 @@ pub(crate) mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::{Path, PathBuf};
 
-    /// A fresh directory for one test: name, pid and a counter under the temp dir.
-    pub(crate) fn fixture_dir(name: &str) -> PathBuf {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("ctrl-exec-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
+    pub(crate) use crate::testutil::scratch_dir as fixture_dir;
 
     /// Writes an executable `/bin/sh` script.
     pub(crate) fn script(dir: &Path, name: &str, body: &str) -> PathBuf {

@@ -56,10 +56,19 @@ pub struct Sandbox {
     pub writable: Vec<PathBuf>,
 }
 
-/// Where a step failed, for the launcher's message.
-fn step(what: impl Into<String>) -> impl FnOnce(io::Error) -> io::Error {
-    let what = what.into();
-    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
+/// Names the step that failed, for the launcher's message. Works for both
+/// `rustix` errors and `std::io` errors.
+trait Step<T> {
+    fn step(self, what: impl std::fmt::Display) -> io::Result<T>;
+}
+
+impl<T, E: Into<io::Error>> Step<T> for Result<T, E> {
+    fn step(self, what: impl std::fmt::Display) -> io::Result<T> {
+        self.map_err(|e| {
+            let e = e.into();
+            io::Error::new(e.kind(), format!("{what}: {e}"))
+        })
+    }
 }
 
 impl Sandbox {
@@ -136,13 +145,13 @@ impl Sandbox {
         // table, which is what makes unshare unsafe), and the launcher has a
         // single thread, so no other thread's view of anything changes.
         unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
-            .map_err(|e| step("cannot create a private mount namespace")(e.into()))?;
+            .step("cannot create a private mount namespace")?;
         // Nothing done below may propagate back to the host's mounts.
         rustix::mount::mount_change(
             "/",
             MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
         )
-        .map_err(|e| step("cannot make mounts private")(e.into()))?;
+        .step("cannot make mounts private")?;
         for path in &self.read_only {
             if path.exists() {
                 bind_read_only(path)?;
@@ -165,21 +174,18 @@ impl Sandbox {
                 match rustix::thread::remove_capability_from_bounding_set(one_cap(cap)) {
                     // A number the kernel does not know: nothing to remove.
                     Err(rustix::io::Errno::INVAL) => {}
-                    r => r.map_err(|e| step(format!("cannot drop capability {cap}"))(e.into()))?,
+                    r => r.step(format!("cannot drop capability {cap}"))?,
                 }
             }
         }
         let groups: Vec<Gid> = self.groups.iter().map(|g| Gid::from_raw(*g)).collect();
-        rustix::thread::set_thread_groups(&groups).map_err(|e| step("setgroups")(e.into()))?;
+        rustix::thread::set_thread_groups(&groups).step("setgroups")?;
         let gid = Gid::from_raw(self.gid);
-        rustix::thread::set_thread_res_gid(gid, gid, gid)
-            .map_err(|e| step(format!("setgid {}", self.gid))(e.into()))?;
+        rustix::thread::set_thread_res_gid(gid, gid, gid).step(format!("setgid {}", self.gid))?;
         // Keep the permitted set across setuid; it is trimmed right after.
-        rustix::thread::set_keep_capabilities(true)
-            .map_err(|e| step("cannot keep capabilities")(e.into()))?;
+        rustix::thread::set_keep_capabilities(true).step("cannot keep capabilities")?;
         let uid = Uid::from_raw(self.uid);
-        rustix::thread::set_thread_res_uid(uid, uid, uid)
-            .map_err(|e| step(format!("setuid {}", self.uid))(e.into()))?;
+        rustix::thread::set_thread_res_uid(uid, uid, uid).step(format!("setuid {}", self.uid))?;
         let kept = CapabilitySet::from_bits_retain(self.caps);
         rustix::thread::set_capabilities(
             None,
@@ -189,14 +195,13 @@ impl Sandbox {
                 inheritable: kept,
             },
         )
-        .map_err(|e| step("capset")(e.into()))?;
+        .step("capset")?;
         for cap in (0..64).filter(|c| self.caps & (1 << c) != 0) {
             rustix::thread::configure_capability_in_ambient_set(one_cap(cap), true)
-                .map_err(|e| step(format!("cannot raise ambient capability {cap}"))(e.into()))?;
+                .step(format!("cannot raise ambient capability {cap}"))?;
         }
         if self.no_new_privs {
-            rustix::thread::set_no_new_privs(true)
-                .map_err(|e| step("cannot set no_new_privs")(e.into()))?;
+            rustix::thread::set_no_new_privs(true).step("cannot set no_new_privs")?;
         }
         Ok(())
     }
@@ -210,7 +215,7 @@ fn one_cap(n: u32) -> CapabilitySet {
 /// remount (a remount that dropped `nosuid` would widen the mount).
 fn mount_flags(path: &Path) -> io::Result<MountFlags> {
     let f = rustix::fs::statvfs(path)
-        .map_err(|e| step(format!("statvfs {}", path.display()))(e.into()))?
+        .step(format!("statvfs {}", path.display()))?
         .f_flag;
     let mut flags = MountFlags::empty();
     for (have, keep) in [
@@ -233,13 +238,12 @@ fn remount(path: &Path, read_only: bool) -> io::Result<()> {
     if read_only {
         flags |= MountFlags::RDONLY;
     }
-    rustix::mount::mount_remount(path, flags, "")
-        .map_err(|e| step(format!("cannot remount {}", path.display()))(e.into()))
+    rustix::mount::mount_remount(path, flags, "").step(format!("cannot remount {}", path.display()))
 }
 
 fn bind_read_only(path: &Path) -> io::Result<()> {
     rustix::mount::mount_bind_recursive(path, path)
-        .map_err(|e| step(format!("cannot bind {}", path.display()))(e.into()))?;
+        .step(format!("cannot bind {}", path.display()))?;
     remount(path, true)
 }
 
@@ -251,7 +255,7 @@ fn read_only_root(writable: &[PathBuf]) -> io::Result<()> {
     let mut held = Vec::new();
     for path in writable {
         let fd = rustix::fs::open(path, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| step(format!("writable path {}", path.display()))(e.into()))?;
+            .step(format!("writable path {}", path.display()))?;
         let is_dir = path.is_dir();
         held.push((path, fd, is_dir));
     }
@@ -272,7 +276,7 @@ fn read_only_root(writable: &[PathBuf]) -> io::Result<()> {
         MountFlags::NOSUID | MountFlags::NODEV,
         PRIVATE_TMP_OPTIONS,
     )
-    .map_err(|e| step("cannot mount a private /tmp")(e.into()))?;
+    .step("cannot mount a private /tmp")?;
     for (path, fd, is_dir) in held {
         if path.starts_with("/tmp") && !path.exists() {
             let made = if is_dir {
@@ -282,11 +286,11 @@ fn read_only_root(writable: &[PathBuf]) -> io::Result<()> {
                     .map_or(Ok(()), std::fs::create_dir_all)
                     .and_then(|()| std::fs::File::create(path).map(drop))
             };
-            made.map_err(step(format!("cannot recreate {} in /tmp", path.display())))?;
+            made.step(format!("cannot recreate {} in /tmp", path.display()))?;
         }
         let source = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd));
         rustix::mount::mount_bind_recursive(source.as_str(), path)
-            .map_err(|e| step(format!("cannot bind {}", path.display()))(e.into()))?;
+            .step(format!("cannot bind {}", path.display()))?;
         remount(path, false)?;
     }
     Ok(())
@@ -294,7 +298,7 @@ fn read_only_root(writable: &[PathBuf]) -> io::Result<()> {
 
 /// The mount points of this namespace, parents before children.
 fn mount_points() -> io::Result<Vec<PathBuf>> {
-    let table = std::fs::read("/proc/self/mountinfo").map_err(step("/proc/self/mountinfo"))?;
+    let table = std::fs::read("/proc/self/mountinfo").step("/proc/self/mountinfo")?;
     Ok(table
         .split(|b| *b == b'\n')
         .filter_map(|line| line.split(|b| *b == b' ').nth(4))

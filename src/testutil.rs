@@ -7,6 +7,17 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// A fresh, empty directory for one test: name, pid and a counter under the
+/// temp dir, so parallel tests and reruns never share one.
+pub fn scratch_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("ctrl-exec-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 /// A temporary directory for openssl runs, removed on drop unless a test failed.
 pub struct OpensslDir {
     /// The directory.

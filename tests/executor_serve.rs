@@ -122,10 +122,15 @@ impl Executor {
         fs::read_to_string(self.dir.join("exec.log")).unwrap_or_default()
     }
 
-    /// Sends raw bytes and reads the answer to end of stream.
-    fn raw(&self, bytes: &[u8]) -> Vec<u8> {
-        let mut s = UnixStream::connect(&self.socket).unwrap();
+    fn connect(&self) -> UnixStream {
+        let s = UnixStream::connect(&self.socket).unwrap();
         s.set_read_timeout(Some(EXCHANGE_TIMEOUT)).unwrap();
+        s
+    }
+
+    /// Sends raw bytes, half-closes and reads the answer to end of stream.
+    fn raw(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut s = self.connect();
         // A refused frame may be answered before all of it is written.
         let _ = s.write_all(bytes);
         let _ = s.shutdown(std::net::Shutdown::Write);
@@ -138,18 +143,39 @@ impl Executor {
         let req = ExecRequest {
             reqid: b"r1".to_vec(),
             dispatcher_id: b"ctl".to_vec(),
-            script: script.as_bytes().to_vec(),
             stdin: b"{}".to_vec(),
             args: args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            ..request(script)
         };
-        let mut s = UnixStream::connect(&self.socket).unwrap();
-        s.set_read_timeout(Some(EXCHANGE_TIMEOUT)).unwrap();
+        // No half-close: the executor takes end of stream for a front-end
+        // that hung up, and kills the run.
+        let mut s = self.connect();
         s.write_all(&req.encode()).unwrap();
         let mut out = Vec::new();
         s.read_to_end(&mut out).unwrap();
         ExecResponse::decode(&out)
             .unwrap_or_else(|e| panic!("bad response {out:?}: {e}\n{}", self.log()))
     }
+}
+
+/// A request for `script` with every other field empty.
+fn request(script: &str) -> ExecRequest {
+    ExecRequest {
+        script: script.as_bytes().to_vec(),
+        ..ExecRequest::default()
+    }
+}
+
+/// Asserts that `answer`'s stderr holds `needle`.
+fn assert_stderr_has(answer: &ExecResponse, needle: &str) {
+    let stderr = text(&answer.stderr);
+    assert!(stderr.contains(needle), "{stderr}");
+}
+
+/// Asserts that `answer`'s stderr starts with `prefix`.
+fn assert_stderr_starts(answer: &ExecResponse, prefix: &str) {
+    let stderr = text(&answer.stderr);
+    assert!(stderr.starts_with(prefix), "{stderr}");
 }
 
 fn text(b: &[u8]) -> String {
@@ -189,11 +215,7 @@ fn hostile_frames_end_their_connection_only() {
         "17 MiB length",
     );
     malformed(&[0, 0, 0, 20, 0, 0, 0, 2, b'r'], "truncated body");
-    let mut argc = ExecRequest {
-        script: b"hello".to_vec(),
-        ..ExecRequest::default()
-    }
-    .encode();
+    let mut argc = request("hello").encode();
     let n = argc.len();
     argc[n - 4..].copy_from_slice(&9999u32.to_be_bytes());
     malformed(&argc, "argc 9999");
@@ -277,12 +299,11 @@ fn a_peer_with_another_uid_is_refused() {
     assert_eq!(mode, 0o600, "the socket is private to its peer user");
     // Opened up by hand, so the connect succeeds and SO_PEERCRED decides.
     fs::set_permissions(&ex.socket, fs::Permissions::from_mode(0o666)).unwrap();
-    let request = ExecRequest {
-        script: b"hello".to_vec(),
-        ..ExecRequest::default()
-    }
-    .encode();
-    let hex: String = request.iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = request("hello")
+        .encode()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let out = Command::new("python3")
         .arg("-c")
         .arg(format!(
@@ -390,11 +411,7 @@ fn a_profile_capability_decides_whether_port_80_binds() {
     );
     let (without, _) = run_profile("bind80no", "run_as = nobody", bind);
     assert_ne!(without.exit, 0);
-    assert!(
-        text(&without.stderr).contains("Permission denied"),
-        "{}",
-        text(&without.stderr)
-    );
+    assert_stderr_has(&without, "Permission denied");
 }
 
 #[test]
@@ -514,29 +531,17 @@ fn a_profile_that_cannot_apply_is_126_and_exec_failure_127() {
     fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
     let answer = ex.run("private", &[]);
     assert_eq!(answer.exit, 126, "{}", text(&answer.stderr));
-    assert!(
-        text(&answer.stderr).contains("is not executable by the profile's run_as user"),
-        "{}",
-        text(&answer.stderr)
-    );
+    assert_stderr_has(&answer, "is not executable by the profile's run_as user");
     let bad = ex.dir.join("s/badexec.sh");
     fs::write(&bad, "#!/nonexistent/interpreter\n").unwrap();
     fs::set_permissions(&bad, fs::Permissions::from_mode(0o755)).unwrap();
     let answer = ex.run("badexec", &[]);
     assert_eq!(answer.exit, 127, "{}", text(&answer.stderr));
-    assert!(
-        text(&answer.stderr).starts_with("executor: exec '"),
-        "{}",
-        text(&answer.stderr)
-    );
+    assert_stderr_starts(&answer, "executor: exec '");
     for name in ["ghost", "nowhere"] {
         let answer = ex.run(name, &[]);
         assert_eq!(answer.exit, 126, "{name}: {}", text(&answer.stderr));
-        assert!(
-            text(&answer.stderr).starts_with("executor: "),
-            "{}",
-            text(&answer.stderr)
-        );
+        assert_stderr_starts(&answer, "executor: ");
     }
 }
 
@@ -556,12 +561,8 @@ fn a_front_end_that_hangs_up_gets_its_script_killed() {
         "slow.sh",
         &format!("echo $$ > {}\nexec sleep 30", pidfile.display()),
     );
-    let req = ExecRequest {
-        script: b"slow".to_vec(),
-        ..ExecRequest::default()
-    };
     let mut s = UnixStream::connect(&ex.socket).unwrap();
-    s.write_all(&req.encode()).unwrap();
+    s.write_all(&request("slow").encode()).unwrap();
     let deadline = Instant::now() + EXCHANGE_TIMEOUT;
     let pid = loop {
         if let Ok(p) = fs::read_to_string(&pidfile) {
@@ -667,15 +668,7 @@ fn with_the_executor_every_profile_must_be_defined() {
         &[("hello", "echo hi")],
         "executor_socket = /run/ctrl-exec-agent/exec.sock\n",
     );
-    let out = f.run({
-        let mut c = f.cmd("cea");
-        c.arg("--config")
-            .arg(&agent.conf)
-            .arg("--allowlist")
-            .arg(&agent.allowlist)
-            .arg("serve");
-        c
-    });
+    let out = f.run(f.cea_for(&agent, "serve"));
     assert_eq!(out.code(), Some(78), "{}", out.stderr);
     assert!(
         out.stderr.contains("hello -> default") && out.stderr.contains("[profile default]"),

@@ -457,13 +457,7 @@ fn cea_serve_refuses_script_timeout_of_u64_max_naming_file_and_line_with_exit_78
     // Not paired on purpose: if the value were accepted, serve stops at the
     // missing certificate (a different message) instead of serving forever.
     let a = f.agent_files("web1", &[], line);
-    let mut c = f.cmd("cea");
-    c.arg("--config")
-        .arg(&a.conf)
-        .arg("--allowlist")
-        .arg(&a.allowlist)
-        .arg("serve");
-    let out = f.run_within(c, Duration::from_secs(30));
+    let out = f.run_within(f.cea_for(&a, "serve"), Duration::from_secs(30));
     assert_config_error_at(&out, &a.conf, line_number(&a.conf, line));
     assert_eq!(out.code(), Some(78), "{out}");
 }

@@ -585,8 +585,7 @@ mod tests {
 
     #[test]
     fn trust_files_in_a_directory_the_agent_user_owns_are_replaceable() {
-        let dir = std::env::temp_dir().join(format!("trust-owned-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::scratch_dir("trust-owned");
         let text = format!(
             "port = 7443\ncert = {d}/a.crt\nkey = {d}/a.key\nca = {d}/ca.crt\nstate_dir = {d}\n",
             d = dir.display()

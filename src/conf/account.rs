@@ -78,8 +78,7 @@ mod tests {
 
     #[test]
     fn names_and_uids_resolve_with_their_groups() {
-        let dir = std::env::temp_dir().join(format!("account-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::scratch_dir("account");
         let (passwd, group) = (dir.join("passwd"), dir.join("group"));
         std::fs::write(
             &passwd,

@@ -197,8 +197,7 @@ mod tests {
 
     #[test]
     fn purge_removes_old_records_at_most_once_per_interval() {
-        let dir = std::env::temp_dir().join(format!("runstore-purge-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::scratch_dir("runstore-purge");
         let old = |name: &str| {
             let path = dir.join(name);
             let f = std::fs::File::create(&path).unwrap();

@@ -161,12 +161,18 @@ fn accept_loop(listener: &UnixListener, config: &Arc<Config>) {
     }
 }
 
-fn refusal(message: &str) -> ExecResponse {
+/// An answer with no output: `exit` and the message as its stderr.
+fn failure(exit: i32, message: impl Into<Vec<u8>>) -> ExecResponse {
     ExecResponse {
-        exit: -1,
-        stderr: message.as_bytes().to_vec(),
+        exit,
+        stderr: message.into(),
         ..ExecResponse::default()
     }
+}
+
+/// A request refused before anything ran (exit -1, as the original).
+fn refusal(message: &str) -> ExecResponse {
+    failure(-1, message)
 }
 
 fn answer(mut stream: &UnixStream, response: &ExecResponse) {
@@ -252,7 +258,6 @@ fn handle(stream: UnixStream, config: &Config) {
             ("SCRIPT", &script),
         ],
     );
-    let _ = stream.set_nonblocking(false);
     answer(&stream, &response);
 }
 
@@ -274,14 +279,14 @@ fn prepare(config: &Config, script: &str, request: ExecRequest) -> Result<Spec, 
         })
     })?;
     let profile = &resolved.profile;
-    let cannot_apply = |why: String| ExecResponse {
-        exit: 126,
-        stderr: format!(
-            "executor: cannot apply profile '{}': {why}",
-            resolved.entry.profile
+    let cannot_apply = |why: String| {
+        failure(
+            126,
+            format!(
+                "executor: cannot apply profile '{}': {why}",
+                resolved.entry.profile
+            ),
         )
-        .into_bytes(),
-        ..ExecResponse::default()
     };
     let who = account::lookup(profile.run_as.as_deref().unwrap_or("root")).map_err(cannot_apply)?;
     let caps = sandbox::cap_mask(&profile.caps).map_err(cannot_apply)?;
@@ -322,7 +327,7 @@ fn prepare(config: &Config, script: &str, request: ExecRequest) -> Result<Spec, 
 /// dropped, which kills its process group).
 fn run_watching(stream: &UnixStream, spec: Spec) -> Option<proc::Outcome> {
     let watch = stream.try_clone().and_then(smol::Async::new).ok();
-    rt::block_on(smol::future::or(
+    let outcome = rt::block_on(smol::future::or(
         async { Some(proc::run(spec).await) },
         async {
             let Some(mut watch) = watch else {
@@ -336,7 +341,11 @@ fn run_watching(stream: &UnixStream, spec: Spec) -> Option<proc::Outcome> {
                 }
             }
         },
-    ))
+    ));
+    // The watcher shares the socket's file description and made it
+    // non-blocking; the answer is written with a blocking timeout.
+    let _ = stream.set_nonblocking(false);
+    outcome
 }
 
 fn response_of(out: proc::Outcome, path: &str) -> ExecResponse {

@@ -628,29 +628,28 @@ impl Fixture {
         );
     }
 
-    /// Runs `cea self-check` with `agent`'s config and allowlist.
-    pub fn self_check(&self, agent: &Agent) -> Out {
+    /// `cea --config <conf> --allowlist <allowlist> <subcommand>` for `agent`.
+    pub fn cea_for(&self, agent: &Agent, subcommand: &str) -> Command {
         let mut c = self.cmd("cea");
         c.arg("--config")
             .arg(&agent.conf)
             .arg("--allowlist")
             .arg(&agent.allowlist)
-            .arg("self-check");
-        self.run(c)
+            .arg(subcommand);
+        c
+    }
+
+    /// Runs `cea self-check` with `agent`'s config and allowlist.
+    pub fn self_check(&self, agent: &Agent) -> Out {
+        self.run(self.cea_for(agent, "self-check"))
     }
 
     /// Starts `cea serve` for `agent` and reads its bound port, touching no
     /// registry; returns the port.
     pub fn serve_unregistered(&self, agent: &mut Agent) -> u16 {
-        let mut c = self.cmd("cea");
-        c.arg("--config")
-            .arg(&agent.conf)
-            .arg("--allowlist")
-            .arg(&agent.allowlist)
-            .arg("serve");
         let (pid, addr) = self.daemon(
             &format!("agent {}", agent.name),
-            c,
+            self.cea_for(agent, "serve"),
             &agent.log,
             "ctrl-exec-agent listening on ",
         );

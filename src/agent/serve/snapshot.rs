@@ -607,8 +607,7 @@ mod tests {
 
     #[test]
     fn append_revoked_keeps_the_file_and_adds_one_line() {
-        let dir = std::env::temp_dir().join(format!("append-revoked-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::testutil::scratch_dir("append-revoked");
         let path = dir.join("revoked-serials");
         std::fs::write(&path, "# operator note\n0A").unwrap();
         append_revoked(&path, "1f", "by test").unwrap();
