@@ -605,14 +605,20 @@ fn the_agent_runs_sync_and_async_jobs_through_the_executor() {
     let dir = PathBuf::from(format!("/var/tmp/ce_exec_agent_{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("exec.sock");
+    let forge = format!(
+        "for f in $(find {0} -name '*.json'); do echo forged > \"$f\"; done 2>&1\n\
+         mkdir {0}/forged 2>&1; echo tried",
+        f.path("agents/web1/state").display()
+    );
     let mut agent = f.agent_files(
         "web1",
         &[
             ("who", "id -u; cat >/dev/null"),
             ("slow", "sleep 1; echo late"),
+            ("forge profile=root", &forge),
         ],
         &format!(
-            "executor_socket = {}\n[profile default]\nrun_as = nobody\n",
+            "executor_socket = {}\n[profile default]\nrun_as = nobody\n[profile root]\nrun_as = root\n",
             socket.display()
         ),
     );
@@ -645,6 +651,29 @@ fn the_agent_runs_sync_and_async_jobs_through_the_executor() {
         waited.stdout,
         waited.stderr
     );
+
+    // A script cannot rewrite the agent's job records, even as root: the
+    // async result is the script's own, and self-check says why.
+    let out = f.ced_ok(&["run", "web1", "slow", "--async", "--json"]);
+    let reqid = jstr(&out.json(), "reqid").unwrap_or_default().to_string();
+    let out = f.ced_ok(&["run", "web1", "forge", "--json"]);
+    let forged = jstr(&out.json(), "results.0.stdout")
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        forged.contains("Read-only file system") && forged.ends_with("tried\n"),
+        "{}",
+        out.stdout
+    );
+    let waited = f.ced(&["wait", &reqid, "--timeout", "30", "--json"]);
+    assert!(
+        waited.stdout.contains("late") && !waited.stdout.contains("forged"),
+        "{}\n{}",
+        waited.stdout,
+        waited.stderr
+    );
+    let check = f.self_check(&agent);
+    assert!(check.stdout.contains("Job records OK"), "{check}");
 
     f.kill(exec_pid);
     let out = f.ced(&["run", "web1", "who", "--json"]);

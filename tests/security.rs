@@ -250,6 +250,12 @@ fn self_check_flags_trust_files_the_agent_user_could_replace() {
     let ok = self_check(&f);
     assert!(ok.stdout.contains("Trust files OK"), "{}", ok.stdout);
     assert_eq!(ok.code(), Some(0), "{}", ok.stdout);
+    // Without the executor, scripts share the agent's uid and its records.
+    assert!(
+        ok.stdout.contains("Job records warning: scripts run as uid 4321"),
+        "{}",
+        ok.stdout
+    );
 
     // A trust map the service user could rename over: refused.
     rustix::fs::chown(&a.dir, user, group).unwrap();

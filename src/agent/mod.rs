@@ -518,6 +518,18 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
             )?;
         }
     }
+    match &conf.executor_socket {
+        Some(socket) => crate::outln!(
+            "  Job records OK (scripts run through the executor at {}, which keeps {} read-only to them)",
+            socket.display(),
+            conf.async_runs_dir.display()
+        )?,
+        None => crate::outln!(
+            "  Job records warning: scripts run as uid {}, which can rewrite the results in {}; set executor_socket to run them through ctrl-exec-exec",
+            who.uid,
+            conf.async_runs_dir.display()
+        )?,
+    }
     crate::outln!("Self-check complete.")?;
     Ok(
         if exposed.is_empty() && config_errors == 0 && cert_errors == 0 {

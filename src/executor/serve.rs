@@ -290,13 +290,7 @@ fn prepare(config: &Config, script: &str, request: ExecRequest) -> Result<Spec, 
     };
     let who = account::lookup(profile.run_as.as_deref().unwrap_or("root")).map_err(cannot_apply)?;
     let caps = sandbox::cap_mask(&profile.caps).map_err(cannot_apply)?;
-    let mut read_only: Vec<PathBuf> = config
-        .agent_conf
-        .parent()
-        .map(Path::to_path_buf)
-        .into_iter()
-        .collect();
-    read_only.push(agent_conf.state_dir.clone());
+    let read_only = agent_dirs(&config.agent_conf, &agent_conf);
     let timeout = resolved.entry.timeout.unwrap_or(agent_conf.script_timeout);
     Ok(Spec {
         program: resolved.entry.path.clone(),
@@ -321,6 +315,26 @@ fn prepare(config: &Config, script: &str, request: ExecRequest) -> Result<Spec, 
             writable: profile.writable.clone(),
         }),
     })
+}
+
+/// What a script must never write, whatever its profile: the agent's config
+/// dir and everything the agent writes (state, job records, the staged
+/// certificate), since what the agent reads back from there it trusts.
+fn agent_dirs(agent_conf_path: &Path, agent_conf: &AgentConf) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let candidates = [
+        agent_conf_path.parent(),
+        Some(agent_conf.state_dir.as_path()),
+        Some(agent_conf.async_runs_dir.as_path()),
+        agent_conf.cert_staging_path.parent(),
+    ];
+    for dir in candidates.into_iter().flatten() {
+        // A dir inside one already listed is covered by its bind.
+        if !dir.as_os_str().is_empty() && !dirs.iter().any(|d| dir.starts_with(d)) {
+            dirs.push(dir.to_path_buf());
+        }
+    }
+    dirs
 }
 
 /// Runs `spec` unless the front-end hangs up first (`None`: the run was
