@@ -3,7 +3,7 @@ PREFIX  ?= /usr/local
 DESTDIR ?=
 TARGET  ?= x86_64-unknown-linux-musl
 BIN      = target/$(TARGET)/release/ctrl-exec
-ROLES    = ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api
+ROLES    = ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api ctrl-exec-exec
 CARGO   ?= cargo
 
 .PHONY: build static test demo install bench lint clean deps-static deps-test size static-all

@@ -18,7 +18,7 @@ DO_AGENT=0
 DO_DISPATCHER=0
 DO_API=0
 DO_UNINSTALL=0
-ROLE_LINKS="ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api"
+ROLE_LINKS="ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api ctrl-exec-exec"
 DESTDIR=${DESTDIR:-}
 
 AGENT_USER=ctrl-exec-agent
@@ -36,7 +36,9 @@ Usage: $PROG ROLE... [--prefix DIR] [--binary PATH] [--init SYSTEM]
 
 Roles (one or more):
   --agent        agent host: user/group $AGENT_USER, $AGENT_ETC (agent.conf,
-                 scripts.conf), $AGENT_SCRIPTS, $AGENT_STATE, service file
+                 scripts.conf), $AGENT_SCRIPTS, $AGENT_STATE, the agent and
+                 executor (ctrl-exec-exec) service files; agent.conf is seeded
+                 to run scripts through the executor
   --dispatcher   dispatcher host: user/group $DISP_USER, $DISP_ETC (ctrl-exec.conf),
                  $DISP_STATE/{pairing,agents,locks,runs}, the maintenance timer
                  (systemd) or crontab entry ($DISP_ETC/ctrl-exec-maintenance.crontab)
@@ -341,6 +343,11 @@ run_cmd() {
 install_agent() {
     init=$1
     say "Agent:"
+    # The executor's socket: in the runtime dir its service creates.
+    case $init in
+        procd) exec_socket=/var/run/ctrl-exec-agent/exec.sock ;;
+        *) exec_socket=/run/ctrl-exec-agent/exec.sock ;;
+    esac
     ensure_account "$AGENT_USER"
     make_dir "$AGENT_ETC" 0750 "root:$AGENT_USER"
     make_dir "$AGENT_SCRIPTS" 0750 "root:$AGENT_USER"
@@ -379,10 +386,28 @@ $trusted_line
 # Log to syslog (facility daemon) instead of stderr.
 #syslog = 1
 
+# Scripts run through the privileged executor (ctrl-exec-exec, a root service
+# on this unix socket), each under its [profile NAME] below: the agent stays
+# unprivileged, and no script can rewrite the agent's config, state or job
+# records. Comment this out to run scripts directly as $AGENT_USER.
+executor_socket = $exec_socket
+
 # Free-form labels returned to the dispatcher (ced list-agents --tags env=prod).
 #[tags]
 #env = prod
 #role = web
+
+# Profiles: who a script runs as (scripts.conf: name = /path profile=NAME).
+# Every script without profile= uses [profile default].
+#   run_as = user or uid   caps = CAP_NET_BIND_SERVICE,...   writable = /a:/b
+#   no_new_privileges = yes (default; setuid programs, sudo included, gain nothing)
+[profile default]
+run_as = $AGENT_USER
+
+# A script that needs root, e.g. to restart a service:
+#[profile admin]
+#run_as = root
+#caps = CAP_KILL, CAP_SYS_ADMIN
 EOF
     seed_file "$AGENT_ETC/scripts.conf" 0640 "root:$AGENT_USER" <<EOF
 # ctrl-exec allowlist: the only scripts this agent will run.
@@ -392,13 +417,15 @@ EOF
 #check-disk = $AGENT_SCRIPTS/check-disk.sh
 #backup-mysql = $AGENT_SCRIPTS/backup-mysql.sh timeout=1800
 EOF
-    # After pairing the key must be readable by the service group.
+    # Pairing makes the key 0640 root:$AGENT_USER; an older pairing may not have.
     if [ -f "$(d "$AGENT_ETC/agent.key")" ]; then
         set_owner "root:$AGENT_USER" "$(d "$AGENT_ETC/agent.key")"
         chmod 0640 "$(d "$AGENT_ETC/agent.key")"
         say "  $AGENT_ETC/agent.key set to 0640 root:$AGENT_USER"
     fi
     install_service "$init" ctrl-exec-agent
+    # procd runs the executor as a second instance of the agent's script.
+    if [ "$init" != procd ]; then install_service "$init" ctrl-exec-exec; fi
 }
 
 install_dispatcher() {
@@ -454,11 +481,12 @@ api_auth_default = deny
 # Log to syslog (facility daemon) instead of stderr.
 #syslog = 1
 EOF
-    # The API runs as $DISP_USER and signs nothing, but needs the dispatcher key.
+    # The API runs as $DISP_USER and signs nothing, but needs the dispatcher
+    # key: setup-ctrl-exec makes it 0640 root:$DISP_USER; an older one may not be.
     if [ -f "$(d "$DISP_ETC/ctrl-exec.key")" ]; then
-        set_owner "$DISP_USER:$DISP_USER" "$(d "$DISP_ETC/ctrl-exec.key")"
-        chmod 0600 "$(d "$DISP_ETC/ctrl-exec.key")"
-        say "  $DISP_ETC/ctrl-exec.key set to 0600 $DISP_USER"
+        set_owner "root:$DISP_USER" "$(d "$DISP_ETC/ctrl-exec.key")"
+        chmod 0640 "$(d "$DISP_ETC/ctrl-exec.key")"
+        say "  $DISP_ETC/ctrl-exec.key set to 0640 root:$DISP_USER"
     fi
     install_maintenance "$init"
 }
@@ -509,7 +537,7 @@ uninstall() {
     if [ -f "$(d /etc/crontabs/root)" ] && grep -q 'ctrl-exec-dispatcher maintain' "$(d /etc/crontabs/root)"; then
         say "  note: /etc/crontabs/root still runs 'ctrl-exec-dispatcher maintain'; remove that line"
     fi
-    for name in ctrl-exec-agent ctrl-exec-api; do
+    for name in ctrl-exec-agent ctrl-exec-exec ctrl-exec-api; do
         stop_service "$name"
         for f in "/etc/systemd/system/$name.service" "/etc/init.d/$name"; do
             if [ -f "$(d "$f")" ] && grep -q 'ctrl-exec' "$(d "$f")"; then
@@ -603,16 +631,17 @@ if [ "$DO_API" = 1 ]; then
     cat <<EOF
 
 API (after setup-ctrl-exec; set auth_hook or api_auth_default in $DISP_ETC/ctrl-exec.conf):
-  chown $DISP_USER $DISP_ETC/ctrl-exec.key   # the API user must read the dispatcher key
+  $BINDIR/ctrl-exec-api --check   # loads config, key and certificates; names what is wrong
   $start
 EOF
 fi
 if [ "$DO_AGENT" = 1 ]; then
     case $INIT_KIND in
-        systemd) start="systemctl enable --now ctrl-exec-agent" ;;
-        openrc) start="rc-update add ctrl-exec-agent default && rc-service ctrl-exec-agent start" ;;
+        systemd) start="systemctl enable --now ctrl-exec-exec ctrl-exec-agent" ;;
+        openrc) start="rc-update add ctrl-exec-exec default && rc-update add ctrl-exec-agent default && rc-service ctrl-exec-agent start" ;;
         procd) start="/etc/init.d/ctrl-exec-agent enable && /etc/init.d/ctrl-exec-agent start" ;;
-        *) start="$BINDIR/ctrl-exec-agent serve   # under your supervisor, as user $AGENT_USER" ;;
+        *) start="$BINDIR/ctrl-exec-exec serve $exec_socket $AGENT_ETC/agent.conf $AGENT_ETC/scripts.conf $AGENT_USER   # as root, then
+       $BINDIR/ctrl-exec-agent serve   # as user $AGENT_USER, both under your supervisor" ;;
     esac
     cat <<EOF
 
@@ -621,8 +650,8 @@ On this agent:
   2. Pair (the dispatcher must be in pairing mode):
        $CEA request-pairing --dispatcher <dispatcher-host> --ca-fingerprint sha256:<from setup-ca>
      Compare the 6-digit code with the dispatcher's before it is approved.
-  3. Let the service read its key:
-       chgrp $AGENT_USER $AGENT_ETC/agent.key && chmod 0640 $AGENT_ETC/agent.key
+  3. Check that the service can start (names any file it cannot read, and the fix):
+       $CEA check-start --user $AGENT_USER
   4. Start it:
        $start
 EOF

@@ -111,6 +111,63 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> io::Result<()> {
     }
 }
 
+/// What a check of another user's access asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Read a file.
+    Read,
+    /// Create and replace files in a directory.
+    WriteDir,
+}
+
+/// Whether the user `uid` in groups `groups` has `access` to `path` by its
+/// owner, group and mode bits, including search permission on every
+/// directory above it. Root always has. A missing path fails.
+pub fn permitted(path: &Path, uid: u32, groups: &[u32], access: Access) -> bool {
+    if uid == 0 {
+        return true;
+    }
+    let allows = |meta: &fs::Metadata, bits: u32| {
+        let mode = meta.mode();
+        let class = if meta.uid() == uid {
+            mode >> 6
+        } else if groups.contains(&meta.gid()) {
+            mode >> 3
+        } else {
+            mode
+        };
+        class & bits == bits
+    };
+    let Ok(abs) = std::path::absolute(path) else {
+        return false;
+    };
+    let searchable = abs
+        .ancestors()
+        .skip(1)
+        .all(|dir| fs::metadata(dir).is_ok_and(|m| allows(&m, 0o1)));
+    let wanted = match access {
+        Access::Read => 0o4,
+        Access::WriteDir => 0o3,
+    };
+    searchable && fs::metadata(&abs).is_ok_and(|m| allows(&m, wanted))
+}
+
+/// Makes a private key written 0600 by root readable by the service group
+/// `group` (0640 root:group), as a service running as that group's user
+/// must read it. Does nothing, and returns `Ok(false)`, when not running
+/// as root or when the group does not exist.
+pub fn share_with_group(path: &Path, group: &str) -> io::Result<bool> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(false);
+    }
+    let Some(gid) = crate::conf::account::group_id(group) else {
+        return Ok(false);
+    };
+    rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(gid)))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o640))?;
+    Ok(true)
+}
+
 /// An exclusive advisory lock (`flock`), released when dropped or when the
 /// holding process dies, so a crashed holder never leaves a lock behind.
 #[derive(Debug)]
@@ -256,5 +313,42 @@ mod tests {
         drop(held);
         assert!(!is_locked(&p));
         assert!(try_lock(&p, 0o660).unwrap().is_some());
+    }
+
+    #[test]
+    fn another_users_access_follows_owner_group_and_mode() {
+        let dir = scratch("permitted");
+        let key = dir.join("agent.key");
+        write_atomic(&key, b"k", 0o640).unwrap();
+        let gid = fs::metadata(&key).unwrap().gid();
+        let stranger = 54321;
+        assert!(permitted(&key, stranger, &[gid], Access::Read));
+        assert!(!permitted(&key, stranger, &[], Access::Read));
+        assert!(!permitted(&key, stranger, &[gid], Access::WriteDir));
+        assert!(permitted(&key, 0, &[], Access::Read), "root reads anything");
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(
+            !permitted(&key, stranger, &[gid], Access::Read),
+            "a directory above it must be searchable"
+        );
+        assert!(!permitted(
+            &dir.join("missing"),
+            stranger,
+            &[gid],
+            Access::Read
+        ));
+    }
+
+    #[test]
+    fn a_key_is_shared_with_an_existing_group_only_as_root() {
+        let dir = scratch("share");
+        let key = dir.join("agent.key");
+        write_atomic(&key, b"k", 0o600).unwrap();
+        assert!(!share_with_group(&key, "no-such-group-ce").unwrap());
+        let mode = || fs::metadata(&key).unwrap().mode() & 0o777;
+        assert_eq!(mode(), 0o600);
+        let root = rustix::process::geteuid().is_root();
+        assert_eq!(share_with_group(&key, "root").unwrap(), root);
+        assert_eq!(mode(), if root { 0o640 } else { 0o600 });
     }
 }

@@ -575,3 +575,36 @@ fn live_spec_with_no_agent_registered_has_no_null_enum() {
     assert!(!text.contains("\"enum\":null"), "{text}");
     assert!(!text.contains("\"enum\":[]"), "{text}");
 }
+
+#[test]
+fn api_check_loads_everything_and_an_unusable_config_exits_78() {
+    let f = Fixture::new("api_check");
+    f.dispatcher("");
+    let check = |conf: &std::path::Path| {
+        let mut c = f.cmd("ctrl-exec-api");
+        c.arg("--config").arg(conf).arg("--check");
+        f.run(c)
+    };
+    let ok = check(&f.conf);
+    assert_eq!(ok.code(), Some(0), "{ok}");
+    assert!(
+        ok.stdout.starts_with("ready to serve on 127.0.0.1:0"),
+        "{ok}"
+    );
+    let bad = f.path("bad.conf");
+    std::fs::write(&bad, "this is not a config\n").unwrap();
+    for out in [check(&bad), {
+        let mut c = f.cmd("ctrl-exec-api");
+        c.arg("--config").arg(&bad);
+        f.run(c)
+    }] {
+        assert_eq!(out.code(), Some(78), "{out}");
+        assert!(out.stderr.contains("malformed line"), "{out}");
+    }
+    // The dispatcher's key unreadable: 78 as well, naming it.
+    let key = f.path("dispatcher/ctrl-exec.key");
+    std::fs::rename(&key, f.path("dispatcher/moved.key")).unwrap();
+    let nokey = check(&f.conf);
+    assert_eq!(nokey.code(), Some(78), "{nokey}");
+    assert!(nokey.stderr.contains("ctrl-exec.key"), "{nokey}");
+}

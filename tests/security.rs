@@ -5,6 +5,7 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use common::{eventually, jstr, ClientCert, Fixture};
@@ -252,7 +253,8 @@ fn self_check_flags_trust_files_the_agent_user_could_replace() {
     assert_eq!(ok.code(), Some(0), "{}", ok.stdout);
     // Without the executor, scripts share the agent's uid and its records.
     assert!(
-        ok.stdout.contains("Job records warning: scripts run as uid 4321"),
+        ok.stdout
+            .contains("Job records warning: scripts run as uid 4321"),
         "{}",
         ok.stdout
     );
@@ -268,4 +270,65 @@ fn self_check_flags_trust_files_the_agent_user_could_replace() {
     );
     assert_eq!(bad.code(), Some(1), "{}", bad.stdout);
     rustix::fs::chown(&a.dir, Some(rustix::process::Uid::ROOT), None).unwrap();
+}
+
+#[test]
+fn check_start_refuses_what_serve_would_and_names_each_unreadable_file() {
+    let f = Fixture::new("sec_check_start");
+    f.dispatcher("");
+    let a = f.agent_files("web1", &[("hello", "echo hi")], "");
+    let unpaired = f.run(f.cea_for(&a, "check-start"));
+    assert_eq!(unpaired.code(), Some(78), "{unpaired}");
+    assert!(unpaired.stderr.contains("not been paired"), "{unpaired}");
+
+    f.pair(&a);
+    let ready = f.run(f.cea_for(&a, "check-start"));
+    assert_eq!(ready.code(), Some(0), "{ready}");
+    assert!(
+        ready.stdout.starts_with("ready to serve: 1 scripts"),
+        "{ready}"
+    );
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped the --user part: needs root to hand files to another user");
+        return;
+    }
+    let key = a.dir.join("agent.key");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::create_dir_all(&a.state_dir).unwrap();
+    let as_nobody = || {
+        let mut c = f.cea_for(&a, "check-start");
+        c.args(["--user", "nobody"]);
+        f.run(c)
+    };
+    let refused = as_nobody();
+    assert_eq!(refused.code(), Some(78), "{refused}");
+    let key_line = format!(
+        "nobody cannot read {} (0600 uid 0 gid 0); fix: chgrp",
+        key.display()
+    );
+    assert!(refused.stderr.contains(&key_line), "{refused}");
+    assert!(
+        refused
+            .stderr
+            .contains(&format!("nobody cannot write {}", a.state_dir.display())),
+        "{refused}"
+    );
+    // The fixes it names are enough.
+    let nobody = Some(rustix::process::Uid::from_raw(65534));
+    let gid = std::process::Command::new("id")
+        .args(["-g", "nobody"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u32>()
+                .unwrap()
+        })
+        .unwrap();
+    let group = Some(rustix::process::Gid::from_raw(gid));
+    rustix::fs::chown(&key, None, group).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o640)).unwrap();
+    rustix::fs::chown(&a.state_dir, nobody, group).unwrap();
+    let fixed = as_nobody();
+    assert_eq!(fixed.code(), Some(0), "{fixed}");
 }

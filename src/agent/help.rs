@@ -24,6 +24,14 @@ trust files a script could replace).
     ("self-ping", "Usage: cea self-ping\nConnects to the local agent over mTLS. Exit: 0 answered, 1 not.\n"),
     ("promote-cert", "Usage: cea promote-cert\nMakes a valid staged certificate the live one; never fails a start (exit 0).\n"),
     ("cert-staged", "Usage: cea cert-staged\nExit 0 when a renewed certificate is staged, 1 otherwise.\n"),
+    ("check-start", "Usage: cea check-start [--config <path>] [--allowlist <path>] [--user <name>]
+Loads everything `serve` loads at start (agent.conf, allowlist, certificates,
+trust files, profiles) without listening; with --user, also checks that that
+user can read them and write the state dirs, naming each file and its fix.
+Init scripts run it as root before starting the service, so an agent that
+would exit 78 is never started or respawned.
+Exit: 0 serve would start, 78 it would not (the reason on stderr), 64 usage.
+"),
     ("paired", "Usage: cea paired\nExit 0 when this agent is paired, 1 otherwise.\n"),
 ];
 

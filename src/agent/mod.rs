@@ -6,6 +6,7 @@
 //! then loads agent.conf and does its work, returning an [`AgentError`] that
 //! `main` prints once.
 
+mod access;
 mod cert;
 mod executor_client;
 mod help;
@@ -29,6 +30,9 @@ use crate::{log, pki, rt, time, VERSION};
 
 const DEFAULT_CONFIG: &str = "/etc/ctrl-exec-agent/agent.conf";
 const DEFAULT_ALLOWLIST: &str = "/etc/ctrl-exec-agent/scripts.conf";
+/// The group the packaged service runs in: pairing as root makes the new
+/// key readable by it (0640 root:ctrl-exec-agent), as the original does.
+const SERVICE_GROUP: &str = "ctrl-exec-agent";
 const DEFAULT_PAIRING_PORT: u16 = 7444;
 
 const USAGE: &str = "Usage: ctrl-exec-agent <mode> [options]
@@ -41,6 +45,7 @@ Modes:
   pairing-status                show whether this agent is paired
   self-check                    check config, allowlist and certificates offline
   self-ping                     connect to the local agent over mTLS
+  check-start [--user <name>]   exit 0 if serve would start (as <name>), else 78 with why
   paired | cert-staged          exit 0 if paired / a renewed certificate is staged
   promote-cert                  make a valid staged certificate the live one, and write
                                 valid staged trusted-map changes into the map (exit 0)
@@ -131,6 +136,8 @@ struct Args {
     timeout: Option<u64>,
     ca_fingerprint: Option<String>,
     key_type: Option<String>,
+    /// `check-start --user`: the user the service will run as.
+    user: Option<String>,
     /// `-v`: every action line on a terminal too.
     verbose: bool,
 }
@@ -175,6 +182,7 @@ fn parse_args(mut p: pico_args::Arguments) -> Result<Option<Args>, AgentError> {
     let timeout: Option<u64> = p.opt_value_from_str("--timeout").map_err(usage)?;
     let ca_fingerprint: Option<String> = p.opt_value_from_str("--ca-fingerprint").map_err(usage)?;
     let key_type: Option<String> = p.opt_value_from_str("--key-type").map_err(usage)?;
+    let user: Option<String> = p.opt_value_from_str("--user").map_err(usage)?;
     let background = p.contains("--background");
     let background_child = p.contains("--background-child");
     let verbose = p.contains(["-v", "--verbose"]);
@@ -199,6 +207,7 @@ fn parse_args(mut p: pico_args::Arguments) -> Result<Option<Args>, AgentError> {
         timeout,
         ca_fingerprint,
         key_type,
+        user,
         verbose,
     }))
 }
@@ -235,6 +244,7 @@ fn run_mode(a: Args) -> Result<u8, AgentError> {
         "serve" => {
             let conf = load_conf(&a.config)?;
             init_log(&conf, false);
+            refuse_unusable_files(&conf, &a)?;
             serve::serve(conf, a.config, a.allowlist).map(|_| 0)
         }
         "request-pairing" => request_pairing(a),
@@ -253,6 +263,7 @@ fn run_mode(a: Args) -> Result<u8, AgentError> {
             }
         }
         "self-check" => self_check(&a),
+        "check-start" => check_start(&a),
         "self-ping" => self_ping(&a),
         "paired" => Ok(match AgentConf::load(&a.config) {
             Ok(conf) if [&conf.cert, &conf.key, &conf.ca].iter().all(|p| p.exists()) => 0,
@@ -518,6 +529,25 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
             )?;
         }
     }
+    let mut access_errors = 0;
+    if who.uid != 0 {
+        match access::ServiceUser::named(&who.uid.to_string()) {
+            Ok(user) => {
+                let problems = access::problems(&conf, &a.config, &a.allowlist, &user);
+                access_errors = problems.len();
+                for p in &problems {
+                    crate::outln!("  Access error: {p}")?;
+                }
+                if problems.is_empty() {
+                    crate::outln!(
+                        "  Access OK ({} can read its config, allowlist, key and certificates and write its state)",
+                        user.label
+                    )?;
+                }
+            }
+            Err(e) => crate::outln!("  Access warning: cannot look up uid {}: {e}", who.uid)?,
+        }
+    }
     match &conf.executor_socket {
         Some(socket) => crate::outln!(
             "  Job records OK (scripts run through the executor at {}, which keeps {} read-only to them)",
@@ -532,12 +562,48 @@ fn self_check(a: &Args) -> Result<u8, AgentError> {
     }
     crate::outln!("Self-check complete.")?;
     Ok(
-        if exposed.is_empty() && config_errors == 0 && cert_errors == 0 {
+        if exposed.is_empty() && config_errors == 0 && cert_errors == 0 && access_errors == 0 {
             0
         } else {
             1
         },
     )
+}
+
+/// Loads everything `serve` loads, and checks that the service user (by
+/// default the one running this) can read and write what it needs: the
+/// init scripts' guard, so an agent that would exit 78 is never started,
+/// respawned or reported started.
+fn check_start(a: &Args) -> Result<u8, AgentError> {
+    let conf = load_conf(&a.config)?;
+    let snap = serve::check(&conf, &a.allowlist)?;
+    if let Some(name) = &a.user {
+        let user = access::ServiceUser::named(name).map_err(AgentError::Config)?;
+        let problems = access::problems(&conf, &a.config, &a.allowlist, &user);
+        if !problems.is_empty() {
+            return Err(AgentError::Config(problems.join("\n")));
+        }
+    }
+    crate::outln!("ready to serve: {snap}")?;
+    Ok(exit::SUCCESS)
+}
+
+/// Run as a service user, names each file it cannot read or write, with
+/// the fix, before anything fails on it with a bare "Permission denied".
+fn refuse_unusable_files(conf: &AgentConf, a: &Args) -> Result<(), AgentError> {
+    let uid = rustix::process::geteuid().as_raw();
+    if uid == 0 {
+        return Ok(());
+    }
+    let Ok(user) = access::ServiceUser::named(&uid.to_string()) else {
+        return Ok(());
+    };
+    let problems = access::problems(conf, &a.config, &a.allowlist, &user);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(AgentError::Config(problems.join("\n")))
+    }
 }
 
 /// The user the agent runs as: this one, or, when checking as root, the

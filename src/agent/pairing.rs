@@ -308,6 +308,21 @@ fn store(
             .map_err(|e| AgentError::Failed(format!("cannot write {}: {e}", path.display())))
     };
     write(&conf.key, key_pem.as_bytes(), 0o600)?;
+    match fsx::share_with_group(&conf.key, super::SERVICE_GROUP) {
+        Ok(true) => crate::outln!(
+            "Key {} is 0640 root:{}, for the agent service.",
+            conf.key.display(),
+            super::SERVICE_GROUP
+        )?,
+        Ok(false) => {}
+        Err(e) => {
+            return Err(AgentError::Failed(format!(
+                "cannot make {} readable by group {}: {e}",
+                conf.key.display(),
+                super::SERVICE_GROUP
+            )))
+        }
+    }
     write(&conf.cert, cert_pem.as_bytes(), 0o644)?;
     write(&conf.ca, ca_pem.as_bytes(), 0o644)?;
     trust::add_trusted(&conf.trusted_dispatchers_path, serial.as_str(), id.as_str()).map_err(

@@ -45,7 +45,20 @@ const DEFAULT_CONFIG: &str = "/etc/ctrl-exec/ctrl-exec.conf";
 /// they are closed without an answer.
 const OVERFLOW_ANSWERS: usize = 16;
 
-const USAGE: &str = "Usage: ctrl-exec-api [--config <path>] [--version]\n";
+const USAGE: &str = "Usage: ctrl-exec-api [--config <path>] [--check] [--version]
+
+Serves the HTTP/JSON API (api_bind:api_port, default 127.0.0.1:7445) until
+SIGTERM; SIGHUP reloads ctrl-exec.conf. With --check, loads the config, the
+dispatcher's key and certificate and the API's TLS files, then exits.
+
+Options:
+  --config <path>  dispatcher config (default /etc/ctrl-exec/ctrl-exec.conf)
+  --check          exit 0 if it would serve, 78 if not (the reason on stderr)
+  --version        print the version
+
+Exit: 0 stopped by a signal (or --check passed), 1 cannot listen,
+64 usage, 78 unusable configuration, key or certificate.
+";
 
 /// Shared state of the API server.
 pub struct Api {
@@ -94,8 +107,10 @@ impl Failure for ApiError {
     fn exit_code(&self) -> u8 {
         match self {
             ApiError::Usage(_) => exit::USAGE,
+            // Restarting cannot help: the service managers do not respawn 78.
+            ApiError::Config(_) | ApiError::Engine(_) | ApiError::Tls(_) => exit::CONFIG,
             ApiError::Output(e) if exit::is_closed_output(e) => exit::SUCCESS,
-            _ => exit::FAILURE,
+            ApiError::Listen(_) | ApiError::Output(_) => exit::FAILURE,
         }
     }
 
@@ -123,11 +138,20 @@ fn entry(args: Vec<String>) -> Result<u8, ApiError> {
         .opt_value_from_str("--config")
         .map_err(|e| ApiError::Usage(e.to_string()))?
         .unwrap_or_else(|| DEFAULT_CONFIG.into());
+    let check_only = p.contains("--check");
     if let Some(extra) = p.finish().first() {
         return Err(ApiError::Usage(format!(
             "unexpected argument '{}'",
             extra.to_string_lossy()
         )));
+    }
+    if check_only {
+        let conf = DispatcherConf::load(&config).map_err(ApiError::Config)?;
+        api_tls(&conf)?;
+        let (bind, port) = (conf.api_bind.clone(), conf.api_port);
+        Dispatch::new(conf).map_err(ApiError::Engine)?;
+        outln!("ready to serve on {bind}:{port}")?;
+        return Ok(exit::SUCCESS);
     }
     serve(&config)?;
     Ok(exit::SUCCESS)

@@ -34,6 +34,20 @@ pub fn lookup(run_as: &str) -> Result<Account, String> {
     lookup_in(run_as, Path::new("/etc/passwd"), Path::new("/etc/group"))
 }
 
+/// The id of the group called `name` in `/etc/group`, if there is one.
+pub fn group_id(name: &str) -> Option<u32> {
+    group_id_in(name, Path::new("/etc/group"))
+}
+
+fn group_id_in(name: &str, group: &Path) -> Option<u32> {
+    read_small(group).ok()?.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.first() == Some(&name))
+            .then(|| f.get(2)?.parse().ok())
+            .flatten()
+    })
+}
+
 fn lookup_in(run_as: &str, passwd: &Path, group: &Path) -> Result<Account, String> {
     let numeric: Option<u32> = run_as.parse().ok();
     let users = read_small(passwd)?;
@@ -96,6 +110,8 @@ mod tests {
             (34, 34, vec![34, 6, 26])
         );
         assert_eq!(lookup_in("0", &passwd, &group).unwrap().groups, vec![0]);
+        assert_eq!(group_id_in("tape", &group), Some(26));
+        assert_eq!(group_id_in("nope", &group), None);
         let bare = lookup_in("4000", &passwd, &group).unwrap();
         assert_eq!((bare.uid, bare.gid, bare.groups), (4000, 4000, vec![4000]));
         let err = lookup_in("nosuch", &passwd, &group).unwrap_err();

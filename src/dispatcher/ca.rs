@@ -22,6 +22,10 @@ fn ca_dir(a: &Args) -> Result<PathBuf, CliError> {
     }
 }
 
+/// The group the packaged API runs in: its key is made readable by it
+/// (0640 root:ctrl-exec), as the original does.
+const SERVICE_GROUP: &str = "ctrl-exec";
+
 fn write_err(path: &Path, e: std::io::Error) -> CliError {
     CliError::Failed(format!("cannot write {}: {e}", path.display()))
 }
@@ -107,6 +111,12 @@ pub fn setup_dispatcher(a: &Args) -> Result<u8, CliError> {
         }
     }
     fsx::write_atomic(&conf.key, key_pem.as_bytes(), 0o600).map_err(|e| write_err(&conf.key, e))?;
+    if fsx::share_with_group(&conf.key, SERVICE_GROUP).map_err(|e| write_err(&conf.key, e))? {
+        crate::outln!(
+            "Key {} is 0640 root:{SERVICE_GROUP}, for the API service.",
+            conf.key.display()
+        )?;
+    }
     fsx::write_atomic(&conf.cert, cert_pem.as_bytes(), 0o644)
         .map_err(|e| write_err(&conf.cert, e))?;
     if conf.ca != ca_cert && !conf.ca.exists() {

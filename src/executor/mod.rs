@@ -62,7 +62,10 @@ impl Failure for ExecError {
     }
 }
 
-const USAGE: &str = "usage: ctrl-exec-exec resolve <agent.conf> <scripts.conf> <name>\n       ctrl-exec-exec serve <socket> <agent.conf> <scripts.conf> <peer-user>";
+const USAGE: &str = "usage: ctrl-exec-exec resolve <agent.conf> <scripts.conf> <name>
+       ctrl-exec-exec serve <socket> <agent.conf> <scripts.conf> <peer-user>
+       ctrl-exec-exec check <agent.conf> <scripts.conf> <peer-user>
+check: exit 0 when serve would start on these files, 78 (reason on stderr) if not";
 
 /// The role's entry point.
 pub fn main(args: Vec<String>) -> Outcome {
@@ -82,6 +85,11 @@ pub fn main(args: Vec<String>) -> Outcome {
                 &args[4],
             )
             .map_err(|e| Box::new(e) as Box<dyn Failure>)?;
+            Ok(exit::SUCCESS)
+        }
+        Some("check") if args.len() == 4 => {
+            serve::check(Path::new(&args[1]), Path::new(&args[2]), &args[3])
+                .map_err(|e| Box::new(e) as Box<dyn Failure>)?;
             Ok(exit::SUCCESS)
         }
         Some("-h" | "--help") => {

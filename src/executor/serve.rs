@@ -46,6 +46,20 @@ struct Config {
 }
 
 /// Runs the executor until SIGTERM or SIGINT.
+/// What `serve` checks before it listens (`ctrl-exec-exec check`, for init
+/// scripts): both files load and the peer user exists. Later errors are
+/// per request.
+pub fn check(
+    agent_conf: &Path,
+    scripts: &Path,
+    peer_user: &str,
+) -> Result<(AgentConf, Account), ExecError> {
+    let conf = AgentConf::load(agent_conf).map_err(|e| ExecError::Startup(e.to_string()))?;
+    conf::load_allowlist(scripts, &[]).map_err(|e| ExecError::Startup(e.to_string()))?;
+    let peer = account::lookup(peer_user).map_err(ExecError::Startup)?;
+    Ok((conf, peer))
+}
+
 pub fn serve(
     socket: &Path,
     agent_conf: &Path,
@@ -57,10 +71,7 @@ pub fn serve(
             "serve must run as root (it changes users and capabilities)".into(),
         ));
     }
-    // Start only on a configuration that resolves; later errors are per request.
-    let conf = AgentConf::load(agent_conf).map_err(|e| ExecError::Startup(e.to_string()))?;
-    conf::load_allowlist(scripts, &[]).map_err(|e| ExecError::Startup(e.to_string()))?;
-    let peer = account::lookup(peer_user).map_err(ExecError::Startup)?;
+    let (conf, peer) = check(agent_conf, scripts, peer_user)?;
     let listener = listen(socket, &peer)?;
     log::init(
         "ctrl-exec-exec",

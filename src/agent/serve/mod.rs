@@ -11,7 +11,7 @@ mod routes;
 mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::agent::jobs;
@@ -53,6 +53,17 @@ pub struct Agent {
     /// "overloaded" answer instead of a silent close
     /// ([`crate::agent::limits::OVERLOAD_ANSWERS`]).
     overflow: Arc<smol::lock::Semaphore>,
+}
+
+/// Loads what [`serve`] loads at start, without listening: `Ok` with a
+/// one-line summary exactly when `serve` would get as far as binding.
+pub fn check(conf: &AgentConf, allowlist_path: &Path) -> Result<String, AgentError> {
+    let snap = load_snapshot(conf, allowlist_path, None)?;
+    Ok(format!(
+        "{} scripts allowlisted, port {}",
+        snap.allowlist.scripts.len(),
+        conf.port
+    ))
 }
 
 /// Runs the agent until SIGTERM/SIGINT; `conf` was loaded from `conf_path`,
