@@ -114,3 +114,4 @@ fi
 printf '%-34s %s\n' "agent RSS after the loops" "$(grep VmRSS "/proc/$AGENT_PID/status" | awk '{print $2 " " $3}')"
 bash scripts/bench-flood.sh "$BIN"
 bash scripts/bench-memory.sh
+bash scripts/bench-executor.sh

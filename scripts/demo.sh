@@ -9,7 +9,7 @@ BIN=$(realpath "${1:-target/debug/ctrl-exec}")
 ROOT="$PWD/demo-deployment"
 rm -rf "$ROOT"
 mkdir -p "$ROOT/bin" "$ROOT/dispatcher" "$ROOT/scripts" "$ROOT/logs"
-for r in ced cea ctrl-exec-api; do ln -s "$BIN" "$ROOT/bin/$r"; done
+for r in ced cea ctrl-exec-api ctrl-exec-exec; do ln -s "$BIN" "$ROOT/bin/$r"; done
 export PATH="$ROOT/bin:$PATH"
 PIDS=()
 cleanup() {
