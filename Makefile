@@ -6,7 +6,7 @@ BIN      = target/$(TARGET)/release/ctrl-exec
 ROLES    = ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api ctrl-exec-exec
 CARGO   ?= cargo
 
-.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all
+.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all deb
 
 ## size budget of the static binary, all roles together (3 MiB)
 SIZE_LIMIT = 3145728
@@ -50,10 +50,14 @@ test: deps-test
 
 # The Perl-compatibility tests mint the original's certificates with the
 # openssl command line (they skip, saying so, without it).
+# The package test builds a Debian root with debootstrap and reads the man
+# pages with man (each test skips, saying so, without its tool).
 deps-test:
-	@if ! command -v openssl >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq openssl; \
-	  else echo "openssl missing: the Perl-compatibility tests will be skipped" >&2; fi; fi
+	@missing=; for t in openssl:openssl debootstrap:debootstrap man:man-db dpkg-deb:dpkg; do \
+	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "missing:$$missing - the tests that need them will be skipped" >&2; fi; fi
 
 ## demo: a throwaway deployment in ./demo-deployment: CA, dispatcher, two agents, real pairing, real runs
 demo: build
@@ -62,6 +66,10 @@ demo: build
 ## bench: binary size, idle agent RSS, ced run and API latency on loopback
 bench: static
 	BASELINE="$(BASELINE)" bash scripts/bench.sh $(BIN)
+
+## deb: Debian packages (ctrl-exec, ctrl-exec-agent, ctrl-exec-dispatcher) in target/deb
+deb: static
+	sh scripts/deb.sh $(BIN) "" target/deb
 
 ## lint: formatting and clippy, as before every commit
 lint:

@@ -147,11 +147,15 @@ impl Sandbox {
         unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNS) }
             .step("cannot create a private mount namespace")?;
         // Nothing done below may propagate back to the host's mounts.
-        rustix::mount::mount_change(
+        match rustix::mount::mount_change(
             "/",
             MountPropagationFlags::PRIVATE | MountPropagationFlags::REC,
-        )
-        .step("cannot make mounts private")?;
+        ) {
+            // In a chroot, `/` need not be a mount point. That is safe only
+            // when no mount here propagates to a peer (no `shared:` tag).
+            Err(rustix::io::Errno::INVAL) if !any_shared_mount(&mount_table()?) => {}
+            r => r.step("cannot make mounts private")?,
+        }
         for path in &self.read_only {
             if path.exists() {
                 bind_read_only(path)?;
@@ -298,12 +302,26 @@ fn read_only_root(writable: &[PathBuf]) -> io::Result<()> {
 
 /// The mount points of this namespace, parents before children.
 fn mount_points() -> io::Result<Vec<PathBuf>> {
-    let table = std::fs::read("/proc/self/mountinfo").step("/proc/self/mountinfo")?;
-    Ok(table
+    Ok(mount_table()?
         .split(|b| *b == b'\n')
         .filter_map(|line| line.split(|b| *b == b' ').nth(4))
         .map(|field| PathBuf::from(OsString::from_vec(unescape(field))))
         .collect())
+}
+
+fn mount_table() -> io::Result<Vec<u8>> {
+    std::fs::read("/proc/self/mountinfo").step("/proc/self/mountinfo")
+}
+
+/// Whether any mount in a mountinfo table is shared with a peer group: its
+/// optional fields (from the seventh up to the `-`) hold `shared:N`.
+fn any_shared_mount(table: &[u8]) -> bool {
+    table.split(|b| *b == b'\n').any(|line| {
+        line.split(|b| *b == b' ')
+            .skip(6)
+            .take_while(|f| *f != b"-")
+            .any(|f| f.starts_with(b"shared:"))
+    })
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space and so on).
@@ -423,6 +441,17 @@ mod tests {
         assert!(cap_mask(&["CAP_BOGUS".into()])
             .unwrap_err()
             .contains("CAP_BOGUS"));
+    }
+
+    #[test]
+    fn shared_mounts_are_found_in_the_optional_fields_only() {
+        let private = b"22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n\
+                        23 22 0:5 / /dev rw master:2 - devtmpfs udev rw\n";
+        assert!(!any_shared_mount(private));
+        let shared = b"22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n";
+        assert!(any_shared_mount(shared));
+        // After the separator it is the source, not a tag.
+        assert!(!any_shared_mount(b"22 1 0:9 / /x rw - tmpfs shared:1 rw\n"));
     }
 
     #[test]

@@ -309,11 +309,15 @@ fn store(
     };
     write(&conf.key, key_pem.as_bytes(), 0o600)?;
     match fsx::share_with_group(&conf.key, super::SERVICE_GROUP) {
-        Ok(true) => crate::outln!(
-            "Key {} is 0640 root:{}, for the agent service.",
-            conf.key.display(),
-            super::SERVICE_GROUP
-        )?,
+        // Not `?`: a --background child's stdout is gone by now, and the
+        // certificate must still be written.
+        Ok(true) => {
+            let _ = crate::outln!(
+                "Key {} is 0640 root:{}, for the agent service.",
+                conf.key.display(),
+                super::SERVICE_GROUP
+            );
+        }
         Ok(false) => {}
         Err(e) => {
             return Err(AgentError::Failed(format!(
