@@ -6,7 +6,7 @@ BIN      = target/$(TARGET)/release/ctrl-exec
 ROLES    = ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api ctrl-exec-exec
 CARGO   ?= cargo
 
-.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all deb
+.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all deb ipk
 
 ## size budget of the static binary, all roles together (3 MiB)
 SIZE_LIMIT = 3145728
@@ -70,6 +70,11 @@ bench: static
 ## deb: Debian packages (ctrl-exec, ctrl-exec-agent, ctrl-exec-dispatcher) in target/deb
 deb: static
 	sh scripts/deb.sh $(BIN) "" target/deb
+
+## ipk: the OpenWrt agent package in target/ipk (IPK_ARCH= the router's opkg architecture)
+ipk: static
+	sh scripts/ipk.sh $(BIN) "$(IPK_ARCH)" target/ipk
+	sh scripts/check-ipk.sh target/ipk/ctrl-exec-agent_*_$${IPK_ARCH:-*}.ipk
 
 ## lint: formatting and clippy, as before every commit
 lint:

@@ -177,3 +177,78 @@ fn a_second_install_keeps_edited_configs() {
     assert_eq!(read(&conf), "port = 9999\n");
     let _ = fs::remove_dir_all(&dest);
 }
+
+#[test]
+fn the_ipk_has_the_layout_opkg_and_procd_expect() {
+    let out_dir = std::env::temp_dir().join(format!("ce_ipk_{}", std::process::id()));
+    let _ = fs::remove_dir_all(&out_dir);
+    let built = Command::new("sh")
+        .arg(repo().join("scripts/ipk.sh"))
+        .arg(BIN)
+        .arg("")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let ipk = out_dir.join("ctrl-exec-agent_0.1.0_x86_64.ipk");
+    let check = |path: &Path| {
+        Command::new("sh")
+            .arg(repo().join("scripts/check-ipk.sh"))
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let good = check(&ipk);
+    assert_eq!(
+        (
+            good.status.code(),
+            String::from_utf8_lossy(&good.stdout).trim()
+        ),
+        (Some(0), "ipk layout OK")
+    );
+    // The check itself catches a package missing its parts.
+    let bare = out_dir.join("bare.ipk");
+    fs::write(out_dir.join("debian-binary"), "2.0\n").unwrap();
+    let made = Command::new("tar")
+        .arg("-C")
+        .arg(&out_dir)
+        .arg("-czf")
+        .arg(&bare)
+        .arg("./debian-binary")
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let broken = check(&bare);
+    assert_eq!(broken.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&broken.stdout).contains("ipk: members are"));
+    let _ = fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn the_apkbuild_names_only_files_it_ships_and_parses() {
+    let dir = repo().join("packaging/alpine");
+    let apkbuild = dir.join("APKBUILD");
+    assert_shell_syntax(&apkbuild);
+    let text = read(&apkbuild);
+    let install = text
+        .lines()
+        .find_map(|l| l.strip_prefix("install=\""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("an install= line");
+    let scripts: Vec<String> = install
+        .split_whitespace()
+        .map(|s| s.replace("$pkgname", "ctrl-exec"))
+        .collect();
+    assert_eq!(scripts.len(), 4, "{install}");
+    for script in &scripts {
+        assert_shell_syntax(&dir.join(script));
+    }
+    assert!(
+        text.contains("--init openrc"),
+        "the subpackages carry the OpenRC services"
+    );
+}
