@@ -81,12 +81,14 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-## install: the static binary and role links under $(DESTDIR)$(PREFIX)/bin
+## install: the static binary and role links under $(DESTDIR)$(PREFIX)/bin, man pages under share/man
 install:
 	@test -x $(BIN) || { echo "run 'make static' first" >&2; exit 1; }
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/ctrl-exec
 	for r in $(ROLES); do ln -sf ctrl-exec $(DESTDIR)$(PREFIX)/bin/$$r; done
+	for s in 1 5 8; do install -d $(DESTDIR)$(PREFIX)/share/man/man$$s; \
+	  for p in man/*.$$s; do install -m 0644 $$p $(DESTDIR)$(PREFIX)/share/man/man$$s/; done; done
 
 ## fuzz: every cargo-fuzz target in fuzz/ for FUZZ_SECONDS each (see docs/DEVELOPER.md)
 FUZZ_SECONDS ?= 60

@@ -22,7 +22,7 @@ Exit: 0 no errors, 1 errors (unknown config keys, expired certificate,
 trust files a script could replace).
 "),
     ("self-ping", "Usage: cea self-ping\nConnects to the local agent over mTLS. Exit: 0 answered, 1 not.\n"),
-    ("promote-cert", "Usage: cea promote-cert\nMakes a valid staged certificate the live one; never fails a start (exit 0).\n"),
+    ("promote-cert", "Usage: cea promote-cert\nMakes a valid staged certificate the live one and writes valid staged\ntrusted-map changes into the map; run as root before serve. Never fails\na start (exit 0).\n"),
     ("cert-staged", "Usage: cea cert-staged\nExit 0 when a renewed certificate is staged, 1 otherwise.\n"),
     ("check-start", "Usage: cea check-start [--config <path>] [--allowlist <path>] [--user <name>]
 Loads everything `serve` loads at start (agent.conf, allowlist, certificates,

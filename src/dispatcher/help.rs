@@ -56,6 +56,23 @@ and key from now on. Exit: 0, 1 unknown agent.
 Pushes a dispatcher serial to every agent's revocation list.
 Exit: 0 every agent took it, 1 otherwise, 64 usage (or our own serial).
 "),
+    ("rotate-cert", "Usage: ced rotate-cert [--json]
+Replaces the dispatcher's certificate now: announces the new serial to every
+agent with the old, still-trusted certificate, then installs the new pair;
+the old serial stays trusted for cert_overlap_days.
+Exit: 0 every agent took it, 75 some agents were not reached (retried by
+maintain), 1 failure, 64 usage.
+"),
+    ("serial-status", "Usage: ced serial-status [--json]
+Shows the dispatcher's certificate (serial, expiry, a rotation in progress)
+and, per agent, whether it trusts the current serial. Exit: 0, 1.
+"),
+    ("maintain", "Usage: ced maintain [--json]
+The timer job (every 4 h): renews agent certificates past half their life,
+rotates the dispatcher's when cert_renewal_days are left, retires the old
+serial after the overlap, purges old run records.
+Exit: 0 all done, 75 something is left for the next run, 1 failure.
+"),
     ("check-config", "Usage: ced check-config\nChecks ctrl-exec.conf and the certificates it names. Exit: 0, 78 errors.\n"),
 ];
 

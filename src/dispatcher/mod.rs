@@ -49,7 +49,7 @@ Modes:
   rotate-cert [--json]               serial-status [--json]
   maintain [--json]                  (timer job: renew, rotate, retire, purge)
 
-Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), -v (every log line on stderr), --username <s>,
+Options: --config <path> (default /etc/ctrl-exec/ctrl-exec.conf), -v|--verbose (every log line on stderr), --username <s> (default $USER),
          --token <s> (default $ENVEXEC_TOKEN), --version
 ";
 
@@ -256,6 +256,13 @@ fn parse(mut all: Vec<String>) -> Result<ParseResult, CliError> {
 
 /// Loads the config named by `--config`.
 pub fn load_conf(a: &Args) -> Result<DispatcherConf, CliError> {
+    if !a.config.exists() {
+        return Err(CliError::Failed(format!(
+            "{}: no such file; install the dispatcher first (the ctrl-exec-dispatcher \
+             package, or scripts/install.sh --dispatcher), or name another with --config",
+            a.config.display()
+        )));
+    }
     let conf = DispatcherConf::load(&a.config).map_err(CliError::Config)?;
     // On a terminal every action line would drown the output: stderr gets
     // warnings and errors; syslog (when configured) gets every action.

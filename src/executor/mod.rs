@@ -22,7 +22,7 @@ use crate::exit::{self, Failure, Outcome};
 /// A failure of the executor's command line.
 #[derive(Debug)]
 pub enum ExecError {
-    /// Wrong arguments (exit 2).
+    /// Wrong arguments (exit 64).
     Usage(String),
     /// A configuration file is unreadable or invalid (exit 2 for `resolve`).
     Config(String),
