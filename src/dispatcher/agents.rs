@@ -62,14 +62,27 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
     )?;
     crate::outln!("{}", "-".repeat(112))?;
     let now = time::now();
+    // The column stays a bare number (negative once expired), as scripts
+    // parse it; what it means is said on stderr after the table.
+    let mut notes = Vec::new();
     for ag in &agents {
         let days = match time::parse_openssl_date(&ag.expiry) {
             None => "?".to_string(),
-            Some(t) if t <= now => "expired".to_string(),
-            Some(t) if crate::control::renew::in_window(t, conf.cert_days, now) => {
-                format!("{} (renewal due)", (t - now).div_euclid(86_400))
+            Some(t) => {
+                let left = (t - now).div_euclid(86_400);
+                if t <= now {
+                    notes.push(format!(
+                        "{}: certificate expired; pair it again (cea request-pairing)",
+                        ag.hostname
+                    ));
+                } else if crate::control::renew::in_window(t, conf.cert_days, now) {
+                    notes.push(format!(
+                        "{}: renewal due ({left} days left); 'ced maintain' or 'ced ping' renews it",
+                        ag.hostname
+                    ));
+                }
+                left.to_string()
             }
-            Some(t) => (t - now).div_euclid(86_400).to_string(),
         };
         let q = |s: &str| {
             if s.is_empty() {
@@ -88,6 +101,9 @@ pub fn list_agents(a: &Args) -> Result<u8, CliError> {
             q(&ag.expiry),
             days
         )?;
+    }
+    for note in notes {
+        eprintln!("Note: {note}.");
     }
     Ok(0)
 }
