@@ -6,7 +6,7 @@ BIN      = target/$(TARGET)/release/ctrl-exec
 ROLES    = ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api ctrl-exec-exec
 CARGO   ?= cargo
 
-.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all deb ipk
+.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all deb ipk test-aarch64
 
 ## size budget of the static binary, all roles together (3 MiB)
 SIZE_LIMIT = 3145728
@@ -45,15 +45,28 @@ deps-static:
 	  else echo "aarch64-linux-gnu-gcc missing: run 'sudo apt-get install gcc-aarch64-linux-gnu'" >&2; exit 1; fi; fi
 
 ## test: every unit and integration test (real binary, real TLS, loopback)
-test: deps-test
+test: deps-test test-aarch64
 	$(CARGO) test --all-targets
+
+# The aarch64 agent that tests/qemu.rs runs under qemu-user: built when
+# qemu-user-static and the cross linker are there (deps-test installs them
+# when root), skipped with a note otherwise.
+AARCH64_ENV = CC_aarch64_unknown_linux_musl=aarch64-linux-gnu-gcc \
+	CARGO_TARGET_AARCH64_UNKNOWN_LINUX_MUSL_LINKER=aarch64-linux-gnu-gcc
+test-aarch64:
+	@if command -v qemu-aarch64-static >/dev/null && command -v aarch64-linux-gnu-gcc >/dev/null; then \
+	  rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-musl || rustup target add aarch64-unknown-linux-musl; \
+	  $(AARCH64_ENV) $(CARGO) build --target aarch64-unknown-linux-musl; \
+	else echo "no qemu-aarch64-static or aarch64-linux-gnu-gcc: the aarch64 agent test will be skipped" >&2; fi
 
 # The Perl-compatibility tests mint the original's certificates with the
 # openssl command line (they skip, saying so, without it).
-# The package test builds a Debian root with debootstrap and reads the man
-# pages with man (each test skips, saying so, without its tool).
+# The package test builds a Debian root with debootstrap, the man page test
+# reads them with man, the aarch64 test runs an agent under qemu-user (each
+# skips, saying so, without its tool).
 deps-test:
-	@missing=; for t in openssl:openssl debootstrap:debootstrap man:man-db dpkg-deb:dpkg; do \
+	@missing=; for t in openssl:openssl debootstrap:debootstrap man:man-db dpkg-deb:dpkg \
+	    qemu-aarch64-static:qemu-user-static aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu; do \
 	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq $$missing; \
