@@ -6,7 +6,7 @@ BIN      = target/$(TARGET)/release/ctrl-exec
 ROLES    = ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api ctrl-exec-exec
 CARGO   ?= cargo
 
-.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all deb ipk test-aarch64
+.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all deb ipk test-aarch64 test-32bit
 
 ## size budget of the static binary, all roles together (3 MiB)
 SIZE_LIMIT = 3145728
@@ -45,8 +45,16 @@ deps-static:
 	  else echo "aarch64-linux-gnu-gcc missing: run 'sudo apt-get install gcc-aarch64-linux-gnu'" >&2; exit 1; fi; fi
 
 ## test: every unit and integration test (real binary, real TLS, loopback)
-test: deps-test test-aarch64
+test: deps-test test-aarch64 test-32bit
 	$(CARGO) test --all-targets
+
+# armv7 and mips are 32-bit: the code must build for a 32-bit target
+# (i686 musl stands in for them; rustup cannot fetch armv7 here).
+test-32bit:
+	@if (rustup target list --installed 2>/dev/null | grep -qx i686-unknown-linux-musl || rustup target add i686-unknown-linux-musl) \
+	    && printf 'int main(void){return 0;}' | gcc -m32 -x c -o /dev/null - 2>/dev/null; then \
+	  CC_i686_unknown_linux_musl="gcc -m32" $(CARGO) check --target i686-unknown-linux-musl; \
+	else echo "no i686 target or gcc -m32: the 32-bit build check is skipped" >&2; fi
 
 # The aarch64 agent that tests/qemu.rs runs under qemu-user: built when
 # qemu-user-static and the cross linker are there (deps-test installs them
@@ -62,12 +70,15 @@ test-aarch64:
 # The Perl-compatibility tests mint the original's certificates with the
 # openssl command line (they skip, saying so, without it).
 # The package test builds a Debian root with debootstrap, the man page test
-# reads them with man, the aarch64 test runs an agent under qemu-user (each
-# skips, saying so, without its tool).
+# reads them with man, the aarch64 test runs an agent under qemu-user, the
+# 32-bit check needs gcc -m32 (not gcc-multilib: it conflicts with the cross
+# compilers). Each skips, saying so, without its tool.
 deps-test:
 	@missing=; for t in openssl:openssl debootstrap:debootstrap man:man-db dpkg-deb:dpkg \
 	    qemu-aarch64-static:qemu-user-static aarch64-linux-gnu-gcc:gcc-aarch64-linux-gnu; do \
 	  command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	printf 'int main(void){return 0;}' | gcc -m32 -x c -o /dev/null - 2>/dev/null || \
+	  missing="$$missing libc6-dev-i386 lib32gcc-$$(gcc -dumpversion | cut -d. -f1)-dev"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "missing:$$missing - the tests that need them will be skipped" >&2; fi; fi

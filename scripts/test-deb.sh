@@ -67,6 +67,12 @@ FP=$(grep -o 'sha256:[0-9a-f]*' /tmp/setup-ca.out | head -n 1)
 ced setup-ctrl-exec
 expect_mode /etc/ctrl-exec/ctrl-exec.key "640 root:ctrl-exec"
 ctrl-exec-api --check || fail "the API cannot start on the fresh install"
+ced check-config | grep -q 'Access OK (ctrl-exec' || fail "check-config does not check the API user"
+chmod 0600 /etc/ctrl-exec/ctrl-exec.key
+if ced check-config >/tmp/check.out; then fail "check-config passed with a key the API cannot read"; fi
+grep -q 'Access error: ctrl-exec cannot read /etc/ctrl-exec/ctrl-exec.key (0600 uid 0 gid [0-9]*); fix: chgrp ctrl-exec' /tmp/check.out ||
+    { cat /tmp/check.out >&2; fail "check-config does not name the unreadable key"; }
+chmod 0640 /etc/ctrl-exec/ctrl-exec.key
 ced pairing-mode </dev/null >/tmp/pairing.out 2>&1 &
 wait_for /tmp/pairing.out 'port 7444'
 
@@ -80,6 +86,11 @@ ced approve "$REQ"
 i=0; while ! cea paired; do i=$((i + 1)); [ $i -lt 100 ] || fail "never paired"; sleep 0.1; done
 expect_mode /etc/ctrl-exec-agent/agent.key "640 root:ctrl-exec-agent"
 cea check-start --user ctrl-exec-agent
+chmod 0600 /etc/ctrl-exec-agent/agent.key
+if cea check-start --user ctrl-exec-agent 2>/tmp/check-start.err; then fail "check-start passed with an unreadable key"; fi
+grep -q 'ctrl-exec-agent cannot read /etc/ctrl-exec-agent/agent.key' /tmp/check-start.err ||
+    { cat /tmp/check-start.err >&2; fail "check-start does not name the key"; }
+chmod 0640 /etc/ctrl-exec-agent/agent.key
 # What the units do: the executor as root, the agent as its user.
 mkdir -p -m 0755 /run/ctrl-exec-agent
 ctrl-exec-exec serve /run/ctrl-exec-agent/exec.sock /etc/ctrl-exec-agent/agent.conf \

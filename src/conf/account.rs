@@ -1,8 +1,12 @@
-//! Who a `run_as` names: uid, primary gid and supplementary groups, read
-//! from `/etc/passwd` and `/etc/group` (a static binary has no NSS; hosts
-//! the executor runs on keep their service users in the local files).
+//! Who a `run_as` or a service user names: uid, primary gid and
+//! supplementary groups, read from `/etc/passwd` and `/etc/group` (a static
+//! binary has no NSS; hosts keep their service users in the local files),
+//! and whether such a user can read and write what its service needs.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+
+use crate::fsx::{self, Access};
 
 /// The identity a script runs under.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,6 +88,80 @@ fn lookup_in(run_as: &str, passwd: &Path, group: &Path) -> Result<Account, Strin
         }
     }
     Ok(Account { uid, gid, groups })
+}
+
+/// The user a check is for, as named on the command line or found.
+#[derive(Debug, Clone)]
+pub struct ServiceUser {
+    /// How messages name it: the user name, or `uid N`.
+    pub label: String,
+    /// Its primary group as a fix names it: the group's name when it is
+    /// the user's name (as packages create them), else its gid.
+    pub group: String,
+    /// Its ids.
+    pub account: Account,
+}
+
+impl ServiceUser {
+    /// Looks up `name` (a user name or a numeric uid).
+    pub fn named(name: &str) -> Result<ServiceUser, String> {
+        let account = lookup(name)?;
+        let numeric = name.parse::<u32>().is_ok();
+        let label = if numeric {
+            format!("uid {name}")
+        } else {
+            name.to_string()
+        };
+        let group = match group_id(name) {
+            Some(gid) if !numeric && gid == account.gid => name.to_string(),
+            _ => account.gid.to_string(),
+        };
+        Ok(ServiceUser {
+            label,
+            group,
+            account,
+        })
+    }
+
+    /// One line per path this user cannot use, with its fix: each of
+    /// `reads` it cannot read, each of `writes` (directories) it cannot
+    /// create files in. Missing paths are not judged here.
+    pub fn problems(&self, reads: &[&Path], writes: &[&Path]) -> Vec<String> {
+        let (uid, groups) = (self.account.uid, &self.account.groups);
+        let group = &self.group;
+        let mut out = Vec::new();
+        for path in reads.iter().filter(|p| p.exists()) {
+            if !fsx::permitted(path, uid, groups, Access::Read) {
+                out.push(format!(
+                    "{} cannot read {} ({}); fix: chgrp {group} {p} && chmod g+r {p} (and make its directories searchable)",
+                    self.label,
+                    path.display(),
+                    describe(path),
+                    p = path.display(),
+                ));
+            }
+        }
+        for dir in writes.iter().filter(|d| d.exists()) {
+            if !fsx::permitted(dir, uid, groups, Access::WriteDir) {
+                out.push(format!(
+                    "{} cannot write {} ({}); fix: chown {uid}:{group} {d} && chmod 0750 {d}",
+                    self.label,
+                    dir.display(),
+                    describe(dir),
+                    d = dir.display(),
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `0600 uid 0 gid 0`: what a fix changes.
+fn describe(path: &Path) -> String {
+    match std::fs::metadata(path) {
+        Ok(m) => format!("{:04o} uid {} gid {}", m.mode() & 0o7777, m.uid(), m.gid()),
+        Err(e) => e.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -7,11 +7,15 @@
 
 use std::path::Path;
 
+use crate::conf::account::ServiceUser;
 use crate::conf::DispatcherConf;
 use crate::dispatcher::{Args, CliError};
 use crate::exit;
 use crate::net::tls::{self, Identity};
 use crate::{pki, time};
+
+/// The user the packaged API runs as.
+const API_USER: &str = "ctrl-exec";
 
 /// `ced check-config`: exit 0 when the file is usable and has no unknown
 /// key, [`exit::CONFIG`] otherwise.
@@ -40,6 +44,7 @@ pub fn check_config(a: &Args) -> Result<u8, CliError> {
             crate::outln!("  Certificate error: {e}")?;
         }
     }
+    errors += service_user_access(&conf, a)?;
     if errors == 0 {
         crate::outln!("Config OK.")?;
         Ok(exit::SUCCESS)
@@ -47,6 +52,27 @@ pub fn check_config(a: &Args) -> Result<u8, CliError> {
         crate::outln!("{errors} error(s).")?;
         Ok(exit::CONFIG)
     }
+}
+
+/// Where the API's service user exists (packages and install.sh create
+/// it), whether it can read the config, key and certificates and write the
+/// run records and locks; one `Access error` line per problem, with its fix.
+fn service_user_access(conf: &DispatcherConf, a: &Args) -> Result<usize, CliError> {
+    let Ok(user) = ServiceUser::named(API_USER) else {
+        return Ok(0);
+    };
+    let (runs, locks) = (conf.runs_dir(), conf.locks_dir());
+    let reads: [&Path; 4] = [&a.config, &conf.cert, &conf.key, &conf.ca];
+    let problems = user.problems(&reads, &[&runs, &locks]);
+    for p in &problems {
+        crate::outln!("  Access error: {p}")?;
+    }
+    if problems.is_empty() {
+        crate::outln!(
+            "  Access OK ({API_USER}, the API's user, can read the config, key and certificates)"
+        )?;
+    }
+    Ok(problems.len())
 }
 
 /// Loads `cert`, `key` and `ca` the way the engine does and checks that
