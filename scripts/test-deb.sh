@@ -25,12 +25,15 @@ if [ ! -f "$CACHE" ]; then
     tmp=$(mktemp -d /var/tmp/ce-debootstrap.XXXXXX)
     debootstrap --variant=minbase "$SUITE" "$tmp" "$MIRROR" >"$tmp.log" 2>&1 ||
         { tail -20 "$tmp.log" >&2; rm -rf "$tmp" "$tmp.log"; echo "debootstrap failed" >&2; exit 1; }
+    chmod 0755 "$tmp"
     tar -C "$tmp" -cf "$CACHE.new" . && mv "$CACHE.new" "$CACHE"
     rm -rf "$tmp" "$tmp.log"
 fi
 ROOT=$(mktemp -d /var/tmp/ce-debroot.XXXXXX)
 trap 'rm -rf "$ROOT"' EXIT
 tar -C "$ROOT" -xf "$CACHE"
+# mktemp made it 0700: as the root of the tree, it must be searchable by all.
+chmod 0755 "$ROOT"
 mkdir -p "$ROOT/tmp/debs"
 cp "$DEBS"/ctrl-exec*.deb "$ROOT/tmp/debs/"
 
@@ -67,7 +70,8 @@ FP=$(grep -o 'sha256:[0-9a-f]*' /tmp/setup-ca.out | head -n 1)
 ced setup-ctrl-exec
 expect_mode /etc/ctrl-exec/ctrl-exec.key "640 root:ctrl-exec"
 ctrl-exec-api --check || fail "the API cannot start on the fresh install"
-ced check-config | grep -q 'Access OK (ctrl-exec' || fail "check-config does not check the API user"
+ced check-config >/tmp/check.out || { cat /tmp/check.out >&2; fail "check-config fails on the fresh install"; }
+grep -q 'Access OK (ctrl-exec' /tmp/check.out || { cat /tmp/check.out >&2; fail "check-config does not check the API user"; }
 chmod 0600 /etc/ctrl-exec/ctrl-exec.key
 if ced check-config >/tmp/check.out; then fail "check-config passed with a key the API cannot read"; fi
 grep -q 'Access error: ctrl-exec cannot read /etc/ctrl-exec/ctrl-exec.key (0600 uid 0 gid [0-9]*); fix: chgrp ctrl-exec' /tmp/check.out ||
