@@ -587,3 +587,103 @@ fn json_listings_are_json_when_empty_too() {
     let out = f.ced_ok(&["list-agents", "--json", "--tags", "env=none"]);
     assert_eq!(out.stdout.trim(), "[]", "{out}");
 }
+
+#[test]
+fn approve_takes_many_ids_or_a_codes_file_checked_against_each_csr() {
+    let f = Fixture::new("pair_bulk");
+    f.dispatcher("");
+    let fp = f.ca_fingerprint();
+    let agents: Vec<_> = ["bulk1", "bulk2", "bulk3", "bulk4"]
+        .iter()
+        .map(|n| f.agent_files(n, &[], ""))
+        .collect();
+    // One address holds at most two pending requests: two at a time.
+    let request = |a: &Agent| {
+        let out = f.run(f.request_pairing_cmd(
+            a,
+            &["--ca-fingerprint", &fp, "--background", "--timeout", "60"],
+        ));
+        f.expect_success(&out);
+        let reqid = out.stdout.trim().to_string();
+        assert_eq!(reqid.len(), 16, "stdout is the request id alone: {out}");
+        // stderr carries `<hostname> <code>`, the line --codes-file takes.
+        let line = out
+            .stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("Pairing code: "))
+            .unwrap_or_else(|| panic!("no pairing code on stderr: {out}"))
+            .to_string();
+        assert!(line.starts_with(&format!("{} ", a.name)), "{out}");
+        (reqid, line)
+    };
+    let mut requests: Vec<(String, String)> = agents[..2].iter().map(request).collect();
+
+    let usage = f.ced(&[
+        "approve",
+        &requests[0].0,
+        &requests[1].0,
+        "--ip",
+        "10.0.0.1",
+    ]);
+    assert_eq!(usage.code(), Some(64), "{usage}");
+    let both = f.ced_ok(&["approve", &requests[0].0, &requests[1].0]);
+    assert!(
+        both.stdout.contains("2 approved, 0 not approved."),
+        "{both}"
+    );
+    requests.extend(agents[2..].iter().map(request));
+
+    // One good line, one whose code is not the CSR's, one unknown host.
+    let (name4, code4) = requests[3].1.split_once(' ').unwrap();
+    let wrong = format!("{:06}", (code4.parse::<u32>().unwrap() + 1) % 1_000_000);
+    let codes = f.path("codes.txt");
+    fs::write(
+        &codes,
+        format!(
+            "# collected from the agents\n{}\n{name4} {wrong}\nnohost 123456\n",
+            requests[2].1
+        ),
+    )
+    .unwrap();
+    let bulk = f.ced(&["approve", "--codes-file", codes.to_str().unwrap()]);
+    assert_eq!(bulk.code(), Some(1), "{bulk}");
+    assert!(
+        bulk.stdout.contains("1 approved, 2 not approved."),
+        "{bulk}"
+    );
+    assert!(
+        bulk.stderr.contains(&format!(
+            "Not approved '{name4}': no pending request with code {wrong}"
+        )),
+        "{bulk}"
+    );
+    assert!(
+        bulk.stderr
+            .contains("Not approved 'nohost': no pending request from that host"),
+        "{bulk}"
+    );
+    let pending = f.ced_ok(&["list-requests", "--json"]);
+    assert!(
+        pending.stdout.contains(&requests[3].0),
+        "the mismatched request stays pending: {pending}"
+    );
+    assert!(!pending.stdout.contains(&requests[2].0), "{pending}");
+    for a in &agents[..3] {
+        let map = a.trusted_map();
+        common::eventually(
+            "the approved agent's trusted map",
+            Duration::from_secs(30),
+            || match fs::read_to_string(&map) {
+                Ok(t) if t.contains("it-dispatcher") => Ok(()),
+                other => Err(format!("{}: {other:?}", map.display())),
+            },
+        );
+    }
+    let mixed = f.ced(&[
+        "approve",
+        "--codes-file",
+        codes.to_str().unwrap(),
+        &requests[3].0,
+    ]);
+    assert_eq!(mixed.code(), Some(64), "{mixed}");
+}

@@ -400,14 +400,22 @@ fn spawn_background(a: &Args) -> Result<u8, AgentError> {
         .stdout
         .take()
         .ok_or_else(|| AgentError::Failed("no pipe to background pairing".into()))?;
+    // The child's first line is `<reqid> <code> <hostname>` (internal).
     let mut line = String::new();
     let _ = std::io::BufReader::new(stdout).read_line(&mut line);
-    let reqid = line.trim();
+    let mut words = line.split_whitespace();
+    let reqid = words.next().unwrap_or("");
     if reqid.is_empty() {
         let status = child
             .wait()
             .map_err(|e| AgentError::Failed(e.to_string()))?;
         return Ok(status.code().unwrap_or(1).clamp(1, 255) as u8);
+    }
+    // Stdout is the request id alone (scripts read it); the code, for the
+    // operator to compare or to collect for `ced approve --codes-file`, goes
+    // to stderr as `<hostname> <code>`, the line that file takes.
+    if let (Some(code), Some(host)) = (words.next(), words.next()) {
+        eprintln!("Pairing code: {host} {code}");
     }
     crate::outln!("{reqid}")?;
     Ok(0)

@@ -180,7 +180,9 @@ async fn exchange(
         }
     };
     if req.background {
-        crate::outln!("{pair_reqid}")?;
+        // Read by the parent (spawn_background), which prints the id alone.
+        let code = pki::pairing_code(csr_pem.as_bytes());
+        crate::outln!("{pair_reqid} {code} {}", conf.hostname)?;
         let _ = std::io::stdout().flush();
     } else {
         crate::outln!("Request {pair_reqid} queued; waiting for the operator to approve it...")?;

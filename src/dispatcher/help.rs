@@ -34,9 +34,14 @@ in the background. Exit: 0, 1 failure, 64 usage.
     ("list-requests", "Usage: ced list-requests [--json]
 Lists pending pairing requests with their codes; marks names already registered.
 "),
-    ("approve", "Usage: ced approve <reqid> [--replace] [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]
-Signs a pending request. --replace is needed when the name is registered.
-Exit: 0 approved, 1 refused or failed, 64 usage.
+    ("approve", "Usage: ced approve <reqid>... [--replace] [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]
+       ced approve --codes-file <file|-> [--replace] [--lookup-by ip|hostname]
+Signs pending requests. --replace is needed when a name is registered;
+--ip and --agent-port take one request only. --codes-file approves each
+pending request whose host name and pairing code (computed from its CSR)
+match a '<hostname> <code>' line, as 'cea request-pairing --background'
+prints them on stderr; the rest are reported and stay pending.
+Exit: 0 all approved, 1 any refused or failed, 64 usage.
 "),
     ("deny", "Usage: ced deny <reqid>\nRefuses a pending pairing request. Exit: 0, 1 unknown reqid.\n"),
     ("setup-ca", "Usage: ced setup-ca\nCreates the CA (P-256, 10 years) and prints its fingerprint. Exit: 0, 1.\n"),

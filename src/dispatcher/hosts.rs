@@ -10,9 +10,10 @@ use crate::conf::DispatcherConf;
 use crate::control::registry::Registry;
 use crate::dispatcher::{Args, CliError};
 
-/// Largest host list read from a file or stdin: a million names of 16 bytes
-/// on average, far above any `max_hosts` worth setting.
-const MAX_HOSTS_FILE_BYTES: u64 = 16 << 20;
+/// Largest list read from a file or stdin (hosts, or names and pairing
+/// codes): a million names of 16 bytes on average, far above any
+/// `max_hosts` worth setting.
+const MAX_LIST_FILE_BYTES: u64 = 16 << 20;
 
 /// The hosts named by `words`, `--hosts-file` and `--tags`, in that order,
 /// without repeats. Empty when none of them names a host.
@@ -23,7 +24,7 @@ pub(super) fn select(
 ) -> Result<Vec<String>, CliError> {
     let mut hosts: Vec<String> = words.to_vec();
     if let Some(file) = &a.hosts_file {
-        hosts.extend(read_list(file)?);
+        hosts.extend(read_lines(file, "host list")?);
     }
     if let Some(spec) = &a.tags {
         let filter = parse_tag_filter(spec)
@@ -48,23 +49,24 @@ pub(super) fn select(
     Ok(hosts)
 }
 
-/// One host per line; blank lines and `#` comments skipped.
-fn read_list(file: &str) -> Result<Vec<String>, CliError> {
+/// The lines of `file` (`-`: stdin), trimmed; blank lines and `#` comments
+/// skipped. `what` names the list in errors.
+pub(super) fn read_lines(file: &str, what: &str) -> Result<Vec<String>, CliError> {
     let mut text = String::new();
     let read = if file == "-" {
         std::io::stdin()
-            .take(MAX_HOSTS_FILE_BYTES + 1)
+            .take(MAX_LIST_FILE_BYTES + 1)
             .read_to_string(&mut text)
     } else {
         std::fs::File::open(Path::new(file))
-            .and_then(|f| f.take(MAX_HOSTS_FILE_BYTES + 1).read_to_string(&mut text))
+            .and_then(|f| f.take(MAX_LIST_FILE_BYTES + 1).read_to_string(&mut text))
     };
     let name = if file == "-" { "stdin" } else { file };
-    read.map_err(|e| CliError::Failed(format!("cannot read host list {name}: {e}")))?;
-    if text.len() as u64 > MAX_HOSTS_FILE_BYTES {
+    read.map_err(|e| CliError::Failed(format!("cannot read {what} {name}: {e}")))?;
+    if text.len() as u64 > MAX_LIST_FILE_BYTES {
         return Err(CliError::Failed(format!(
-            "host list {name} is larger than {} MiB",
-            MAX_HOSTS_FILE_BYTES >> 20
+            "{what} {name} is larger than {} MiB",
+            MAX_LIST_FILE_BYTES >> 20
         )));
     }
     Ok(text

@@ -39,7 +39,8 @@ Modes:
       run and ping also take hosts from --hosts-file <file|-> (one per line)
       and --tags k=v[,k=v...] (registered agents with all those tags)
   pairing-mode [start|stop] [--timeout <1-600>] [--port <n>]
-  list-requests                      approve <reqid> [--replace] [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]
+  list-requests                      approve <reqid>... [--replace] [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]
+  approve --codes-file <file|->      approve each request whose name and 6-digit code are a line of the file
   deny <reqid>                       setup-ca        setup-ctrl-exec
   list-agents [--json] [--tags k=v[,k=v...]]
   edit-agent <name> [--rename <new>] [--ip <addr>] [--agent-port <n>] [--lookup-by ip|hostname]
@@ -151,6 +152,8 @@ pub struct Args {
     pub verbose: bool,
     /// `--hosts-file` (`-` for stdin).
     pub hosts_file: Option<String>,
+    /// `--codes-file` (`approve`): lines of `<name> <code>`, `-` for stdin.
+    pub codes_file: Option<String>,
     /// `--async`.
     pub detach: bool,
     /// `--replace` (`approve`: replace an agent registered under the same name).
@@ -229,6 +232,7 @@ fn parse(mut all: Vec<String>) -> Result<ParseResult, CliError> {
         rename: p.opt_value_from_str("--rename").map_err(usage)?,
         tags: p.opt_value_from_str("--tags").map_err(usage)?,
         hosts_file: p.opt_value_from_str("--hosts-file").map_err(usage)?,
+        codes_file: p.opt_value_from_str("--codes-file").map_err(usage)?,
         verbose: p.contains(["-v", "--verbose"]),
         detach: p.contains("--async"),
         replace: p.contains("--replace"),

@@ -20,11 +20,13 @@ mod refusal;
 
 use std::io::IsTerminal;
 
+use crate::conf::DispatcherConf;
 use crate::dispatcher::{load_conf, Args, CliError};
+use crate::pki;
 
 pub use approve::Overrides;
 
-use approve::{approve_request, deny_request, registered};
+use approve::{approve_request, deny_request, registered, Approved};
 use listener::{session, Mode};
 use queue::pending;
 
@@ -32,7 +34,8 @@ use queue::pending;
 pub const DEFAULT_PAIRING_PORT: u16 = 7444;
 
 /// The usage line of `approve`.
-const APPROVE_USAGE: &str = "Usage: ctrl-exec-dispatcher approve <reqid> [--replace] [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]";
+const APPROVE_USAGE: &str = "Usage: ctrl-exec-dispatcher approve <reqid>... [--replace] [--lookup-by ip|hostname] [--ip <addr>] [--agent-port <n>]
+       ctrl-exec-dispatcher approve --codes-file <file|-> [--replace] [--lookup-by ip|hostname]";
 
 /// `ced list-requests`. A request whose name is already registered gets a
 /// `!` line under its row: approving it would replace that agent.
@@ -96,14 +99,119 @@ pub fn list_requests(a: &Args) -> Result<u8, CliError> {
     Ok(0)
 }
 
-/// `ced approve <reqid>`.
+/// `ced approve <reqid>...` and `ced approve --codes-file <file>`. With more
+/// than one request, each is approved or refused on its own line, and the
+/// exit is 1 when any was refused.
 pub fn approve(a: &Args) -> Result<u8, CliError> {
-    let [id] = a.words.as_slice() else {
-        return Err(CliError::Usage(APPROVE_USAGE.into()));
+    let per_host = a.ip.is_some() || a.agent_port.is_some();
+    let ids: Vec<String> = match (&a.codes_file, a.words.as_slice()) {
+        (None, []) => return Err(CliError::Usage(APPROVE_USAGE.into())),
+        (Some(_), [_, ..]) => {
+            return Err(CliError::Usage(format!(
+                "give request ids or --codes-file, not both\n{APPROVE_USAGE}"
+            )))
+        }
+        (None, [_]) => a.words.clone(),
+        (_, _) if per_host => {
+            return Err(CliError::Usage(
+                "--ip and --agent-port are for one host: approve its request alone".into(),
+            ))
+        }
+        (None, words) => words.to_vec(),
+        (Some(file), []) => {
+            let conf = load_conf(a)?;
+            let (ids, refused) = matching_codes(&conf, file)?;
+            return approve_each(a, &conf, &ids, refused);
+        }
     };
-    let overrides = Overrides::from_args(a)?;
     let conf = load_conf(a)?;
-    let done = approve_request(&conf, id, &overrides)?;
+    if let [id] = ids.as_slice() {
+        let done = approve_request(&conf, id, &Overrides::from_args(a)?)?;
+        print_approved(id, &done)?;
+        return Ok(0);
+    }
+    approve_each(a, &conf, &ids, 0)
+}
+
+/// Approves `ids` one by one; `refused` counts lines already refused.
+fn approve_each(
+    a: &Args,
+    conf: &DispatcherConf,
+    ids: &[String],
+    mut refused: usize,
+) -> Result<u8, CliError> {
+    let overrides = Overrides::from_args(a)?;
+    let mut approved = 0;
+    for id in ids {
+        match approve_request(conf, id, &overrides) {
+            Ok(done) => {
+                approved += 1;
+                print_approved(id, &done)?;
+            }
+            Err(e) => {
+                refused += 1;
+                eprintln!("Not approved '{id}': {e}");
+            }
+        }
+    }
+    crate::outln!("{approved} approved, {refused} not approved.")?;
+    Ok(if refused == 0 { 0 } else { 1 })
+}
+
+/// The pending requests whose host name and pairing code are a line of
+/// `file` (`<name> <code>`, as each agent printed them). The code is
+/// computed again from the queued CSR, so a request is approved only for the
+/// key the operator's list vouches for; a name whose code differs, or that
+/// has no pending request, is refused on stderr. Returns the ids and the
+/// number of refused lines.
+fn matching_codes(conf: &DispatcherConf, file: &str) -> Result<(Vec<String>, usize), CliError> {
+    let mut wanted = Vec::new();
+    for line in crate::dispatcher::hosts::read_lines(file, "code list")? {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (Some(name), Some(code), None)
+                if code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                wanted.push((name.to_string(), code.to_string()));
+            }
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "code list line '{line}': expected '<hostname> <6-digit code>'"
+                )))
+            }
+        }
+    }
+    let pending = pending(&conf.pairing_dir());
+    let mut ids = Vec::new();
+    let mut refused = 0;
+    for (name, code) in &wanted {
+        let mine: Vec<_> = pending.iter().filter(|q| &q.hostname == name).collect();
+        let matched: Vec<_> = mine
+            .iter()
+            .filter(|q| &pki::pairing_code(q.csr.as_bytes()) == code)
+            .collect();
+        match (mine.len(), matched.as_slice()) {
+            (0, _) => {
+                refused += 1;
+                eprintln!("Not approved '{name}': no pending request from that host");
+            }
+            (_, [one]) => ids.push(one.id.clone()),
+            (_, []) => {
+                refused += 1;
+                eprintln!(
+                    "Not approved '{name}': no pending request with code {code}; compare the codes again (ced list-requests)"
+                );
+            }
+            (_, _) => {
+                refused += 1;
+                eprintln!("Not approved '{name}': several pending requests carry that code; approve by id");
+            }
+        }
+    }
+    Ok((ids, refused))
+}
+
+fn print_approved(id: &str, done: &Approved) -> Result<(), CliError> {
     let (name, lb, addr, port) = (&done.name, done.lookup_by, &done.addr, done.port);
     crate::outln!("Approved '{name}' ({id}). Cert delivered on next poll.")?;
     crate::outln!("  Registered:  {name}   lookup_by={lb}   addr={addr}:{port}")?;
@@ -115,7 +223,7 @@ pub fn approve(a: &Args) -> Result<u8, CliError> {
             old.paired
         )?;
     }
-    Ok(0)
+    Ok(())
 }
 
 /// `ced deny <reqid>`.
