@@ -6,7 +6,7 @@ BIN      = target/$(TARGET)/release/ctrl-exec
 ROLES    = ced ctrl-exec-dispatcher cea ctrl-exec-agent ctrl-exec-api ctrl-exec-exec
 CARGO   ?= cargo
 
-.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all deb ipk test-aarch64 test-32bit
+.PHONY: build static test demo install bench lint clean deps-static deps-test size static-all deb ipk test-aarch64 test-32bit deps-bench
 
 ## size budget of the static binary, all roles together (3 MiB)
 SIZE_LIMIT = 3145728
@@ -45,7 +45,7 @@ deps-static:
 	  else echo "aarch64-linux-gnu-gcc missing: run 'sudo apt-get install gcc-aarch64-linux-gnu'" >&2; exit 1; fi; fi
 
 ## test: every unit and integration test (real binary, real TLS, loopback)
-test: deps-test test-aarch64 test-32bit
+test: deps-test test-aarch64 test-32bit deps-bench
 	$(CARGO) test --all-targets
 
 # armv7 and mips are 32-bit: the code must build for a 32-bit target
@@ -87,9 +87,16 @@ deps-test:
 demo: build
 	bash scripts/demo.sh target/debug/ctrl-exec
 
-## bench: binary size, idle agent RSS, ced run and API latency on loopback
-bench: static
-	BASELINE="$(BASELINE)" bash scripts/bench.sh $(BIN)
+## bench: binary size, RSS, ced run and API latency, N-agent fleet figures (N=100; make bench N=1000) -> target/bench/fleet.json
+bench: static deps-bench
+	BASELINE="$(BASELINE)" N="$(N)" bash scripts/bench.sh $(BIN)
+
+# wrk loads the API; python3 reads peak RSS (installed when root).
+deps-bench:
+	@missing=; for t in wrk:wrk python3:python3; do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else echo "missing:$$missing - install them for every bench figure" >&2; fi; fi
 
 ## deb: Debian packages (ctrl-exec, ctrl-exec-agent, ctrl-exec-dispatcher) in target/deb
 deb: static

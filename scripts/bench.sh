@@ -2,7 +2,9 @@
 # Measures, in one run on this machine: the binary size, an idle agent's RSS,
 # `ced run` wall time on loopback, and API latency for /health and a one-host
 # /run. Builds the demo deployment first (scripts/demo.sh) and stops it after.
-# Every timed loop runs N times (N=50 unless set) and prints mean, median and min.
+# Every timed loop runs REPEAT times (50 unless set) and prints mean, median
+# and min. Then the fleet figures (scripts/bench-fleet.sh, N agents, default
+# 100) and the executor against the direct path.
 #
 # BASELINE=/path/to/other/ctrl-exec (optional) compares against another build
 # in the same run: the deployment is still built with the binary under test,
@@ -12,7 +14,7 @@
 # the ratio new/baseline. The API loops measure the deployment (new) only.
 set -euo pipefail
 BIN=$(realpath "${1:-target/x86_64-unknown-linux-musl/release/ctrl-exec}")
-N=${N:-50}
+REPEAT=${REPEAT:-50}
 ROOT="$PWD/demo-deployment"
 BASE=
 if [ -n "${BASELINE:-}" ]; then
@@ -55,9 +57,9 @@ failed() { # FILE: " (K failed)" when any run in FILE failed, and resets it
 time_loop() {
     local label=$1; shift
     local i mean med min
-    read -r mean med min < <(for i in $(seq "$N"); do sample "$@"; done | stats)
+    read -r mean med min < <(for i in $(seq "$REPEAT"); do sample "$@"; done | stats)
     printf '%-34s mean %7.2f ms   median %7.2f ms   min %7.2f ms   (n=%d)%s\n' \
-        "$label" "$mean" "$med" "$min" "$N" "$(failed "$FAILS")"
+        "$label" "$mean" "$med" "$min" "$REPEAT" "$(failed "$FAILS")"
 }
 # time_ced LABEL ARGS...: `ced ARGS` N times; with a baseline, the new and the
 # baseline client alternate (in turn first), and both medians and the ratio
@@ -67,7 +69,7 @@ time_ced() {
     [ -n "$BASE" ] || { time_loop "$label" "$ROOT/bin/ced" "$@"; return; }
     local i sa sb a_mean a_med a_min b_mean b_med b_min
     sa=$(mktemp); sb=$(mktemp)
-    for i in $(seq "$N"); do
+    for i in $(seq "$REPEAT"); do
         if [ $((i % 2)) = 1 ]; then
             sample "$ROOT/bin/ced" "$@" >>"$sa"
             FAILS=$FAILS_B sample "$ROOT/bin-base/ced" "$@" >>"$sb"
@@ -80,7 +82,7 @@ time_ced() {
     read -r b_mean b_med b_min < <(stats <"$sb")
     printf '%-34s median new %7.2f ms  base %7.2f ms  new/base %5.3f   mean %.2f/%.2f  min %.2f/%.2f  (n=%d)%s%s\n' \
         "$label" "$a_med" "$b_med" "$(awk -v x="$a_med" -v y="$b_med" 'BEGIN { print x / y }')" \
-        "$a_mean" "$b_mean" "$a_min" "$b_min" "$N" "$(failed "$FAILS")" "$(failed "$FAILS_B" | sed 's/failed/baseline failed/')"
+        "$a_mean" "$b_mean" "$a_min" "$b_min" "$REPEAT" "$(failed "$FAILS")" "$(failed "$FAILS_B" | sed 's/failed/baseline failed/')"
     rm -f "$sa" "$sb"
 }
 http() { # METHOD PATH [BODY] over bash /dev/tcp
@@ -114,4 +116,6 @@ fi
 printf '%-34s %s\n' "agent RSS after the loops" "$(grep VmRSS "/proc/$AGENT_PID/status" | awk '{print $2 " " $3}')"
 bash scripts/bench-flood.sh "$BIN"
 bash scripts/bench-memory.sh
-bash scripts/bench-executor.sh
+N=$REPEAT bash scripts/bench-executor.sh
+kill ${AGENT_PIDS:-} 2>/dev/null || true
+N=${N:-100} bash scripts/bench-fleet.sh "$BIN"

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Fleet-scale figures on loopback, in one run: N agents (default 100; make
+# bench N=1000), each paired through the real flow (request-pairing
+# --background, then ced approve) and served by its own `cea serve`, with one
+# allowlisted script, /bin/true. Printed one line per figure (name, value,
+# unit, median and p95 of the repeats) and written to $OUT (default
+# target/bench/fleet.json):
+#
+#   pairing            time to pair all N agents (request + approve each)
+#   run_all            `ced run` of /bin/true on all N, RUNS times (default 5);
+#                      every result must be OK, else the bench fails
+#   run_all_rss        the dispatcher's peak RSS during one of those runs
+#   run_one, ping_one  one host, REPEAT times (default 50), process start included
+#   agent_runs_per_s   one agent, 16 concurrent `ced run` loops (each its own
+#                      script name, as ced locks host:script), AGENT_RUNS in
+#                      all (default 4000)
+#   agent_idle_rss, agent_rss_growth  that agent before, and its growth after
+#
+#   bash scripts/bench-fleet.sh [BINARY]
+#
+# Runs in a temporary directory and stops everything it started.
+set -euo pipefail
+N=${N:-100}
+RUNS=${RUNS:-5}
+REPEAT=${REPEAT:-50}
+AGENT_RUNS=${AGENT_RUNS:-4000}
+CLIENTS=16
+OUT=${OUT:-target/bench/fleet.json}
+BIN=$(realpath "${1:-target/x86_64-unknown-linux-musl/release/ctrl-exec}")
+command -v python3 >/dev/null || { echo "bench-fleet needs python3 (peak RSS)" >&2; exit 1; }
+# Every agent and the dispatcher's N connections need descriptors.
+ulimit -n "$(( N * 4 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ce-bench-fleet.XXXXXX")
+mkdir -p "$ROOT/bin" "$ROOT/d" "$ROOT/logs" "$(dirname "$OUT")"
+for r in ced cea; do ln -s "$BIN" "$ROOT/bin/$r"; done
+export PATH="$ROOT/bin:$PATH"
+PIDS=()
+DCONF="$ROOT/d/ctrl-exec.conf"
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    ced --config "$DCONF" pairing-mode stop >/dev/null 2>&1 || true
+    rm -rf "$ROOT"
+}
+trap cleanup EXIT
+# shellcheck disable=SC1091
+. "$(dirname "$0")/lib.sh"
+now_us() { echo $(( $(date +%s%N) / 1000 )); }
+# stats: samples on stdin (one a line) -> "median p95"
+stats() { sort -n | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+    i = int(NR * 0.95 + 0.5); if (i < 1) i = 1; if (i > NR) i = NR; printf "%g %g\n", m, v[i] }'; }
+FIGURES=()
+# figure NAME VALUE UNIT MEDIAN P95: prints the line and keeps it for the JSON.
+figure() {
+    printf '%-22s %12s %-6s median %10s  p95 %10s\n' "$1" "$2" "$3" "$4" "$5"
+    FIGURES+=("{\"name\":\"$1\",\"value\":$2,\"unit\":\"$3\",\"median\":$4,\"p95\":$5}")
+}
+
+cat >"$DCONF" <<CONF
+cert = $ROOT/d/ctrl-exec.crt
+key = $ROOT/d/ctrl-exec.key
+ca = $ROOT/d/ca.crt
+ca_dir = $ROOT/d
+state_dir = $ROOT/d/state
+pairing_bind = 127.0.0.1
+pairing_rate_limit_disable = 1
+dispatcher_id = bench-dispatcher
+max_hosts = $(( N > 10000 ? N : 10000 ))
+CONF
+ced --config "$DCONF" setup-ca >"$ROOT/logs/setup-ca.out"
+ced --config "$DCONF" setup-ctrl-exec >/dev/null
+FP=$(grep -m1 -oE 'sha256:[0-9a-f]{64}' "$ROOT/logs/setup-ca.out")
+ced --config "$DCONF" pairing-mode start --port 0 --timeout 600 >"$ROOT/logs/pairing.out"
+PAIR_PORT=$(grep -oE 'on port [0-9]+' "$ROOT/logs/pairing.out" | grep -oE '[0-9]+')
+
+echo "binary: $BIN"
+echo "fleet: $N agents on 127.0.0.1"
+t0=$(now_us)
+for i in $(seq "$N"); do
+    A="$ROOT/a$i"
+    mkdir -p "$A"
+    { agent_conf "$A" "a$i"; printf 'rate_limit_disable = 1\nscript_dirs = /bin\n'; } >"$A/agent.conf"
+    # `true`, and t1..t16 for the concurrent clients: ced locks host:script.
+    { echo "true = /bin/true"; for c in $(seq "$CLIENTS"); do echo "t$c = /bin/true"; done; } >"$A/scripts.conf"
+    REQ=$(cea --config "$A/agent.conf" request-pairing --dispatcher 127.0.0.1 --port "$PAIR_PORT" \
+        --ca-fingerprint "$FP" --background --timeout 120 2>>"$ROOT/logs/pairing.log")
+    ced --config "$DCONF" approve "$REQ" >/dev/null
+done
+for i in $(seq "$N"); do wait_for "$ROOT/a$i/ctrl-exec-dispatchers" 'bench-dispatcher' 60 >/dev/null; done
+PAIRED_S=$(awk -v t="$(( $(now_us) - t0 ))" 'BEGIN { printf "%.2f", t / 1e6 }')
+figure pairing "$PAIRED_S" s "$PAIRED_S" "$PAIRED_S"
+ced --config "$DCONF" pairing-mode stop >/dev/null
+
+for i in $(seq "$N"); do
+    A="$ROOT/a$i"
+    cea --config "$A/agent.conf" --allowlist "$A/scripts.conf" serve >"$A/serve.out" 2>"$A/agent.log" &
+    PIDS+=($!)
+done
+: >"$ROOT/hosts"
+for i in $(seq "$N"); do
+    PORT=$(wait_for "$ROOT/a$i/serve.out" 'listening on [0-9.]+:[0-9]+' 30 | grep -oE '[0-9]+$')
+    ced --config "$DCONF" edit-agent "a$i" --agent-port "$PORT" >/dev/null
+    echo "a$i" >>"$ROOT/hosts"
+done
+
+# Peak RSS of a child, in KiB (ru_maxrss), with its exit code checked.
+peak_rss() {
+    python3 -c 'import resource, subprocess, sys
+r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss if r.returncode == 0 else -1)' "$@"
+}
+samples=$(mktemp)
+for r in $(seq "$RUNS"); do
+    t=$(now_us)
+    ced --config "$DCONF" run --hosts-file "$ROOT/hosts" true >"$ROOT/logs/run_all.out" 2>&1 || true
+    echo $(( $(now_us) - t )) >>"$samples"
+    ok=$(grep -c '\[OK ' "$ROOT/logs/run_all.out" || true)
+    [ "$ok" = "$N" ] || { echo "run_all: $ok of $N OK" >&2; grep -v '\[OK ' "$ROOT/logs/run_all.out" | head >&2; exit 1; }
+done
+read -r med p95 < <(awk '{ print $1 / 1000 }' "$samples" | stats)
+figure run_all "$med" ms "$med" "$p95"
+RSS=$(peak_rss ced --config "$DCONF" run --hosts-file "$ROOT/hosts" true)
+[ "$RSS" != -1 ] || { echo "run_all under the RSS probe failed" >&2; exit 1; }
+figure run_all_rss "$(( RSS / 1024 ))" MiB "$(( RSS / 1024 ))" "$(( RSS / 1024 ))"
+
+# loop NAME CMD...: CMD REPEAT times, one figure in ms.
+loop() {
+    local name=$1 i t; shift
+    : >"$samples"
+    for i in $(seq "$REPEAT"); do
+        t=$(now_us); "$@" >/dev/null 2>&1 || { echo "$name failed: $*" >&2; exit 1; }
+        echo $(( $(now_us) - t )) >>"$samples"
+    done
+    read -r med p95 < <(awk '{ print $1 / 1000 }' "$samples" | stats)
+    figure "$name" "$med" ms "$med" "$p95"
+}
+loop run_one ced --config "$DCONF" run a1 true
+loop ping_one ced --config "$DCONF" ping a1
+
+AGENT=${PIDS[0]}
+idle=$(awk '/VmRSS/ { print $2 }' "/proc/$AGENT/status")
+figure agent_idle_rss "$idle" KiB "$idle" "$idle"
+per_client=$(( AGENT_RUNS / CLIENTS ))
+t=$(now_us)
+CLIENT_PIDS=()
+for c in $(seq "$CLIENTS"); do
+    ( for i in $(seq "$per_client"); do ced --config "$DCONF" run a1 "t$c" >/dev/null 2>&1 || echo x >>"$ROOT/logs/agent_fail"; done ) &
+    CLIENT_PIDS+=($!)
+done
+for p in "${CLIENT_PIDS[@]}"; do wait "$p"; done
+elapsed=$(( $(now_us) - t ))
+fails=0
+[ ! -f "$ROOT/logs/agent_fail" ] || fails=$(wc -l <"$ROOT/logs/agent_fail")
+[ "$fails" = 0 ] || { echo "agent throughput: $fails runs failed" >&2; exit 1; }
+rate=$(awk -v n="$(( per_client * CLIENTS ))" -v t="$elapsed" 'BEGIN { printf "%.0f", n / (t / 1e6) }')
+figure agent_runs_per_s "$rate" 1/s "$rate" "$rate"
+after=$(awk '/VmRSS/ { print $2 }' "/proc/$AGENT/status")
+figure agent_rss_growth "$(( after - idle ))" KiB "$(( after - idle ))" "$(( after - idle ))"
+size=$(stat -c %s "$BIN")
+figure binary_size "$size" bytes "$size" "$size"
+
+{
+    printf '{"binary":"%s","agents":%d,"figures":[' "$BIN" "$N"
+    (IFS=,; printf '%s' "${FIGURES[*]}")
+    printf ']}\n'
+} >"$OUT"
+echo "figures written to $OUT"
+rm -f "$samples"
