@@ -37,8 +37,8 @@ pub const DEFAULT_SCRIPT_TIMEOUT_SECS: u64 = 600;
 /// Bytes of stdout (and, separately, stderr) kept per run; the rest is drained
 /// and discarded so the child never blocks and the agent's memory stays flat.
 pub const DEFAULT_MAX_OUTPUT_BYTES: usize = 1 << 20;
-/// Agent volume rule: more than 10 connections a minute from one IP blocks it
-/// for five minutes.
+/// Agent volume rule: the 10th unauthenticated connection within a minute from
+/// one IP blocks it for five minutes (trusted dispatchers are not counted).
 pub const DEFAULT_RATE_LIMIT_VOLUME: RateRule = RateRule::secs(10, 60, 300);
 /// Agent probe rule: 3 failed handshakes in ten minutes block the IP an hour.
 pub const DEFAULT_RATE_LIMIT_PROBE: RateRule = RateRule::secs(3, 600, 3600);
