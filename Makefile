@@ -91,9 +91,10 @@ demo: build
 bench: static deps-bench
 	BASELINE="$(BASELINE)" N="$(N)" bash scripts/bench.sh $(BIN)
 
-# wrk loads the API; python3 reads peak RSS (installed when root).
+# wrk loads the API, hyperfine times one-host runs, python3 reads peak RSS
+# (installed when root).
 deps-bench:
-	@missing=; for t in wrk:wrk python3:python3; do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
+	@missing=; for t in wrk:wrk hyperfine:hyperfine python3:python3; do command -v $${t%%:*} >/dev/null || missing="$$missing $${t#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then apt-get update -qq && apt-get install -y -qq $$missing; \
 	  else echo "missing:$$missing - install them for every bench figure" >&2; fi; fi

@@ -30,20 +30,10 @@ BIN=$(realpath "${1:-target/x86_64-unknown-linux-musl/release/ctrl-exec}")
 command -v python3 >/dev/null || { echo "bench-fleet needs python3 (peak RSS)" >&2; exit 1; }
 # Every agent and the dispatcher's N connections need descriptors.
 ulimit -n "$(( N * 4 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
-ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ce-bench-fleet.XXXXXX")
-mkdir -p "$ROOT/bin" "$ROOT/d" "$ROOT/logs" "$(dirname "$OUT")"
-for r in ced cea; do ln -s "$BIN" "$ROOT/bin/$r"; done
-export PATH="$ROOT/bin:$PATH"
-PIDS=()
-DCONF="$ROOT/d/ctrl-exec.conf"
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    ced --config "$DCONF" pairing-mode stop >/dev/null 2>&1 || true
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
 # shellcheck disable=SC1091
 . "$(dirname "$0")/lib.sh"
+bench_root fleet "$BIN"
+mkdir -p "$(dirname "$OUT")"
 now_us() { echo $(( $(date +%s%N) / 1000 )); }
 # stats: samples on stdin (one a line) -> "median p95"
 stats() { sort -n | awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
@@ -55,22 +45,7 @@ figure() {
     FIGURES+=("{\"name\":\"$1\",\"value\":$2,\"unit\":\"$3\",\"median\":$4,\"p95\":$5}")
 }
 
-cat >"$DCONF" <<CONF
-cert = $ROOT/d/ctrl-exec.crt
-key = $ROOT/d/ctrl-exec.key
-ca = $ROOT/d/ca.crt
-ca_dir = $ROOT/d
-state_dir = $ROOT/d/state
-pairing_bind = 127.0.0.1
-pairing_rate_limit_disable = 1
-dispatcher_id = bench-dispatcher
-max_hosts = $(( N > 10000 ? N : 10000 ))
-CONF
-ced --config "$DCONF" setup-ca >"$ROOT/logs/setup-ca.out"
-ced --config "$DCONF" setup-ctrl-exec >/dev/null
-FP=$(grep -m1 -oE 'sha256:[0-9a-f]{64}' "$ROOT/logs/setup-ca.out")
-ced --config "$DCONF" pairing-mode start --port 0 --timeout 600 >"$ROOT/logs/pairing.out"
-PAIR_PORT=$(grep -oE 'on port [0-9]+' "$ROOT/logs/pairing.out" | grep -oE '[0-9]+')
+bench_dispatcher "max_hosts = $(( N > 10000 ? N : 10000 ))"
 
 echo "binary: $BIN"
 echo "fleet: $N agents on 127.0.0.1"
@@ -81,9 +56,7 @@ for i in $(seq "$N"); do
     { agent_conf "$A" "a$i"; printf 'rate_limit_disable = 1\nscript_dirs = /bin\n'; } >"$A/agent.conf"
     # `true`, and t1..t16 for the concurrent clients: ced locks host:script.
     { echo "true = /bin/true"; for c in $(seq "$CLIENTS"); do echo "t$c = /bin/true"; done; } >"$A/scripts.conf"
-    REQ=$(cea --config "$A/agent.conf" request-pairing --dispatcher 127.0.0.1 --port "$PAIR_PORT" \
-        --ca-fingerprint "$FP" --background --timeout 120 2>>"$ROOT/logs/pairing.log")
-    ced --config "$DCONF" approve "$REQ" >/dev/null
+    bench_pair "$A"
 done
 for i in $(seq "$N"); do wait_for "$ROOT/a$i/ctrl-exec-dispatchers" 'bench-dispatcher' 60 >/dev/null; done
 PAIRED_S=$(awk -v t="$(( $(now_us) - t0 ))" 'BEGIN { printf "%.2f", t / 1e6 }')
@@ -122,14 +95,23 @@ RSS=$(peak_rss ced --config "$DCONF" run --hosts-file "$ROOT/hosts" true)
 [ "$RSS" != -1 ] || { echo "run_all under the RSS probe failed" >&2; exit 1; }
 figure run_all_rss "$(( RSS / 1024 ))" MiB "$(( RSS / 1024 ))" "$(( RSS / 1024 ))"
 
-# loop NAME CMD...: CMD REPEAT times, one figure in ms.
+# loop NAME CMD...: CMD REPEAT times, one figure in ms. With hyperfine, its
+# own timing (no shell or `date` forks in the figure); else the shell's.
 loop() {
     local name=$1 i t; shift
     : >"$samples"
-    for i in $(seq "$REPEAT"); do
-        t=$(now_us); "$@" >/dev/null 2>&1 || { echo "$name failed: $*" >&2; exit 1; }
-        echo $(( $(now_us) - t )) >>"$samples"
-    done
+    if command -v hyperfine >/dev/null; then
+        hyperfine -N -w 5 -r "$REPEAT" --export-json "$ROOT/logs/$name.json" "$*" >/dev/null 2>&1 ||
+            { echo "$name failed: $*" >&2; exit 1; }
+        python3 -c 'import json, sys
+for t in json.load(open(sys.argv[1]))["results"][0]["times"]: print(round(t * 1e6))' \
+            "$ROOT/logs/$name.json" >"$samples"
+    else
+        for i in $(seq "$REPEAT"); do
+            t=$(now_us); "$@" >/dev/null 2>&1 || { echo "$name failed: $*" >&2; exit 1; }
+            echo $(( $(now_us) - t )) >>"$samples"
+        done
+    fi
     read -r med p95 < <(awk '{ print $1 / 1000 }' "$samples" | stats)
     figure "$name" "$med" ms "$med" "$p95"
 }

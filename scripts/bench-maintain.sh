@@ -28,20 +28,9 @@ if [ -z "$BIN" ]; then
 fi
 [ -n "$BIN" ] && [ -x "$BIN" ] || { echo "no ctrl-exec binary; run 'make static' or pass one" >&2; exit 1; }
 BIN=$(realpath "$BIN")
-ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ce-bench-maintain.XXXXXX")
-mkdir -p "$ROOT/bin" "$ROOT/d" "$ROOT/logs"
-for r in ced cea; do ln -s "$BIN" "$ROOT/bin/$r"; done
-export PATH="$ROOT/bin:$PATH"
-PIDS=()
-DCONF="$ROOT/d/ctrl-exec.conf"
-cleanup() {
-    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-    ced --config "$DCONF" pairing-mode stop >/dev/null 2>&1 || true
-    rm -rf "$ROOT"
-}
-trap cleanup EXIT
-
+# shellcheck disable=SC1091
 . "$(dirname "$0")/lib.sh"
+bench_root maintain "$BIN"
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # median of the numbers on stdin
 median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print int((a[NR / 2] + a[NR / 2 + 1]) / 2) }'; }
@@ -49,23 +38,8 @@ median() { sort -n | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]
 timed() { local t0; t0=$(now_ms); "$@" >"$ROOT/logs/last.out" 2>&1 || true; echo $(( $(now_ms) - t0 )); }
 
 # Agent certificates of one day: past half of the 365 days set afterwards.
-cat >"$DCONF" <<CONF
-cert = $ROOT/d/ctrl-exec.crt
-key = $ROOT/d/ctrl-exec.key
-ca = $ROOT/d/ca.crt
-ca_dir = $ROOT/d
-state_dir = $ROOT/d/state
-pairing_bind = 127.0.0.1
-pairing_rate_limit_disable = 1
-pairing_max_queue = 16
-dispatcher_id = bench-dispatcher
-cert_days = 1
-CONF
-ced --config "$DCONF" setup-ca >"$ROOT/logs/setup-ca.out"
-ced --config "$DCONF" setup-ctrl-exec >/dev/null
-FP=$(grep -m1 -oE 'sha256:[0-9a-f]{64}' "$ROOT/logs/setup-ca.out")
-ced --config "$DCONF" pairing-mode start --port 0 --timeout 600 >"$ROOT/logs/pairing.out"
-PAIR_PORT=$(grep -oE 'on port [0-9]+' "$ROOT/logs/pairing.out" | grep -oE '[0-9]+')
+bench_dispatcher "pairing_max_queue = 16
+cert_days = 1"
 
 echo "Pairing and serving $N agents ($BIN)..."
 t0=$(now_ms)
@@ -75,9 +49,7 @@ for i in $(seq "$N"); do
     mkdir -p "$A"
     { agent_conf "$A" "$name"; echo "rate_limit_disable = 1"; } >"$A/agent.conf"
     : >"$A/scripts.conf"
-    REQ=$(cea --config "$A/agent.conf" request-pairing --dispatcher 127.0.0.1 --port "$PAIR_PORT" \
-        --ca-fingerprint "$FP" --background --timeout 60 2>>"$ROOT/logs/pairing.log")
-    ced --config "$DCONF" approve "$REQ" >/dev/null
+    bench_pair "$A"
     wait_for "$A/ctrl-exec-dispatchers" 'bench-dispatcher' 30 >/dev/null
     cea --config "$A/agent.conf" --allowlist "$A/scripts.conf" serve >"$A/serve.out" 2>"$A/agent.log" &
     PIDS+=($!)

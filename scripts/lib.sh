@@ -27,3 +27,54 @@ state_dir = $1/state
 revoked_serials = $1/revoked-serials
 CONF
 }
+
+# bench_root KIND BIN: a fresh temporary directory in ROOT with bin/ced and
+# bin/cea linked to BIN and on PATH; PIDS collects what to kill, and an EXIT
+# trap kills it, stops pairing mode and removes ROOT.
+bench_root() {
+    ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ce-bench-$1.XXXXXX")
+    mkdir -p "$ROOT/bin" "$ROOT/d" "$ROOT/logs"
+    local r
+    for r in ced cea; do ln -s "$2" "$ROOT/bin/$r"; done
+    export PATH="$ROOT/bin:$PATH"
+    PIDS=()
+    DCONF="$ROOT/d/ctrl-exec.conf"
+    trap bench_cleanup EXIT
+}
+bench_cleanup() {
+    local p
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    ced --config "$DCONF" pairing-mode stop >/dev/null 2>&1 || true
+    rm -rf "$ROOT"
+}
+
+# bench_dispatcher EXTRA: a throwaway dispatcher in $ROOT/d (config plus the
+# EXTRA lines, CA, certificate) with pairing mode running; sets FP (the CA
+# fingerprint) and PAIR_PORT.
+bench_dispatcher() {
+    cat >"$DCONF" <<CONF
+cert = $ROOT/d/ctrl-exec.crt
+key = $ROOT/d/ctrl-exec.key
+ca = $ROOT/d/ca.crt
+ca_dir = $ROOT/d
+state_dir = $ROOT/d/state
+pairing_bind = 127.0.0.1
+pairing_rate_limit_disable = 1
+dispatcher_id = bench-dispatcher
+$1
+CONF
+    ced --config "$DCONF" setup-ca >"$ROOT/logs/setup-ca.out"
+    ced --config "$DCONF" setup-ctrl-exec >/dev/null
+    FP=$(grep -m1 -oE 'sha256:[0-9a-f]{64}' "$ROOT/logs/setup-ca.out")
+    ced --config "$DCONF" pairing-mode start --port 0 --timeout 600 >"$ROOT/logs/pairing.out"
+    PAIR_PORT=$(grep -oE 'on port [0-9]+' "$ROOT/logs/pairing.out" | grep -oE '[0-9]+')
+}
+
+# bench_pair DIR: the real pairing of the agent whose agent.conf is in DIR
+# (background request, then approve); returns once approved.
+bench_pair() {
+    local req
+    req=$(cea --config "$1/agent.conf" request-pairing --dispatcher 127.0.0.1 --port "$PAIR_PORT" \
+        --ca-fingerprint "$FP" --background --timeout 120 2>>"$ROOT/logs/pairing.log")
+    ced --config "$DCONF" approve "$req" >/dev/null
+}
