@@ -18,6 +18,9 @@
 #
 #   bash scripts/bench-fleet.sh [BINARY]
 #
+# DISPATCHER_CONF adds lines to the dispatcher's config (to compare settings,
+# e.g. DISPATCHER_CONF='max_parallel = 256').
+#
 # Runs in a temporary directory and stops everything it started.
 set -euo pipefail
 N=${N:-100}
@@ -45,7 +48,8 @@ figure() {
     FIGURES+=("{\"name\":\"$1\",\"value\":$2,\"unit\":\"$3\",\"median\":$4,\"p95\":$5}")
 }
 
-bench_dispatcher "max_hosts = $(( N > 10000 ? N : 10000 ))"
+bench_dispatcher "max_hosts = $(( N > 10000 ? N : 10000 ))
+${DISPATCHER_CONF:-}"
 
 echo "binary: $BIN"
 echo "fleet: $N agents on 127.0.0.1"

@@ -10,10 +10,7 @@ use crate::conf::DispatcherConf;
 use crate::control::registry::Registry;
 use crate::dispatcher::{Args, CliError};
 
-/// Largest list read from a file or stdin (hosts, or names and pairing
-/// codes): a million names of 16 bytes on average, far above any
-/// `max_hosts` worth setting.
-const MAX_LIST_FILE_BYTES: u64 = 16 << 20;
+use super::limits::MAX_LIST_FILE_BYTES;
 
 /// The hosts named by `words`, `--hosts-file` and `--tags`, in that order,
 /// without repeats. Empty when none of them names a host.

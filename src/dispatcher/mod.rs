@@ -10,6 +10,7 @@ mod ca;
 mod check;
 mod help;
 mod hosts;
+mod limits;
 mod maintain;
 mod output;
 mod pairing;
