@@ -35,7 +35,7 @@ bench_root() {
     ROOT=$(mktemp -d "${TMPDIR:-/tmp}/ce-bench-$1.XXXXXX")
     mkdir -p "$ROOT/bin" "$ROOT/d" "$ROOT/logs"
     local r
-    for r in ced cea; do ln -s "$2" "$ROOT/bin/$r"; done
+    for r in ced cea; do ln -s "$(realpath "$2")" "$ROOT/bin/$r"; done
     export PATH="$ROOT/bin:$PATH"
     PIDS=()
     DCONF="$ROOT/d/ctrl-exec.conf"
