@@ -365,7 +365,7 @@ fn run_as_and_caps_are_exactly_the_profiles() {
     let (answer, ex) = run_profile(
         "caps",
         "run_as = nobody\ncaps = CAP_NET_BIND_SERVICE",
-        "id -u; id -g; cat /proc/self/status",
+        "id -u; id -g; cat /proc/self/status; echo \"env:$HOME:$USER:$LOGNAME\"",
     );
     let out = text(&answer.stdout);
     assert_eq!(answer.exit, 0, "{}\n{}", text(&answer.stderr), ex.log());
@@ -385,6 +385,18 @@ fn run_as_and_caps_are_exactly_the_profiles() {
     }
     assert_eq!(status_field(&out, "NoNewPrivs"), "1");
     assert_eq!(status_field(&out, "CapInh"), "0000000000000400");
+    let home = fs::read_to_string("/etc/passwd")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("nobody:")
+                .map(|r| r.split(':').nth(4).unwrap_or("").to_string())
+        })
+        .unwrap_or_default();
+    assert!(
+        out.contains(&format!("env:{home}:nobody:nobody")),
+        "HOME, USER and LOGNAME are the account's\n{out}"
+    );
 }
 
 #[test]

@@ -18,6 +18,10 @@ pub struct Account {
     /// Supplementary groups (`initgroups`: the primary group and every group
     /// listing the user).
     pub groups: Vec<u32>,
+    /// The login name (`USER`, `LOGNAME`); the number for a bare uid.
+    pub name: String,
+    /// The home directory (`HOME`); `/` for a bare uid.
+    pub home: String,
 }
 
 /// Most bytes read from `/etc/passwd` or `/etc/group`: far above any real
@@ -62,10 +66,18 @@ fn lookup_in(run_as: &str, passwd: &Path, group: &Path) -> Result<Account, Strin
             Some(n) => uid == n,
             None => *name == run_as,
         };
-        hit.then(|| Some((name.to_string(), uid, gid.parse::<u32>().ok()?)))
-            .flatten()
+        let home = f.get(5).copied().filter(|h| !h.is_empty()).unwrap_or("/");
+        hit.then(|| {
+            Some((
+                name.to_string(),
+                uid,
+                gid.parse::<u32>().ok()?,
+                home.to_string(),
+            ))
+        })
+        .flatten()
     });
-    let (name, uid, gid) = match (entry, numeric) {
+    let (name, uid, gid, home) = match (entry, numeric) {
         (Some(e), _) => e,
         // A bare uid without an account: its own number as the group.
         (None, Some(n)) => {
@@ -73,6 +85,8 @@ fn lookup_in(run_as: &str, passwd: &Path, group: &Path) -> Result<Account, Strin
                 uid: n,
                 gid: n,
                 groups: vec![n],
+                name: n.to_string(),
+                home: "/".into(),
             })
         }
         (None, None) => return Err(format!("unknown run_as user '{run_as}'")),
@@ -87,7 +101,13 @@ fn lookup_in(run_as: &str, passwd: &Path, group: &Path) -> Result<Account, Strin
             groups.push(g);
         }
     }
-    Ok(Account { uid, gid, groups })
+    Ok(Account {
+        uid,
+        gid,
+        groups,
+        name,
+        home,
+    })
 }
 
 /// The user a check is for, as named on the command line or found.
@@ -183,6 +203,10 @@ mod tests {
         )
         .unwrap();
         let backup = lookup_in("backup", &passwd, &group).unwrap();
+        assert_eq!(
+            (backup.name.as_str(), backup.home.as_str()),
+            ("backup", "/var/backups")
+        );
         assert_eq!(
             (backup.uid, backup.gid, backup.groups),
             (34, 34, vec![34, 6, 26])

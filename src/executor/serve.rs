@@ -310,7 +310,7 @@ fn prepare(config: &Config, script: &str, request: ExecRequest) -> Result<Spec, 
             .iter()
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect(),
-        env: Env::Clean(proc::script_env()),
+        env: Env::Clean(account_env(&who)),
         stdin: request.stdin,
         stdin_timeout: agent_conf.stdin_timeout,
         deadline: Instant::now() + timeout,
@@ -326,6 +326,23 @@ fn prepare(config: &Config, script: &str, request: ExecRequest) -> Result<Spec, 
             writable: profile.writable.clone(),
         }),
     })
+}
+
+/// The clean script environment, with `HOME`, `USER` and `LOGNAME` those
+/// of the account the script runs as, not the executor's.
+fn account_env(who: &Account) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = proc::script_env()
+        .into_iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "HOME" | "USER" | "LOGNAME"))
+        .collect();
+    for (key, value) in [
+        ("HOME", &who.home),
+        ("USER", &who.name),
+        ("LOGNAME", &who.name),
+    ] {
+        env.push((key.to_string(), value.clone()));
+    }
+    env
 }
 
 /// What a script must never write, whatever its profile: the agent's config
