@@ -80,9 +80,7 @@ fn ping_renews_past_half_life_and_the_next_handshake_serves_the_new_cert() {
     let days = row.rsplit("  ").next().unwrap_or("");
     assert!(days.trim().parse::<i64>().is_ok(), "{listed}");
     assert!(
-        listed
-            .stderr
-            .contains("Note: web1: renewal due (0 days left)"),
+        listed.stderr.contains("Note: web1: renewal due ("),
         "{listed}"
     );
     f.append_conf("api_auth_default = allow");
