@@ -103,34 +103,28 @@ pub fn list_requests(a: &Args) -> Result<u8, CliError> {
 /// than one request, each is approved or refused on its own line, and the
 /// exit is 1 when any was refused.
 pub fn approve(a: &Args) -> Result<u8, CliError> {
-    let per_host = a.ip.is_some() || a.agent_port.is_some();
-    let ids: Vec<String> = match (&a.codes_file, a.words.as_slice()) {
-        (None, []) => return Err(CliError::Usage(APPROVE_USAGE.into())),
-        (Some(_), [_, ..]) => {
-            return Err(CliError::Usage(format!(
-                "give request ids or --codes-file, not both\n{APPROVE_USAGE}"
-            )))
+    let one_host_flags = a.ip.is_some() || a.agent_port.is_some();
+    match (&a.codes_file, a.words.as_slice()) {
+        (None, []) => Err(CliError::Usage(APPROVE_USAGE.into())),
+        (Some(_), [_, ..]) => Err(CliError::Usage(format!(
+            "give request ids or --codes-file, not both\n{APPROVE_USAGE}"
+        ))),
+        (None, [id]) => {
+            let conf = load_conf(a)?;
+            let done = approve_request(&conf, id, &Overrides::from_args(a)?)?;
+            print_approved(id, &done)?;
+            Ok(0)
         }
-        (None, [_]) => a.words.clone(),
-        (_, _) if per_host => {
-            return Err(CliError::Usage(
-                "--ip and --agent-port are for one host: approve its request alone".into(),
-            ))
-        }
-        (None, words) => words.to_vec(),
+        _ if one_host_flags => Err(CliError::Usage(
+            "--ip and --agent-port are for one host: approve its request alone".into(),
+        )),
+        (None, ids) => approve_each(a, &load_conf(a)?, ids, 0),
         (Some(file), []) => {
             let conf = load_conf(a)?;
             let (ids, refused) = matching_codes(&conf, file)?;
-            return approve_each(a, &conf, &ids, refused);
+            approve_each(a, &conf, &ids, refused)
         }
-    };
-    let conf = load_conf(a)?;
-    if let [id] = ids.as_slice() {
-        let done = approve_request(&conf, id, &Overrides::from_args(a)?)?;
-        print_approved(id, &done)?;
-        return Ok(0);
     }
-    approve_each(a, &conf, &ids, 0)
 }
 
 /// Approves `ids` one by one; `refused` counts lines already refused.
