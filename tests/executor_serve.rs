@@ -113,8 +113,7 @@ impl Executor {
 
     fn script(&self, name: &str, body: &str) -> PathBuf {
         let path = self.dir.join("s").join(name);
-        fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        common::write_script(&path, body);
         path
     }
 

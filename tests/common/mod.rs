@@ -11,7 +11,7 @@ use std::fmt;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -69,6 +69,28 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 // ------------------------------------------------------------------------------------------
 // Polling
+
+/// Writes an executable `/bin/sh` script at `path` from a child process.
+/// Written from this process, the file's write descriptor would be in every
+/// child another test thread forks meanwhile, until that child execs, and an
+/// exec of the script in that window fails with "Text file busy" (127).
+pub fn write_script(path: &Path, body: &str) {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("cat > \"$0\" && chmod 0755 \"$0\"")
+        .arg(path)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn sh to write a script");
+    child
+        .stdin
+        .take()
+        .expect("script stdin")
+        .write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
+        .expect("write script");
+    let status = child.wait().expect("wait for sh");
+    assert!(status.success(), "cannot write {}", path.display());
+}
 
 /// Polls `probe` with short backoff until it returns `Ok` or `within` passes;
 /// on timeout panics with `what` and the last state the probe reported.
@@ -238,8 +260,7 @@ impl Agent {
     pub fn add_script(&self, name: &str, body: &str) {
         let (bare, annotations) = name.split_once(' ').unwrap_or((name, ""));
         let path = self.scripts_dir.join(format!("{bare}.sh"));
-        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+        write_script(&path, body);
         let mut f = fs::OpenOptions::new()
             .append(true)
             .create(true)
@@ -461,8 +482,7 @@ impl Fixture {
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).expect("create script dir");
         }
-        fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod script");
+        write_script(&path, body);
         path
     }
 
