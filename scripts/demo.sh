@@ -33,17 +33,10 @@ cat > "$ROOT/demo-hook" <<'HOOK'
 exit 2
 HOOK
 chmod +x "$ROOT/demo-hook"
-cat > "$DCONF" <<CONF
-cert = $ROOT/dispatcher/ctrl-exec.crt
-key = $ROOT/dispatcher/ctrl-exec.key
-ca = $ROOT/dispatcher/ca.crt
-ca_dir = $ROOT/dispatcher
-state_dir = $ROOT/dispatcher/state
-pairing_bind = 127.0.0.1
+{ dispatcher_conf "$ROOT/dispatcher" demo-dispatcher; cat <<CONF; } > "$DCONF"
 api_bind = 127.0.0.1
 api_port = 0
 auth_hook = $ROOT/demo-hook
-dispatcher_id = demo-dispatcher
 CONF
 export ENVEXEC_TOKEN=demo-token
 

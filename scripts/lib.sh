@@ -28,6 +28,21 @@ revoked_serials = $1/revoked-serials
 CONF
 }
 
+# dispatcher_conf DIR ID: the ctrl-exec.conf keys every throwaway dispatcher
+# shares (CA, identity and state under DIR, pairing on loopback, id ID), on
+# stdout; callers append their own keys.
+dispatcher_conf() {
+    cat <<CONF
+cert = $1/ctrl-exec.crt
+key = $1/ctrl-exec.key
+ca = $1/ca.crt
+ca_dir = $1
+state_dir = $1/state
+pairing_bind = 127.0.0.1
+dispatcher_id = $2
+CONF
+}
+
 # bench_root KIND BIN: a fresh temporary directory in ROOT with bin/ced and
 # bin/cea linked to BIN and on PATH; PIDS collects what to kill, and an EXIT
 # trap kills it, stops pairing mode and removes ROOT.
@@ -52,17 +67,7 @@ bench_cleanup() {
 # EXTRA lines, CA, certificate) with pairing mode running; sets FP (the CA
 # fingerprint) and PAIR_PORT.
 bench_dispatcher() {
-    cat >"$DCONF" <<CONF
-cert = $ROOT/d/ctrl-exec.crt
-key = $ROOT/d/ctrl-exec.key
-ca = $ROOT/d/ca.crt
-ca_dir = $ROOT/d
-state_dir = $ROOT/d/state
-pairing_bind = 127.0.0.1
-pairing_rate_limit_disable = 1
-dispatcher_id = bench-dispatcher
-$1
-CONF
+    { dispatcher_conf "$ROOT/d" bench-dispatcher; printf 'pairing_rate_limit_disable = 1\n%s\n' "$1"; } >"$DCONF"
     ced --config "$DCONF" setup-ca >"$ROOT/logs/setup-ca.out"
     ced --config "$DCONF" setup-ctrl-exec >/dev/null
     FP=$(grep -m1 -oE 'sha256:[0-9a-f]{64}' "$ROOT/logs/setup-ca.out")

@@ -23,8 +23,27 @@ use rustix::fs::{flock, FlockOperation};
 /// Writes `bytes` to `path` atomically with permission bits `mode`.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let tmp = write_temp(path, bytes, mode)?;
-    fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
+    install(&tmp, path)
+}
+
+/// Writes a private key atomically: 0600, or, with `readers`, 0640 and that
+/// group (a service's group that must read it). The group is set on the
+/// temporary file, so the key is never in place with other modes.
+pub fn write_key(path: &Path, bytes: &[u8], readers: Option<u32>) -> io::Result<()> {
+    let tmp = write_temp(path, bytes, if readers.is_some() { 0o640 } else { 0o600 })?;
+    if let Some(gid) = readers {
+        if let Err(e) = rustix::fs::chown(&tmp, None, Some(rustix::process::Gid::from_raw(gid))) {
+            let _ = fs::remove_file(&tmp);
+            return Err(e.into());
+        }
+    }
+    install(&tmp, path)
+}
+
+/// Renames a written temporary file over `path` and syncs the directory.
+fn install(tmp: &Path, path: &Path) -> io::Result<()> {
+    fs::rename(tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(tmp);
     })?;
     sync_parent(path);
     Ok(())
@@ -150,22 +169,6 @@ pub fn permitted(path: &Path, uid: u32, groups: &[u32], access: Access) -> bool 
         Access::WriteDir => 0o3,
     };
     searchable && fs::metadata(&abs).is_ok_and(|m| allows(&m, wanted))
-}
-
-/// Makes a private key written 0600 by root readable by the service group
-/// `group` (0640 root:group), as a service running as that group's user
-/// must read it. Does nothing, and returns `Ok(false)`, when not running
-/// as root or when the group does not exist.
-pub fn share_with_group(path: &Path, group: &str) -> io::Result<bool> {
-    if !rustix::process::geteuid().is_root() {
-        return Ok(false);
-    }
-    let Some(gid) = crate::conf::account::group_id(group) else {
-        return Ok(false);
-    };
-    rustix::fs::chown(path, None, Some(rustix::process::Gid::from_raw(gid)))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o640))?;
-    Ok(true)
 }
 
 /// An exclusive advisory lock (`flock`), released when dropped or when the
@@ -340,15 +343,14 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_shared_with_an_existing_group_only_as_root() {
+    fn a_key_is_private_or_shared_with_its_readers_group() {
         let dir = scratch("share");
         let key = dir.join("agent.key");
-        write_atomic(&key, b"k", 0o600).unwrap();
-        assert!(!share_with_group(&key, "no-such-group-ce").unwrap());
+        write_key(&key, b"k", None).unwrap();
         let mode = || fs::metadata(&key).unwrap().mode() & 0o777;
         assert_eq!(mode(), 0o600);
-        let root = rustix::process::geteuid().is_root();
-        assert_eq!(share_with_group(&key, "root").unwrap(), root);
-        assert_eq!(mode(), if root { 0o640 } else { 0o600 });
+        let gid = rustix::process::getegid().as_raw();
+        write_key(&key, b"k", Some(gid)).unwrap();
+        assert_eq!((mode(), fs::metadata(&key).unwrap().gid()), (0o640, gid));
     }
 }

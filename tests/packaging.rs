@@ -13,18 +13,23 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `install.sh <roles> --init <init>` staged into `dest`.
+fn install_into(dest: &Path, init: &str, roles: &[&str]) -> std::process::Output {
+    Command::new("sh")
+        .arg(repo().join("scripts/install.sh"))
+        .args(roles)
+        .args(["--init", init, "--binary", BIN])
+        .env("DESTDIR", dest)
+        .output()
+        .unwrap()
+}
+
 /// Stages `install.sh <roles> --init <init>` into a fresh directory.
 fn stage(init: &str, roles: &[&str]) -> PathBuf {
     let dest = std::env::temp_dir().join(format!("ce_pkg_{init}_{}", std::process::id()));
     let _ = fs::remove_dir_all(&dest);
     fs::create_dir_all(&dest).unwrap();
-    let out = Command::new("sh")
-        .arg(repo().join("scripts/install.sh"))
-        .args(roles)
-        .args(["--init", init, "--binary", BIN])
-        .env("DESTDIR", &dest)
-        .output()
-        .unwrap();
+    let out = install_into(&dest, init, roles);
     assert!(
         out.status.success(),
         "install.sh --init {init}: {}\n{}",
@@ -165,12 +170,7 @@ fn a_second_install_keeps_edited_configs() {
     let dest = stage("none", &["--agent"]);
     let conf = dest.join("etc/ctrl-exec-agent/agent.conf");
     fs::write(&conf, "port = 9999\n").unwrap();
-    let out = Command::new("sh")
-        .arg(repo().join("scripts/install.sh"))
-        .args(["--agent", "--init", "none", "--binary", BIN])
-        .env("DESTDIR", &dest)
-        .output()
-        .unwrap();
+    let out = install_into(&dest, "none", &["--agent"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout)
         .contains("kept existing /etc/ctrl-exec-agent/agent.conf"));

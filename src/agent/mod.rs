@@ -587,10 +587,7 @@ fn check_start(a: &Args) -> Result<u8, AgentError> {
     let snap = serve::check(&conf, &a.allowlist)?;
     if let Some(name) = &a.user {
         let user = access::ServiceUser::named(name).map_err(AgentError::Config)?;
-        let problems = access::problems(&conf, &a.config, &a.allowlist, &user);
-        if !problems.is_empty() {
-            return Err(AgentError::Config(problems.join("\n")));
-        }
+        require_access(&conf, a, &user)?;
     }
     crate::outln!("ready to serve: {snap}")?;
     Ok(exit::SUCCESS)
@@ -603,10 +600,19 @@ fn refuse_unusable_files(conf: &AgentConf, a: &Args) -> Result<(), AgentError> {
     if uid == 0 {
         return Ok(());
     }
-    let Ok(user) = access::ServiceUser::named(&uid.to_string()) else {
-        return Ok(());
-    };
-    let problems = access::problems(conf, &a.config, &a.allowlist, &user);
+    match access::ServiceUser::named(&uid.to_string()) {
+        Ok(user) => require_access(conf, a, &user),
+        Err(_) => Ok(()),
+    }
+}
+
+/// A config error listing every file `user` cannot use, if there is one.
+fn require_access(
+    conf: &AgentConf,
+    a: &Args,
+    user: &access::ServiceUser,
+) -> Result<(), AgentError> {
+    let problems = access::problems(conf, &a.config, &a.allowlist, user);
     if problems.is_empty() {
         Ok(())
     } else {

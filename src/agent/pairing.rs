@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::agent::limits::PAIRING_CONNECT_TIMEOUT;
 use crate::agent::{trust, AgentError};
-use crate::conf::{self, AgentConf};
+use crate::conf::{self, account, AgentConf};
 use crate::net::client::{self, ClientError};
 use crate::net::http::Conn;
 use crate::net::limits::Limits;
@@ -309,25 +309,17 @@ fn store(
         fsx::write_atomic(path, bytes, mode)
             .map_err(|e| AgentError::Failed(format!("cannot write {}: {e}", path.display())))
     };
-    write(&conf.key, key_pem.as_bytes(), 0o600)?;
-    match fsx::share_with_group(&conf.key, super::SERVICE_GROUP) {
+    let readers = account::service_gid(super::SERVICE_GROUP);
+    fsx::write_key(&conf.key, key_pem.as_bytes(), readers)
+        .map_err(|e| AgentError::Failed(format!("cannot write {}: {e}", conf.key.display())))?;
+    if readers.is_some() {
         // Not `?`: a --background child's stdout is gone by now, and the
         // certificate must still be written.
-        Ok(true) => {
-            let _ = crate::outln!(
-                "Key {} is 0640 root:{}, for the agent service.",
-                conf.key.display(),
-                super::SERVICE_GROUP
-            );
-        }
-        Ok(false) => {}
-        Err(e) => {
-            return Err(AgentError::Failed(format!(
-                "cannot make {} readable by group {}: {e}",
-                conf.key.display(),
-                super::SERVICE_GROUP
-            )))
-        }
+        let _ = crate::outln!(
+            "Key {} is 0640 root:{}, for the agent service.",
+            conf.key.display(),
+            super::SERVICE_GROUP
+        );
     }
     write(&conf.cert, cert_pem.as_bytes(), 0o644)?;
     write(&conf.ca, ca_pem.as_bytes(), 0o644)?;

@@ -47,6 +47,15 @@ pub fn group_id(name: &str) -> Option<u32> {
     group_id_in(name, Path::new("/etc/group"))
 }
 
+/// The group a service's key is written for: `name`'s gid when this
+/// process may give files to it (root) and the group exists.
+pub fn service_gid(name: &str) -> Option<u32> {
+    rustix::process::geteuid()
+        .is_root()
+        .then(|| group_id(name))
+        .flatten()
+}
+
 fn group_id_in(name: &str, group: &Path) -> Option<u32> {
     read_small(group).ok()?.lines().find_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
@@ -147,32 +156,23 @@ impl ServiceUser {
     /// `reads` it cannot read, each of `writes` (directories) it cannot
     /// create files in. Missing paths are not judged here.
     pub fn problems(&self, reads: &[&Path], writes: &[&Path]) -> Vec<String> {
-        let (uid, groups) = (self.account.uid, &self.account.groups);
-        let group = &self.group;
-        let mut out = Vec::new();
-        for path in reads.iter().filter(|p| p.exists()) {
-            if !fsx::permitted(path, uid, groups, Access::Read) {
-                out.push(format!(
-                    "{} cannot read {} ({}); fix: chgrp {group} {p} && chmod g+r {p} (and make its directories searchable)",
-                    self.label,
-                    path.display(),
-                    describe(path),
-                    p = path.display(),
-                ));
-            }
-        }
-        for dir in writes.iter().filter(|d| d.exists()) {
-            if !fsx::permitted(dir, uid, groups, Access::WriteDir) {
-                out.push(format!(
-                    "{} cannot write {} ({}); fix: chown {uid}:{group} {d} && chmod 0750 {d}",
-                    self.label,
-                    dir.display(),
-                    describe(dir),
-                    d = dir.display(),
-                ));
-            }
-        }
-        out
+        let (uid, group) = (self.account.uid, &self.group);
+        let wanted = reads
+            .iter()
+            .map(|p| (*p, Access::Read))
+            .chain(writes.iter().map(|d| (*d, Access::WriteDir)));
+        wanted
+            .filter(|(p, access)| {
+                p.exists() && !fsx::permitted(p, uid, &self.account.groups, *access)
+            })
+            .map(|(p, access)| {
+                let (verb, fix) = match access {
+                    Access::Read => ("read", format!("chgrp {group} {0} && chmod g+r {0} (and make its directories searchable)", p.display())),
+                    Access::WriteDir => ("write", format!("chown {uid}:{group} {0} && chmod 0750 {0}", p.display())),
+                };
+                format!("{} cannot {verb} {} ({}); fix: {fix}", self.label, p.display(), describe(p))
+            })
+            .collect()
     }
 }
 

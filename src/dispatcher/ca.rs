@@ -5,6 +5,7 @@
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
+use crate::conf::account;
 use crate::control::registry::Registry;
 use crate::dispatcher::{load_conf, Args, CliError};
 use crate::{fsx, log, pki};
@@ -110,8 +111,9 @@ pub fn setup_dispatcher(a: &Args) -> Result<u8, CliError> {
             fsx::ensure_dir(dir, 0o750).map_err(|e| write_err(dir, e))?;
         }
     }
-    fsx::write_atomic(&conf.key, key_pem.as_bytes(), 0o600).map_err(|e| write_err(&conf.key, e))?;
-    if fsx::share_with_group(&conf.key, SERVICE_GROUP).map_err(|e| write_err(&conf.key, e))? {
+    let readers = account::service_gid(SERVICE_GROUP);
+    fsx::write_key(&conf.key, key_pem.as_bytes(), readers).map_err(|e| write_err(&conf.key, e))?;
+    if readers.is_some() {
         crate::outln!(
             "Key {} is 0640 root:{SERVICE_GROUP}, for the API service.",
             conf.key.display()
