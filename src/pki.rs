@@ -614,7 +614,7 @@ pub fn verify_issued_by(cert_der: &[u8], ca_der: &[u8]) -> bool {
 
 /// Which end of a TLS connection a certificate authenticates; checked against its extended key
 /// usage when it has one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Purpose {
     /// A TLS server (an agent on 7443, the pairing listener, the API).
     Server,
@@ -893,6 +893,13 @@ pub fn normalise_fingerprint(text: &str) -> Option<String> {
         return None;
     }
     Some(h.to_ascii_lowercase())
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest(&SHA256, bytes).as_ref());
+    out
 }
 
 /// Lowercase hex SHA-256 of `bytes`.

@@ -36,6 +36,7 @@ use crate::net::slots::{SlotHandle, SlotTable};
 use crate::net::tls::{self, Identity};
 use crate::proto::json;
 use crate::proto::ErrorBody;
+use crate::rt::FileWork;
 use crate::{log, out, outln, rt, VERSION};
 use miniserde::json::Value;
 
@@ -149,7 +150,7 @@ fn entry(args: Vec<String>) -> Result<u8, ApiError> {
         let conf = DispatcherConf::load(&config).map_err(ApiError::Config)?;
         api_tls(&conf)?;
         let (bind, port) = (conf.api_bind.clone(), conf.api_port);
-        Dispatch::new(conf).map_err(ApiError::Engine)?;
+        Dispatch::new(conf, FileWork::Offloaded).map_err(ApiError::Engine)?;
         outln!("ready to serve on {bind}:{port}")?;
         return Ok(exit::SUCCESS);
     }
@@ -179,7 +180,7 @@ fn serve(config: &std::path::Path) -> Result<(), ApiError> {
     })?;
     let addr = server::local_addr(&listener).map_err(|e| ApiError::Listen(e.to_string()))?;
     let api = Arc::new(Api {
-        dispatch: Dispatch::new(conf).map_err(ApiError::Engine)?,
+        dispatch: Dispatch::new(conf, FileWork::Offloaded).map_err(ApiError::Engine)?,
         limits: Limits::default(),
     });
     let served = Served {
@@ -290,7 +291,7 @@ impl Gateway {
                     }
                 }
                 let api = Arc::new(Api {
-                    dispatch: Dispatch::new(conf).map_err(ApiError::Engine)?,
+                    dispatch: Dispatch::new(conf, FileWork::Offloaded).map_err(ApiError::Engine)?,
                     limits: Limits::default(),
                 });
                 Ok(Served { api, tls })

@@ -2,9 +2,9 @@
 //! fan out, record. `ced` and `ctrl-exec-api` both call it and differ only
 //! in how they render its typed results and its [`DispatchError`].
 //!
-//! File work (registry reads, `flock`, run-store writes) goes through
-//! `smol::unblock`, so a long-running server's executor never waits on
-//! the disk.
+//! File work (registry reads, `flock`, run-store writes) runs where the
+//! caller's [`FileWork`] says: on the blocking pool for a long-running
+//! server, whose executor must never wait on the disk; inline for `ced`.
 //!
 //! A run that is recorded (every async run, every API sync run) is recorded
 //! before it is submitted: the record is written with every host pending
@@ -36,6 +36,7 @@ use crate::proto::{
     HostSubmit, Output, PingReply, PingRequest, ReqId, RevokeSerialReply, RevokeSerialRequest, Rtt,
     RunRecord, RunRequest, ScriptName, Submitted, Submitter, SyncRecord,
 };
+use crate::rt::FileWork;
 use crate::{log, time};
 
 /// Why a dispatch did not happen (some hosts failing is a result, not
@@ -186,13 +187,16 @@ pub struct Dispatch {
     registry: Registry,
     store: RunStore,
     locks: Locks,
+    files: FileWork,
 }
 
 impl Dispatch {
-    /// Loads the dispatcher's identity and opens its state directories.
-    pub fn new(conf: DispatcherConf) -> Result<Dispatch, EngineError> {
-        let engine = Engine::new(&conf)?;
+    /// Loads the dispatcher's identity and opens its state directories;
+    /// `files` says where file work runs (see [`FileWork`]).
+    pub fn new(conf: DispatcherConf, files: FileWork) -> Result<Dispatch, EngineError> {
+        let engine = Engine::new(&conf, files)?;
         Ok(Dispatch {
+            files,
             registry: Registry::new(&conf.registry_dir),
             store: RunStore::new(&conf.runs_dir()),
             locks: Locks::new(&conf.locks_dir()),
@@ -214,7 +218,7 @@ impl Dispatch {
     /// Deletes run records older than the retention (`ced maintain`).
     pub async fn purge_runs(&self) {
         let store = self.store.clone();
-        smol::unblock(move || store.purge()).await
+        self.files.run(move || store.purge()).await
     }
 
     /// Resolves host arguments as the dispatch operations do (for
@@ -259,7 +263,8 @@ impl Dispatch {
         }
         let registry = self.registry.clone();
         let hosts = hosts.to_vec();
-        smol::unblock(move || registry::resolve(&registry, &hosts, port))
+        self.files
+            .run(move || registry::resolve(&registry, &hosts, port))
             .await
             .map_err(|e| match e {
                 ResolveError::Unknown(names) => DispatchError::UnknownAgents(names),
@@ -286,7 +291,8 @@ impl Dispatch {
         let locks = self.locks.clone();
         let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
         let script = script.to_string();
-        smol::unblock(move || locks.acquire(&names, &script))
+        self.files
+            .run(move || locks.acquire(&names, &script))
             .await
             .map_err(|e| match e {
                 LockError::Conflict(c) => {
@@ -302,25 +308,26 @@ impl Dispatch {
     async fn record(&self, record: RunRecord) -> Result<(), DispatchError> {
         let store = self.store.clone();
         let reqid = record.reqid().to_string();
-        smol::unblock(move || {
-            let path = store.path_of(record.reqid());
-            store
-                .save(&record)
-                .map_err(|error| DispatchError::Record { path, error })
-        })
-        .await
-        .inspect_err(|e| {
-            log::error(
-                "run-store-fail",
-                &[("ERROR", &e.to_string()), ("REQID", &reqid)],
-            )
-        })
+        self.files
+            .run(move || {
+                let path = store.path_of(record.reqid());
+                store
+                    .save(&record)
+                    .map_err(|error| DispatchError::Record { path, error })
+            })
+            .await
+            .inspect_err(|e| {
+                log::error(
+                    "run-store-fail",
+                    &[("ERROR", &e.to_string()), ("REQID", &reqid)],
+                )
+            })
     }
 
     async fn save(&self, record: RunRecord) {
         let store = self.store.clone();
         let reqid = record.reqid().to_string();
-        if let Err(e) = smol::unblock(move || store.save(&record)).await {
+        if let Err(e) = self.files.run(move || store.save(&record)).await {
             log::warn(
                 "run-store-fail",
                 &[("ERROR", &e.to_string()), ("REQID", &reqid)],
@@ -484,7 +491,9 @@ impl Dispatch {
         token: &str,
     ) -> Result<(Vec<String>, Vec<HostPing>), DispatchError> {
         let registry = self.registry.clone();
-        let names = smol::unblock(move || registry.names())
+        let names = self
+            .files
+            .run(move || registry.names())
             .await
             .map_err(DispatchError::Registry)?;
         let targets = self.resolve(Front::Cli, &names, None).await?;
@@ -532,7 +541,9 @@ impl Dispatch {
         req.args = vec!["revoke".into(), serial.to_string()];
         self.authorise(caller, req).await?;
         let registry = self.registry.clone();
-        let names = smol::unblock(move || registry.names())
+        let names = self
+            .files
+            .run(move || registry.names())
             .await
             .map_err(DispatchError::Registry)?;
         let targets = self.resolve_live(caller, &names, None).await?;
@@ -573,7 +584,8 @@ impl Dispatch {
     ) -> Result<Vec<HostCapabilities>, DispatchError> {
         let hosts = if hosts.is_empty() {
             let registry = self.registry.clone();
-            smol::unblock(move || registry.names())
+            self.files
+                .run(move || registry.names())
                 .await
                 .map_err(DispatchError::Registry)?
         } else {
@@ -593,13 +605,15 @@ impl Dispatch {
     /// document (the caller passed the gateway's own check already).
     pub async fn survey(&self) -> Result<(Vec<String>, Vec<HostCapabilities>), DispatchError> {
         let registry = self.registry.clone();
-        let (names, targets) = smol::unblock(move || {
-            let names = registry.names()?;
-            let targets = registry::resolve(&registry, &names, None).unwrap_or_default();
-            Ok::<_, RegistryError>((names, targets))
-        })
-        .await
-        .map_err(DispatchError::Registry)?;
+        let (names, targets) = self
+            .files
+            .run(move || {
+                let names = registry.names()?;
+                let targets = registry::resolve(&registry, &names, None).unwrap_or_default();
+                Ok::<_, RegistryError>((names, targets))
+            })
+            .await
+            .map_err(DispatchError::Registry)?;
         Ok((names, self.capabilities(&targets).await))
     }
 
@@ -626,7 +640,7 @@ impl Dispatch {
         let registry = self.registry.clone();
         let live: Vec<HostCapabilities> =
             caps.iter().filter(|c| c.reply.is_ok()).cloned().collect();
-        smol::unblock(move || registry.refresh_tags(&live)).await;
+        self.files.run(move || registry.refresh_tags(&live)).await;
         caps
     }
 
@@ -643,12 +657,14 @@ impl Dispatch {
         let not_found = || DispatchError::NotFound(reqid.chars().take(64).collect());
         let id = ReqId::parse(reqid).ok_or_else(not_found)?;
         let store = self.store.clone();
-        let loaded = smol::unblock(move || {
-            store.purge();
-            store.load(&id)
-        })
-        .await
-        .map_err(DispatchError::Store)?;
+        let loaded = self
+            .files
+            .run(move || {
+                store.purge();
+                store.load(&id)
+            })
+            .await
+            .map_err(DispatchError::Store)?;
         let mut record = loaded.ok_or_else(not_found)?;
         if caller.front == Front::Api {
             let mut req = caller.request("status");

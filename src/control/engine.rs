@@ -36,6 +36,7 @@ use crate::net::limits::Limits;
 use crate::net::tls::{self, Identity};
 use crate::proto::json::{self, JsonError};
 use crate::proto::Rtt;
+use crate::rt::FileWork;
 use crate::{log, pki, rt};
 
 /// Worst-case growth of captured output written as JSON: a control byte
@@ -197,6 +198,7 @@ pub struct Engine {
     /// The revocation list as last read, and when: shared by every call of
     /// a fan-out instead of one read per host.
     revoked: smol::lock::Mutex<Option<ReadRevoked>>,
+    files: FileWork,
 }
 
 /// A revocation list read at an instant (or why it could not be read).
@@ -294,7 +296,8 @@ fn client_config(
 impl Engine {
     /// Loads the dispatcher identity (and a previous one, during a
     /// rotation's overlap) and the CA named in the config.
-    pub fn new(conf: &DispatcherConf) -> Result<Arc<Engine>, EngineError> {
+    /// `files` says where the identity and revocation reads run.
+    pub fn new(conf: &DispatcherConf, files: FileWork) -> Result<Arc<Engine>, EngineError> {
         let paths = IdentityPaths {
             cert: conf.cert.clone(),
             key: conf.key.clone(),
@@ -316,6 +319,7 @@ impl Engine {
             },
             revoked_path: conf.revoked_agents_path(),
             revoked: smol::lock::Mutex::new(None),
+            files,
         }))
     }
 
@@ -334,7 +338,7 @@ impl Engine {
         let mut checked = self.ids_checked.lock().await;
         if checked.0.elapsed() >= IDENTITY_RECHECK {
             let paths = self.paths.clone();
-            let stamp = smol::unblock(move || paths.stamp()).await;
+            let stamp = self.files.run(move || paths.stamp()).await;
             if stamp != checked.1 {
                 if let Err(e) = self.reload_identities().await {
                     log::warn("identity-reload", &[("ERROR", &e.0)]);
@@ -349,7 +353,7 @@ impl Engine {
     /// call on (after a rotation installed a new certificate).
     pub async fn reload_identities(&self) -> Result<(), EngineError> {
         let paths = self.paths.clone();
-        let ids = smol::unblock(move || paths.load()).await?;
+        let ids = self.files.run(move || paths.load()).await?;
         match self.ids.write() {
             Ok(mut i) => *i = Arc::new(ids),
             Err(poisoned) => *poisoned.into_inner() = Arc::new(ids),
@@ -468,7 +472,9 @@ impl Engine {
                 Some((at, list)) if at.elapsed() < REVOKED_LIST_REUSE => list.clone(),
                 _ => {
                     let display = path.display().to_string();
-                    let read = smol::unblock(move || RevokedAgents::load(&path))
+                    let read = self
+                        .files
+                        .run(move || RevokedAgents::load(&path))
                         .await
                         .map_err(|e| format!("cannot read {display}: {e}"));
                     let list = Arc::new(read);

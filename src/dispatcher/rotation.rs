@@ -11,6 +11,7 @@ use crate::control::rotation::{self, Rotated};
 use crate::dispatcher::{load_conf, output, Args, CliError};
 use crate::proto::json::Builder;
 use crate::proto::{AgentRecord, HostRotate, RotationRecord};
+use crate::rt::FileWork;
 use crate::{exit, outln, pki, rt, time};
 
 /// Loads the config, repairs an interrupted rotation install, and sets up
@@ -20,7 +21,7 @@ pub(super) fn dispatch_recovered(a: &Args) -> Result<Dispatch, CliError> {
     if let Some(note) = rotation::recover_locked(&conf).map_err(CliError::Failed)? {
         eprintln!("Note: {note}.");
     }
-    Dispatch::new(conf).map_err(CliError::Engine)
+    Dispatch::new(conf, FileWork::Inline).map_err(CliError::Engine)
 }
 
 /// The lines under a rotation's announcement: counts, then the agents that

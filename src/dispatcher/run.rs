@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use miniserde::json::Value;
 
 use crate::control::auth::Caller;
+use crate::rt::FileWork;
 use std::io::IsTerminal;
 
 use crate::control::dispatch::{Dispatch, DispatchError, Progress, RunOrder, RunOutcome};
@@ -57,7 +58,7 @@ fn live_output(total: usize) -> Progress {
 }
 
 pub(super) fn dispatch(a: &Args) -> Result<Dispatch, CliError> {
-    Dispatch::new(load_conf(a)?).map_err(CliError::Engine)
+    Dispatch::new(load_conf(a)?, FileWork::Inline).map_err(CliError::Engine)
 }
 
 /// The CLI's rendering of a dispatch error: in `--json` mode the error

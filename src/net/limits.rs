@@ -84,6 +84,16 @@ pub const SHED_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// step, not 1 MiB.
 pub const READ_CHUNK_BYTES: usize = 4 * 1024;
 
+/// Peer certificates whose issuer signature one verifier remembers.
+///
+/// Checking the CA's signature on a peer certificate is a P-256 (or RSA)
+/// verification, a fifth of a server's handshake; a peer presents the same
+/// bytes on every connection, so the result is kept (validity period and
+/// handshake signature are still checked every time). 1024 entries of 64
+/// bytes cover a long-lived client's thousand peers in 64 KiB; the oldest
+/// entry makes room for a new one.
+pub const VERIFIED_LEAF_ENTRIES: usize = 1024;
+
 /// The bounds one connection is read and written under.
 ///
 /// # Defaults

@@ -24,6 +24,7 @@
 //! decision, made on the peer certificate after the handshake (by serial or
 //! by a pinned public key).
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +38,7 @@ use rustls::{
     InconsistentKeys, PeerMisbehaved, ServerConfig, SignatureScheme,
 };
 
+use crate::net::limits::VERIFIED_LEAF_ENTRIES;
 use crate::pki;
 
 /// The handshake-signature methods every verifier here shares:
@@ -271,6 +273,54 @@ pub struct CaVerifier {
     ca_der: Vec<u8>,
     subjects: Vec<DistinguishedName>,
     algs: WebPkiSupportedAlgorithms,
+    verified: Mutex<VerifiedLeaves>,
+}
+
+/// Peer certificates this verifier has found issued by its CA, fit for a
+/// purpose, and not a CA: what stays true of the same bytes. Keyed by the
+/// SHA-256 of the whole certificate DER, bounded by
+/// [`VERIFIED_LEAF_ENTRIES`] (oldest out first). Only time is checked again.
+#[derive(Debug, Default)]
+struct VerifiedLeaves {
+    by_digest: HashMap<([u8; 32], pki::Purpose), Validity>,
+    order: VecDeque<([u8; 32], pki::Purpose)>,
+}
+
+/// A remembered certificate's validity period, in unix seconds.
+#[derive(Clone, Copy, Debug)]
+struct Validity {
+    not_before: i64,
+    not_after: i64,
+}
+
+impl Validity {
+    fn at(self, now: i64) -> Result<(), pki::LeafRefusal> {
+        if now > self.not_after {
+            Err(pki::LeafRefusal::Expired)
+        } else if now < self.not_before {
+            Err(pki::LeafRefusal::NotYetValid)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl VerifiedLeaves {
+    fn get(&self, key: &([u8; 32], pki::Purpose)) -> Option<Validity> {
+        self.by_digest.get(key).copied()
+    }
+
+    fn insert(&mut self, key: ([u8; 32], pki::Purpose), validity: Validity) {
+        if self.by_digest.insert(key, validity).is_some() {
+            return;
+        }
+        self.order.push_back(key);
+        if self.order.len() > VERIFIED_LEAF_ENTRIES {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_digest.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl CaVerifier {
@@ -286,6 +336,7 @@ impl CaVerifier {
             ca_der: ca_der.to_vec(),
             subjects: vec![DistinguishedName::from(subject)],
             algs: provider().signature_verification_algorithms,
+            verified: Mutex::new(VerifiedLeaves::default()),
         })
     }
 
@@ -296,9 +347,21 @@ impl CaVerifier {
         purpose: pki::Purpose,
     ) -> Result<(), Error> {
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
-        pki::verify_leaf(end_entity, &self.ca_der, now, purpose)
-            .map(|_| ())
-            .map_err(|refusal| Error::InvalidCertificate(certificate_error(&refusal)))
+        let key = (pki::sha256(end_entity), purpose);
+        let known = self.verified.lock().ok().and_then(|v| v.get(&key));
+        let checked = match known {
+            Some(validity) => validity.at(now),
+            None => pki::verify_leaf(end_entity, &self.ca_der, now, purpose).map(|info| {
+                let validity = Validity {
+                    not_before: info.not_before,
+                    not_after: info.not_after,
+                };
+                if let Ok(mut verified) = self.verified.lock() {
+                    verified.insert(key, validity);
+                }
+            }),
+        };
+        checked.map_err(|refusal| Error::InvalidCertificate(certificate_error(&refusal)))
     }
 }
 
@@ -625,6 +688,55 @@ mod tests {
             as_client(&v, &CertificateDer::from(bytes), now()),
             CertificateError::BadSignature,
         );
+    }
+
+    #[test]
+    fn a_remembered_leaf_is_still_checked_for_time_purpose_and_bytes() {
+        let Some(p) = pki() else { return };
+        let v = CaVerifier::new(&der(&p.ca)).unwrap();
+        let cert = der(&p.callee.0);
+        let info = pki::cert_info_der(&cert).unwrap();
+        as_client(&v, &cert, now()).unwrap();
+        as_client(&v, &cert, now()).unwrap();
+        refused_with(
+            as_client(&v, &cert, at(info.not_after + 1)),
+            CertificateError::Expired,
+        );
+        refused_with(
+            as_client(&v, &cert, at(info.not_before - 1)),
+            CertificateError::NotValidYet,
+        );
+        // One flipped bit is another certificate, verified afresh.
+        let mut bytes = cert.to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+        refused_with(
+            as_client(&v, &CertificateDer::from(bytes), now()),
+            CertificateError::BadSignature,
+        );
+        // A server-only leaf remembered as a server is still no client.
+        let srv = der(&p.server_only);
+        as_server(&v, &srv, now()).unwrap();
+        refused_with(as_client(&v, &srv, now()), CertificateError::InvalidPurpose);
+    }
+
+    #[test]
+    fn remembered_leaves_are_bounded_oldest_out_first() {
+        let mut leaves = VerifiedLeaves::default();
+        let validity = Validity {
+            not_before: 0,
+            not_after: i64::MAX,
+        };
+        let key = |i: usize| (pki::sha256(&i.to_le_bytes()), pki::Purpose::Client);
+        for i in 0..VERIFIED_LEAF_ENTRIES + 10 {
+            leaves.insert(key(i), validity);
+            leaves.insert(key(i), validity);
+        }
+        assert_eq!(leaves.by_digest.len(), VERIFIED_LEAF_ENTRIES);
+        assert_eq!(leaves.order.len(), VERIFIED_LEAF_ENTRIES);
+        assert!(leaves.get(&key(9)).is_none());
+        assert!(leaves.get(&key(10)).is_some());
+        assert!(leaves.get(&key(VERIFIED_LEAF_ENTRIES + 9)).is_some());
     }
 
     #[test]

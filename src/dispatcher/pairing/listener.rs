@@ -50,6 +50,7 @@ use crate::net::slots::{SlotHandle, SlotTable};
 use crate::net::tls::{self, Identity};
 use crate::proto::json;
 use crate::proto::{PairAck, PairDecision};
+use crate::rt::FileWork;
 use crate::{fsx, log, pki, rt};
 
 /// Largest pairing request body (the original's 64 KiB).
@@ -247,7 +248,7 @@ async fn run_session(
 /// (and, on a terminal, printing) what it did. Without a usable dispatcher
 /// identity it logs why and does nothing more.
 async fn cert_upkeep_loop(conf: &DispatcherConf, mode: Mode) {
-    let dispatch = match Dispatch::new(conf.clone()) {
+    let dispatch = match Dispatch::new(conf.clone(), FileWork::Offloaded) {
         Ok(d) => d,
         Err(e) => {
             log::warn("cert-check", &[("ERROR", &e.to_string())]);
