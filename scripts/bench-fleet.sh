@@ -11,10 +11,13 @@
 #                      every result must be OK, else the bench fails
 #   run_all_rss        the dispatcher's peak RSS during one of those runs
 #   run_one, ping_one  one host, REPEAT times (default 50), process start included
-#   agent_runs_per_s   one agent, 16 concurrent `ced run` loops (each its own
-#                      script name, as ced locks host:script), AGENT_RUNS in
-#                      all (default 4000)
-#   agent_idle_rss, agent_rss_growth  that agent before, and its growth after
+#   agent_runs_per_s_ced  one agent, 16 concurrent `ced run` loops (each its
+#                      own script name, as ced locks host:script), AGENT_RUNS
+#                      in all (default 4000): a process per run, so mostly ced
+#   agent_runs_per_s   the same agent, LOAD_RUNS runs (default 20000), from 16 concurrent mTLS
+#                      clients in one long-lived process (examples/agent_load.rs:
+#                      one Engine, TLS sessions resumed; built here with cargo)
+#   agent_idle_rss, agent_rss_growth  that agent before, and its growth after both
 #
 #   bash scripts/bench-fleet.sh [BINARY]
 #
@@ -27,10 +30,15 @@ N=${N:-100}
 RUNS=${RUNS:-5}
 REPEAT=${REPEAT:-50}
 AGENT_RUNS=${AGENT_RUNS:-4000}
+LOAD_RUNS=${LOAD_RUNS:-20000}
 CLIENTS=16
 OUT=${OUT:-target/bench/fleet.json}
 BIN=$(realpath "${1:-target/x86_64-unknown-linux-musl/release/ctrl-exec}")
 command -v python3 >/dev/null || { echo "bench-fleet needs python3 (peak RSS)" >&2; exit 1; }
+# The load client of agent_runs_per_s, built before anything starts.
+REPO=$(realpath "$(dirname "$0")/..")
+(cd "$REPO" && cargo build --quiet --release --example agent_load)
+LOAD=$(cd "$REPO" && realpath "${CARGO_TARGET_DIR:-target}/release/examples/agent_load")
 # Every agent and the dispatcher's N connections need descriptors.
 ulimit -n "$(( N * 4 + 1024 ))" 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
 # shellcheck disable=SC1091
@@ -138,6 +146,11 @@ fails=0
 [ ! -f "$ROOT/logs/agent_fail" ] || fails=$(wc -l <"$ROOT/logs/agent_fail")
 [ "$fails" = 0 ] || { echo "agent throughput: $fails runs failed" >&2; exit 1; }
 rate=$(awk -v n="$(( per_client * CLIENTS ))" -v t="$elapsed" 'BEGIN { printf "%.0f", n / (t / 1e6) }')
+figure agent_runs_per_s_ced "$rate" 1/s "$rate" "$rate"
+mapfile -t scripts < <(seq -f 't%g' "$CLIENTS")
+load=$("$LOAD" "$DCONF" a1 "$CLIENTS" "$LOAD_RUNS" "${scripts[@]}" 2>"$ROOT/logs/agent_load.err") ||
+    { echo "agent_load failed: $load" >&2; cat "$ROOT/logs/agent_load.err" >&2; exit 1; }
+rate=$(grep -oE 'runs_per_s=[0-9]+' <<<"$load" | cut -d= -f2)
 figure agent_runs_per_s "$rate" 1/s "$rate" "$rate"
 after=$(awk '/VmRSS/ { print $2 }' "/proc/$AGENT/status")
 figure agent_rss_growth "$(( after - idle ))" KiB "$(( after - idle ))" "$(( after - idle ))"
