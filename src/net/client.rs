@@ -146,7 +146,10 @@ pub async fn connect_tls(
     match rt::deadline(deadline, connector.connect(tls::server_name(host), tcp)).await {
         Err(_) => Err(ClientError::HandshakeTimeout),
         Ok(Err(e)) => Err(classify_handshake(&e)),
-        Ok(Ok(s)) => Ok(s),
+        Ok(Ok(s)) => match tls::resumed_session_valid(s.get_ref().1, crate::time::now()) {
+            Ok(()) => Ok(s),
+            Err(reason) => Err(ClientError::Tls(reason)),
+        },
     }
 }
 

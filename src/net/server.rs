@@ -14,6 +14,7 @@ use futures_rustls::TlsAcceptor;
 use rustls::ServerConfig;
 use smol::Async;
 
+use crate::net::tls;
 use crate::rt;
 
 /// A TLS server stream over an async TCP socket.
@@ -98,7 +99,9 @@ pub async fn handshake(
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| e.to_string()),
         )),
-        Ok(Ok(s)) => Ok(s),
+        Ok(Ok(s)) => tls::resumed_session_valid(s.get_ref().1, crate::time::now())
+            .map(|()| s)
+            .map_err(HandshakeError::Failed),
     }
 }
 

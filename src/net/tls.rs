@@ -191,6 +191,29 @@ fn handshake_signature(
     }
 }
 
+/// Whether a connection may go on after its handshake: a resumed session
+/// skipped certificate verification, and a session outlives what it was
+/// made from (rustls keeps one for up to a day), so the peer certificate it
+/// carries must still be inside its validity period now. A full handshake
+/// checked that already.
+pub fn resumed_session_valid(conn: &rustls::CommonState, now: i64) -> Result<(), String> {
+    if conn.handshake_kind() != Some(rustls::HandshakeKind::Resumed) {
+        return Ok(());
+    }
+    let info = conn
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|leaf| pki::cert_info_der(leaf).ok())
+        .ok_or("resumed session without a readable peer certificate")?;
+    if now > info.not_after {
+        return Err("resumed session: the peer certificate has expired".into());
+    }
+    if now < info.not_before {
+        return Err("resumed session: the peer certificate is not valid yet".into());
+    }
+    Ok(())
+}
+
 /// The ring provider restricted to the project's cipher policy.
 pub fn provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite as cs;
@@ -758,6 +781,14 @@ mod tests {
 
     /// Drives a handshake in memory; `Err` is the first side's error.
     fn handshake(client: Arc<ClientConfig>, server: Arc<ServerConfig>) -> Result<(), Error> {
+        connected(client, server).map(|_| ())
+    }
+
+    /// Both ends of an in-memory handshake, once it finished.
+    fn connected(
+        client: Arc<ClientConfig>,
+        server: Arc<ServerConfig>,
+    ) -> Result<(ClientConnection, ServerConnection), Error> {
         let mut c = ClientConnection::new(client, server_name("127.0.0.1"))?;
         let mut s = ServerConnection::new(server)?;
         for _ in 0..20 {
@@ -780,10 +811,42 @@ mod tests {
                 c.process_new_packets()?;
             }
             if !c.is_handshaking() && !s.is_handshaking() {
-                return Ok(());
+                return Ok((c, s));
             }
         }
         panic!("handshake did not finish");
+    }
+
+    #[test]
+    fn a_resumed_session_is_held_to_the_peer_certificates_validity() {
+        let Some(p) = pki() else { return };
+        let ca = der(&p.ca);
+        let callee = Identity::from_pem(&p.callee.0, &p.callee.1).unwrap();
+        let caller = Identity::from_pem(&p.caller.0, &p.caller.1).unwrap();
+        let (server, client) = (
+            mtls_server(&callee, &ca).unwrap(),
+            mtls_client(&caller, &ca).unwrap(),
+        );
+        let now = crate::time::now();
+        let (c, s) = connected(client.clone(), server.clone()).unwrap();
+        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Full));
+        // A full handshake verified the certificate itself.
+        resumed_session_valid(&s, i64::MAX).unwrap();
+        resumed_session_valid(&c, i64::MAX).unwrap();
+        let (c, s) = connected(client, server).unwrap();
+        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        // The session carries the peer certificate, for the caller's
+        // identity check by serial.
+        assert_eq!(s.peer_certificates().unwrap()[0], der(&p.caller.0));
+        resumed_session_valid(&s, now).unwrap();
+        resumed_session_valid(&c, now).unwrap();
+        let caller_info = pki::cert_info_pem(&p.caller.0).unwrap();
+        let callee_info = pki::cert_info_pem(&p.callee.0).unwrap();
+        let expired = resumed_session_valid(&s, caller_info.not_after + 1).unwrap_err();
+        assert!(expired.contains("expired"), "{expired}");
+        let early = resumed_session_valid(&c, callee_info.not_before - 1).unwrap_err();
+        assert!(early.contains("not valid yet"), "{early}");
     }
 
     fn client_with(
