@@ -94,6 +94,22 @@ pub const READ_CHUNK_BYTES: usize = 4 * 1024;
 /// entry makes room for a new one.
 pub const VERIFIED_LEAF_ENTRIES: usize = 1024;
 
+/// TLS sessions one listener keeps for resumption.
+///
+/// Each holds the client's certificate chain and secrets (about 1 KiB), so
+/// rustls's default of 256 would let a router's listener grow by a quarter
+/// of a MiB on sessions a one-shot client never comes back for. 32 serve
+/// a few long-lived clients resuming at once; a client that finds its
+/// session gone makes a full handshake, nothing worse.
+pub const SERVER_SESSIONS: usize = 32;
+
+/// TLS 1.3 session tickets sent after each full or resumed handshake.
+///
+/// A client resuming in a loop spends one ticket per connection and gets
+/// one back; rustls's default of 2 doubles the work and the cache entries
+/// for nothing.
+pub const TICKETS_PER_HANDSHAKE: usize = 1;
+
 /// The bounds one connection is read and written under.
 ///
 /// # Defaults

@@ -38,7 +38,7 @@ use rustls::{
     InconsistentKeys, PeerMisbehaved, ServerConfig, SignatureScheme,
 };
 
-use crate::net::limits::VERIFIED_LEAF_ENTRIES;
+use crate::net::limits::{SERVER_SESSIONS, TICKETS_PER_HANDSHAKE, VERIFIED_LEAF_ENTRIES};
 use crate::pki;
 
 /// The handshake-signature methods every verifier here shares:
@@ -241,7 +241,7 @@ pub fn mtls_server(identity: &Identity, ca_der: &[u8]) -> Result<Arc<ServerConfi
         .map_err(TlsError::Config)?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified_key()?)));
-    Ok(Arc::new(cfg))
+    Ok(Arc::new(bounded_sessions(cfg)))
 }
 
 /// A server without client authentication (the pairing listener, plain
@@ -252,7 +252,15 @@ pub fn plain_server(identity: &Identity) -> Result<Arc<ServerConfig>, TlsError> 
         .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SingleCertAndKey::from(identity.certified_key()?)));
-    Ok(Arc::new(cfg))
+    Ok(Arc::new(bounded_sessions(cfg)))
+}
+
+/// `cfg` keeping at most [`SERVER_SESSIONS`] sessions, with
+/// [`TICKETS_PER_HANDSHAKE`] tickets a handshake.
+fn bounded_sessions(mut cfg: ServerConfig) -> ServerConfig {
+    cfg.session_storage = rustls::server::ServerSessionMemoryCache::new(SERVER_SESSIONS);
+    cfg.send_tls13_tickets = TICKETS_PER_HANDSHAKE;
+    cfg
 }
 
 /// A client presenting `identity` and accepting servers issued by `ca_der`.
@@ -833,9 +841,14 @@ mod tests {
         // A full handshake verified the certificate itself.
         resumed_session_valid(&s, i64::MAX).unwrap();
         resumed_session_valid(&c, i64::MAX).unwrap();
+        // One ticket a handshake keeps a client resuming connection after
+        // connection.
+        for _ in 0..3 {
+            let (c, s) = connected(client.clone(), server.clone()).unwrap();
+            assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+            assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
+        }
         let (c, s) = connected(client, server).unwrap();
-        assert_eq!(s.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
-        assert_eq!(c.handshake_kind(), Some(rustls::HandshakeKind::Resumed));
         // The session carries the peer certificate, for the caller's
         // identity check by serial.
         assert_eq!(s.peer_certificates().unwrap()[0], der(&p.caller.0));
