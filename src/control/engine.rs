@@ -33,7 +33,7 @@ use crate::control::registry::Target;
 use crate::control::revoked::RevokedAgents;
 use crate::net::client::{self, ClientError};
 use crate::net::limits::Limits;
-use crate::net::tls::{self, Identity};
+use crate::net::tls::{self, Identity, TlsError};
 use crate::proto::json::{self, JsonError};
 use crate::proto::Rtt;
 use crate::rt::FileWork;
@@ -283,13 +283,13 @@ fn client_config(
     ca: &[u8],
 ) -> Result<(Arc<ClientConfig>, String), String> {
     let info = pki::cert_info_pem(cert_pem).map_err(|e| e.to_string())?;
-    if let Ok(key) = pki::key_spki_sha256(key_pem) {
-        if key != info.spki_sha256 {
-            return Err("the key does not belong to the certificate (an interrupted rotate-cert? run 'ctrl-exec-dispatcher maintain')".into());
-        }
-    }
     let identity = Identity::from_pem(cert_pem, key_pem).map_err(|e| e.to_string())?;
-    let tls = tls::mtls_client(&identity, ca).map_err(|e| e.to_string())?;
+    // The key pair is derived once, here; a mismatch is worded for the
+    // operator rather than as the TLS library's.
+    let tls = tls::mtls_client(&identity, ca).map_err(|e| match e {
+        TlsError::Config(rustls::Error::InconsistentKeys(_)) => "the key does not belong to the certificate (an interrupted rotate-cert? run 'ctrl-exec-dispatcher maintain')".to_string(),
+        other => other.to_string(),
+    })?;
     Ok((tls, info.serial))
 }
 
@@ -519,5 +519,27 @@ impl Engine {
             out.push(t.await);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_named_for_the_operator() {
+        let (ca_cert, ca_key) = pki::create_ca(30).unwrap();
+        let key = pki::generate_key_pem().unwrap();
+        let csr = pki::check_csr(&pki::make_csr(&key, "dispatcher").unwrap(), None).unwrap();
+        let cert = pki::sign_csr(&ca_cert, &ca_key, &csr, 30).unwrap();
+        let ca = pki::pem_certs(&ca_cert).remove(0);
+        let (_, serial) = client_config(&cert, &key, &ca).unwrap();
+        assert_eq!(serial, pki::cert_info_pem(&cert).unwrap().serial);
+        let other = pki::generate_key_pem().unwrap();
+        let refusal = client_config(&cert, &other, &ca).err().unwrap();
+        assert!(
+            refusal.starts_with("the key does not belong to the certificate"),
+            "{refusal}"
+        );
     }
 }
