@@ -18,6 +18,10 @@
 #                      clients in one long-lived process (examples/agent_load.rs:
 #                      one Engine, TLS sessions resumed; built here with cargo)
 #   agent_idle_rss, agent_rss_growth  that agent before, and its growth after both
+#   api_health_rps     ctrl-exec-api GET /health requests/s (wrk, 16 connections,
+#                      three 5 s runs: median and p95 of the runs)
+#   api_run_one        POST /run of /bin/true on one agent through the API (wrk,
+#                      one connection): median of the runs' medians, and of their p95
 #
 #   bash scripts/bench-fleet.sh [BINARY]
 #
@@ -57,6 +61,9 @@ figure() {
 }
 
 bench_dispatcher "max_hosts = $(( N > 10000 ? N : 10000 ))
+api_bind = 127.0.0.1
+api_port = 0
+api_auth_default = allow
 ${DISPATCHER_CONF:-}"
 
 echo "binary: $BIN"
@@ -154,6 +161,55 @@ rate=$(grep -oE 'runs_per_s=[0-9]+' <<<"$load" | cut -d= -f2)
 figure agent_runs_per_s "$rate" 1/s "$rate" "$rate"
 after=$(awk '/VmRSS/ { print $2 }' "/proc/$AGENT/status")
 figure agent_rss_growth "$(( after - idle ))" KiB "$(( after - idle ))" "$(( after - idle ))"
+
+# The API on loopback (no hook, api_auth_default = allow), measured with wrk.
+if command -v wrk >/dev/null; then
+    ln -sf "$BIN" "$ROOT/bin/ctrl-exec-api"
+    ctrl-exec-api --config "$DCONF" >"$ROOT/logs/api.out" 2>"$ROOT/logs/api.log" &
+    PIDS+=($!)
+    API=$(wait_for "$ROOT/logs/api.out" 'listening on [0-9.]+:[0-9]+' 10 | grep -oE '[0-9.]+:[0-9]+$')
+    body='{"hosts":["a1"],"script":"true"}'
+    reply=$(python3 - "$API" "$body" <<'PY'
+import sys, urllib.request
+req = urllib.request.Request("http://%s/run" % sys.argv[1], data=sys.argv[2].encode(),
+                             headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(req, timeout=30).read().decode())
+PY
+)
+    grep -q '"exit":0,' <<<"$reply" || { echo "API POST /run: $reply" >&2; exit 1; }
+    # wrk_figure NAME UNIT WRK-ARGS...: three wrk runs; the lua script prints
+    # "<requests/s> <median ms> <p95 ms> <bad>" (bad: non-2xx and socket errors).
+    cat >"$ROOT/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local bad = (summary.status or 0) + e.connect + e.read + e.write + e.timeout
+  io.write(string.format("REPORT %.0f %.3f %.3f %d\n", summary.requests / (summary.duration / 1e6),
+    latency:percentile(50) / 1000, latency:percentile(95) / 1000, bad))
+end
+LUA
+    printf 'wrk.method = "POST"\nwrk.body = [[%s]]\nwrk.headers["Content-Type"] = "application/json"\n' "$body" >"$ROOT/post.lua"
+    cat "$ROOT/report.lua" >>"$ROOT/post.lua"
+    wrk_runs() { # LUA CONNECTIONS PATH: one REPORT line per run
+        local i
+        for i in 1 2 3; do
+            wrk -t1 -c"$2" -d5s -s "$1" "http://$API$3" | grep '^REPORT' | cut -d' ' -f2-
+        done
+    }
+    wrk_runs "$ROOT/report.lua" 16 /health >"$ROOT/logs/health.wrk"
+    wrk_runs "$ROOT/post.lua" 1 /run >"$ROOT/logs/run.wrk"
+    for f in health run; do
+        [ "$(wc -l <"$ROOT/logs/$f.wrk")" = 3 ] || { echo "API: wrk did not report for $f" >&2; exit 1; }
+    done
+    bad=$(awk '{ b += $4 } END { print b + 0 }' "$ROOT/logs/health.wrk" "$ROOT/logs/run.wrk")
+    [ "$bad" = 0 ] || { echo "API: $bad failed requests under wrk" >&2; exit 1; }
+    read -r med p95 < <(awk '{ print $1 }' "$ROOT/logs/health.wrk" | stats)
+    figure api_health_rps "$med" 1/s "$med" "$p95"
+    read -r med _ < <(awk '{ print $2 }' "$ROOT/logs/run.wrk" | stats)
+    read -r p95 _ < <(awk '{ print $3 }' "$ROOT/logs/run.wrk" | stats)
+    figure api_run_one "$med" ms "$med" "$p95"
+else
+    echo "wrk not installed: no API figures (make deps-bench installs it)" >&2
+fi
 size=$(stat -c %s "$BIN")
 figure binary_size "$size" bytes "$size" "$size"
 
